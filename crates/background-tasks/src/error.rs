@@ -1,0 +1,208 @@
+//! Errors returned by the supervisor and by task handles.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Mutex;
+
+/// Why a task could not be spawned.
+///
+/// A spawn that fails hands nothing to the supervisor: the future or closure is dropped without
+/// being run, and this error says why, so the caller can retry, shed load or report it.
+///
+/// # Examples
+///
+/// ```
+/// use background_tasks::{SpawnError, TaskSupervisor};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let supervisor = TaskSupervisor::builder().max_tasks(1).build();
+/// let _first = supervisor.spawn(std::future::pending::<()>()).unwrap();
+/// let second = supervisor.spawn(async {});
+/// assert!(matches!(second, Err(SpawnError::AtCapacity { limit: 1 })));
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The supervisor is shutting down and admits no new tasks.
+    ///
+    /// Tasks running under the supervisor may still spawn follow-up tasks through their
+    /// [`TaskContext`](crate::TaskContext) until the cancel phase begins; everyone else is
+    /// refused from the moment shutdown starts.
+    #[error(
+        "the task supervisor is shutting down and accepts no new tasks; \
+         do the work inline, hand it to another instance, or retry after restart"
+    )]
+    ShuttingDown,
+    /// The supervisor already runs as many tasks as its `max_tasks` limit allows.
+    #[error(
+        "the task supervisor is at capacity ({limit} tasks running); \
+         retry once a task has finished, or raise `max_tasks` on the builder"
+    )]
+    AtCapacity {
+        /// The limit set with [`SupervisorBuilder::max_tasks`](crate::SupervisorBuilder::max_tasks).
+        limit: usize,
+    },
+}
+
+/// Why a task did not produce its output.
+///
+/// Returned by awaiting a [`TaskHandle`](crate::TaskHandle) when the task panicked or was
+/// aborted, by its handle or by the supervisor's shutdown.
+///
+/// # Examples
+///
+/// ```
+/// use background_tasks::TaskSupervisor;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let supervisor = TaskSupervisor::new();
+/// let handle = supervisor.spawn(async { panic!("boom") }).unwrap();
+/// let error = handle.await.unwrap_err();
+/// assert!(error.is_panic());
+/// assert_eq!(error.panic_message(), Some("boom"));
+/// # }
+/// ```
+#[derive(thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct TaskError {
+    repr: Repr,
+}
+
+enum Repr {
+    Cancelled,
+    Panic {
+        message: Option<String>,
+        // The payload is `Send` but not `Sync`; the mutex makes the error `Sync` as errors should
+        // be, and is only ever locked once, by `try_into_panic`.
+        payload: Mutex<Box<dyn Any + Send + 'static>>,
+    },
+}
+
+impl TaskError {
+    pub(crate) fn cancelled() -> Self {
+        Self {
+            repr: Repr::Cancelled,
+        }
+    }
+
+    pub(crate) fn panic(payload: Box<dyn Any + Send + 'static>) -> Self {
+        Self {
+            repr: Repr::Panic {
+                message: panic_message(&*payload).map(str::to_owned),
+                payload: Mutex::new(payload),
+            },
+        }
+    }
+
+    /// Returns `true` if the task panicked.
+    #[must_use]
+    pub fn is_panic(&self) -> bool {
+        matches!(self.repr, Repr::Panic { .. })
+    }
+
+    /// Returns `true` if the task was aborted, through its handle or by the supervisor's
+    /// shutdown, before it produced its output.
+    #[must_use]
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.repr, Repr::Cancelled)
+    }
+
+    /// The panic message, when the task panicked with a string message (as `panic!` does).
+    #[must_use]
+    pub fn panic_message(&self) -> Option<&str> {
+        match &self.repr {
+            Repr::Panic { message, .. } => message.as_deref(),
+            Repr::Cancelled => None,
+        }
+    }
+
+    /// Returns the panic payload, to resume the panic with [`std::panic::resume_unwind`].
+    ///
+    /// # Errors
+    ///
+    /// Gives the error back unchanged when the task did not panic.
+    pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, TaskError> {
+        match self.repr {
+            Repr::Panic { payload, .. } => {
+                Ok(payload.into_inner().unwrap_or_else(|poison| poison.into_inner()))
+            }
+            Repr::Cancelled => Err(self),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.repr {
+            Repr::Cancelled => "the task was aborted before it finished".to_owned(),
+            Repr::Panic {
+                message: Some(message),
+                ..
+            } => format!("the task panicked: {message}"),
+            Repr::Panic { message: None, .. } => {
+                "the task panicked with a non-string payload".to_owned()
+            }
+        }
+    }
+}
+
+impl fmt::Debug for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            Repr::Cancelled => f.write_str("TaskError::Cancelled"),
+            Repr::Panic { message, .. } => f
+                .debug_struct("TaskError::Panic")
+                .field("message", message)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// The message of a panic payload, when it is a string, as `panic!` produces.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<&'static str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_message_reads_str_and_string_payloads() {
+        let payload: Box<dyn Any + Send> = Box::new("static");
+        assert_eq!(panic_message(&*payload), Some("static"));
+        let payload: Box<dyn Any + Send> = Box::new(String::from("owned"));
+        assert_eq!(panic_message(&*payload), Some("owned"));
+        let payload: Box<dyn Any + Send> = Box::new(7_u32);
+        assert_eq!(panic_message(&*payload), None);
+    }
+
+    #[test]
+    fn task_error_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<TaskError>();
+        assert_send_sync::<SpawnError>();
+    }
+
+    #[test]
+    fn try_into_panic_gives_back_the_payload_or_the_error() {
+        let error = TaskError::panic(Box::new(42_u8));
+        assert_eq!(error.panic_message(), None);
+        let payload = error.try_into_panic().expect("a panic");
+        assert_eq!(payload.downcast_ref::<u8>(), Some(&42));
+        let error = TaskError::cancelled();
+        assert!(error.try_into_panic().is_err_and(|e| e.is_cancelled()));
+    }
+
+    #[test]
+    fn messages_say_what_to_do() {
+        let message = SpawnError::AtCapacity { limit: 3 }.to_string();
+        assert!(message.contains("3 tasks") && message.contains("max_tasks"));
+        assert!(SpawnError::ShuttingDown.to_string().contains("shutting down"));
+        assert!(TaskError::panic(Box::new("x")).to_string().contains("panicked: x"));
+    }
+}

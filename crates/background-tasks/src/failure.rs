@@ -1,0 +1,115 @@
+//! What the failure callback is told.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+use crate::handle::TaskId;
+
+/// A task that ended badly: it panicked, or shutdown had to abort or abandon it.
+///
+/// Passed to the callback set with
+/// [`SupervisorBuilder::on_failure`](crate::SupervisorBuilder::on_failure), so that failures of
+/// detached tasks reach your error reporting and are never lost silently. Every failure is also
+/// logged through `tracing`.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use background_tasks::TaskSupervisor;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let supervisor = TaskSupervisor::builder()
+///     .on_failure({
+///         let seen = seen.clone();
+///         move |failure| seen.lock().unwrap().push(failure.to_string())
+///     })
+///     .build();
+/// let _ = supervisor.task("resize").spawn(async { panic!("no such image") }).unwrap().await;
+/// assert_eq!(seen.lock().unwrap()[0], "task 1 (resize) panicked: no such image");
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct TaskFailure {
+    id: TaskId,
+    name: Option<Cow<'static, str>>,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Kind {
+    Panic { message: Option<String> },
+    Aborted { age: Duration },
+    Abandoned { age: Duration },
+}
+
+impl TaskFailure {
+    pub(crate) fn new(id: TaskId, name: Option<Cow<'static, str>>, kind: Kind) -> Self {
+        Self { id, name, kind }
+    }
+
+    /// The failed task's id.
+    #[must_use]
+    pub fn task_id(&self) -> TaskId {
+        self.id
+    }
+
+    /// The failed task's name, when it was spawned with one.
+    #[must_use]
+    pub fn task_name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Returns `true` if the task panicked.
+    #[must_use]
+    pub fn is_panic(&self) -> bool {
+        matches!(self.kind, Kind::Panic { .. })
+    }
+
+    /// Returns `true` if shutdown aborted the task when its budget ran out.
+    #[must_use]
+    pub fn is_aborted(&self) -> bool {
+        matches!(self.kind, Kind::Aborted { .. })
+    }
+
+    /// Returns `true` if shutdown left the task running: a blocking task still on its thread
+    /// when the budget ran out, which nothing can stop.
+    #[must_use]
+    pub fn is_abandoned(&self) -> bool {
+        matches!(self.kind, Kind::Abandoned { .. })
+    }
+
+    /// The panic message, when the task panicked with a string message.
+    #[must_use]
+    pub fn panic_message(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Panic { message } => message.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task {}", self.id)?;
+        if let Some(name) = &self.name {
+            write!(f, " ({name})")?;
+        }
+        match &self.kind {
+            Kind::Panic {
+                message: Some(message),
+            } => write!(f, " panicked: {message}"),
+            Kind::Panic { message: None } => f.write_str(" panicked with a non-string payload"),
+            Kind::Aborted { age } => {
+                write!(f, " was aborted by shutdown after running {age:.1?}")
+            }
+            Kind::Abandoned { age } => write!(
+                f,
+                " was abandoned by shutdown, still running on a blocking thread after {age:.1?}"
+            ),
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! What a finished shutdown reports.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+use crate::handle::TaskId;
+
+/// A task named in a [`ShutdownReport`]: one that shutdown aborted or abandoned.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use background_tasks::TaskSupervisor;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let supervisor = TaskSupervisor::builder()
+///     .shutdown_timeout(Duration::from_secs(1))
+///     .cancel_grace(Duration::ZERO)
+///     .build();
+/// let _ = supervisor.task("stuck").spawn(std::future::pending::<()>()).unwrap();
+/// let report = supervisor.shutdown().await;
+/// let stuck = &report.aborted_tasks()[0];
+/// assert_eq!(stuck.name(), Some("stuck"));
+/// assert_eq!(stuck.age(), Duration::from_secs(1));
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    pub(crate) id: TaskId,
+    pub(crate) name: Option<Cow<'static, str>>,
+    pub(crate) age: Duration,
+}
+
+impl TaskRecord {
+    /// The task's id.
+    #[must_use]
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// The task's name, when it was spawned with one.
+    #[must_use]
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// How long the task had been running when shutdown aborted or abandoned it.
+    #[must_use]
+    pub fn age(&self) -> Duration {
+        self.age
+    }
+}
+
+impl fmt::Display for TaskRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{name} (task {}, {:.1?})", self.id, self.age),
+            None => write!(f, "task {} ({:.1?})", self.id, self.age),
+        }
+    }
+}
+
+/// How a supervisor's shutdown went: what happened to every task that was running when it
+/// began or was spawned during it.
+///
+/// Each such task is counted once, by the phase in which it ended:
+/// - [`completed`](Self::completed): ended on its own during the drain, whatever its outcome,
+///   panics included;
+/// - [`cancelled`](Self::cancelled): ended after the cancellation signal, within the grace;
+/// - [`aborted`](Self::aborted): still running when the grace ran out, and aborted;
+/// - [`abandoned`](Self::abandoned): blocking tasks still running on their thread when the grace
+///   ran out; nothing can stop them, so shutdown returned without them.
+///
+/// # Examples
+///
+/// ```
+/// use background_tasks::TaskSupervisor;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let supervisor = TaskSupervisor::new();
+/// let _ = supervisor.spawn(async {}).unwrap();
+/// let report = supervisor.shutdown().await;
+/// assert_eq!(report.completed(), 1);
+/// assert!(report.is_clean());
+/// assert!(report.to_string().contains("1 completed, 0 cancelled, 0 aborted, 0 abandoned"));
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownReport {
+    pub(crate) completed: usize,
+    pub(crate) cancelled: usize,
+    pub(crate) aborted: Vec<TaskRecord>,
+    pub(crate) abandoned: Vec<TaskRecord>,
+    pub(crate) elapsed: Duration,
+}
+
+impl ShutdownReport {
+    /// How many tasks ended on their own during the drain phase, panics included.
+    #[must_use]
+    pub fn completed(&self) -> usize {
+        self.completed
+    }
+
+    /// How many tasks ended during the cancel phase, after the cancellation signal.
+    #[must_use]
+    pub fn cancelled(&self) -> usize {
+        self.cancelled
+    }
+
+    /// How many tasks were aborted when the budget ran out.
+    #[must_use]
+    pub fn aborted(&self) -> usize {
+        self.aborted.len()
+    }
+
+    /// How many blocking tasks were still running on their thread when the budget ran out.
+    #[must_use]
+    pub fn abandoned(&self) -> usize {
+        self.abandoned.len()
+    }
+
+    /// The tasks that were aborted, in no particular order.
+    #[must_use]
+    pub fn aborted_tasks(&self) -> &[TaskRecord] {
+        &self.aborted
+    }
+
+    /// The tasks that were abandoned, in no particular order.
+    #[must_use]
+    pub fn abandoned_tasks(&self) -> &[TaskRecord] {
+        &self.abandoned
+    }
+
+    /// How long the shutdown took, from its start to its report.
+    #[must_use]
+    pub fn elapsed(&self) -> Duration {
+        self.elapsed
+    }
+
+    /// Returns `true` when every task ended on its own during the drain: nothing was
+    /// cancelled, aborted or abandoned.
+    #[must_use]
+    pub fn is_clean(&self) -> bool {
+        self.cancelled == 0 && self.aborted.is_empty() && self.abandoned.is_empty()
+    }
+}
+
+impl fmt::Display for ShutdownReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "background tasks shut down in {:.1?}: {} completed, {} cancelled, {} aborted, {} abandoned",
+            self.elapsed,
+            self.completed,
+            self.cancelled,
+            self.aborted.len(),
+            self.abandoned.len(),
+        )?;
+        for (label, tasks) in [("aborted", &self.aborted), ("abandoned", &self.abandoned)] {
+            if let Some((first, rest)) = tasks.split_first() {
+                write!(f, "; {label}: {first}")?;
+                for task in rest {
+                    write!(f, ", {task}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_every_aborted_and_abandoned_task_with_its_age() {
+        let report = ShutdownReport {
+            completed: 3,
+            cancelled: 1,
+            aborted: vec![
+                TaskRecord {
+                    id: TaskId(4),
+                    name: Some("send-mail".into()),
+                    age: Duration::from_millis(6000),
+                },
+                TaskRecord {
+                    id: TaskId(7),
+                    name: None,
+                    age: Duration::from_millis(250),
+                },
+            ],
+            abandoned: vec![TaskRecord {
+                id: TaskId(9),
+                name: Some("resize".into()),
+                age: Duration::from_secs(6),
+            }],
+            elapsed: Duration::from_millis(6002),
+        };
+        assert_eq!(
+            report.to_string(),
+            "background tasks shut down in 6.0s: 3 completed, 1 cancelled, 2 aborted, \
+             1 abandoned; aborted: send-mail (task 4, 6.0s), task 7 (250.0ms); \
+             abandoned: resize (task 9, 6.0s)"
+        );
+        assert!(!report.is_clean());
+        assert_eq!((report.aborted(), report.abandoned()), (2, 1));
+    }
+}

@@ -1,0 +1,180 @@
+//! The supervisor's lifecycle phase and running-task count, packed in one atomic word.
+//!
+//! Admission, task ends and phase changes are all read-modify-write operations on this one word,
+//! so each of them sees exactly which phase it happened in: a spawn can never slip in after
+//! admission closed, and every task that ends is counted in exactly one phase. That is what makes
+//! the [`ShutdownReport`](crate::ShutdownReport) counts exact, and the `max_tasks` limit race-free.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const PHASE_SHIFT: u32 = 61;
+const COUNT_MASK: u64 = (1 << PHASE_SHIFT) - 1;
+
+/// Where the supervisor is in its life. Phases only move forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Phase {
+    /// Accepting tasks from anyone.
+    Running = 0,
+    /// Shutdown began: waiting for tasks to end; only running tasks may spawn follow-ups.
+    Draining = 1,
+    /// The cancellation signal fired: waiting `cancel_grace`; nobody may spawn.
+    Cancelling = 2,
+    /// The report is written; tasks still ending are already counted as aborted or abandoned.
+    Done = 3,
+}
+
+impl Phase {
+    fn of(word: u64) -> Self {
+        match word >> PHASE_SHIFT {
+            0 => Phase::Running,
+            1 => Phase::Draining,
+            2 => Phase::Cancelling,
+            _ => Phase::Done,
+        }
+    }
+}
+
+/// Who asks to spawn: outside callers are refused from the moment shutdown begins, running
+/// tasks only once the cancel phase begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Outside,
+    Task,
+}
+
+/// Why admission was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    ShuttingDown,
+    AtCapacity,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    word: AtomicU64,
+}
+
+impl State {
+    pub(crate) fn phase(&self) -> Phase {
+        // Acquire pairs with the release in `advance`, so whoever sees a phase also sees the
+        // cancellation tokens that were fired before it.
+        Phase::of(self.word.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn running(&self) -> usize {
+        // Acquire pairs with the release decrement in `end_*`: a caller that sees zero also sees
+        // everything the ended tasks wrote.
+        (self.word.load(Ordering::Acquire) & COUNT_MASK) as usize
+    }
+
+    /// Counts one more running task, unless the phase or the limit forbids it.
+    pub(crate) fn admit(&self, origin: Origin, limit: Option<usize>) -> Result<(), Refused> {
+        // Relaxed first read: the compare-exchange below validates it.
+        let mut word = self.word.load(Ordering::Relaxed);
+        loop {
+            match (Phase::of(word), origin) {
+                (Phase::Running, _) | (Phase::Draining, Origin::Task) => {}
+                _ => return Err(Refused::ShuttingDown),
+            }
+            if limit.is_some_and(|limit| (word & COUNT_MASK) as usize >= limit) {
+                return Err(Refused::AtCapacity);
+            }
+            // AcqRel: the admission is ordered with the phase change it raced with.
+            match self.word.compare_exchange_weak(
+                word,
+                word + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    /// Counts one task fewer if the supervisor is still `Running`; returns the number of tasks
+    /// left, or `None` (and changes nothing) when shutdown has begun and the end must be
+    /// recorded under the shutdown lock with [`State::end_in_shutdown`].
+    pub(crate) fn end_if_running(&self) -> Option<usize> {
+        let mut word = self.word.load(Ordering::Relaxed);
+        loop {
+            if Phase::of(word) != Phase::Running {
+                return None;
+            }
+            // Release: publishes the task's writes to whoever sees the count drop.
+            match self.word.compare_exchange_weak(
+                word,
+                word - 1,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(((word - 1) & COUNT_MASK) as usize),
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    /// Counts one task fewer whatever the phase; returns the phase it ended in and the number
+    /// of tasks left. Callers hold the shutdown lock, so the phase cannot change meanwhile.
+    pub(crate) fn end_in_shutdown(&self) -> (Phase, usize) {
+        // Release: as in `end_if_running`.
+        let word = self.word.fetch_sub(1, Ordering::Release) - 1;
+        (Phase::of(word), (word & COUNT_MASK) as usize)
+    }
+
+    /// Moves to `to` if that is forward; returns the phase it was in. Callers hold the
+    /// shutdown lock, so phases never race with each other.
+    pub(crate) fn advance(&self, to: Phase) -> Phase {
+        let from = self.phase();
+        if to > from {
+            // Phases only grow, so adding the difference of the phase bits moves the phase
+            // without touching the count, atomically with concurrent admissions and ends.
+            // AcqRel pairs with the acquire in `phase` and `admit`.
+            self.word.fetch_add(
+                ((to as u64) - (from as u64)) << PHASE_SHIFT,
+                Ordering::AcqRel,
+            );
+        }
+        from
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_follows_phase_and_origin() {
+        let state = State::default();
+        assert_eq!(state.admit(Origin::Outside, None), Ok(()));
+        assert_eq!(state.advance(Phase::Draining), Phase::Running);
+        assert_eq!(state.admit(Origin::Outside, None), Err(Refused::ShuttingDown));
+        assert_eq!(state.admit(Origin::Task, None), Ok(()));
+        state.advance(Phase::Cancelling);
+        assert_eq!(state.admit(Origin::Task, None), Err(Refused::ShuttingDown));
+        assert_eq!(state.running(), 2);
+    }
+
+    #[test]
+    fn limit_counts_running_tasks() {
+        let state = State::default();
+        assert_eq!(state.admit(Origin::Outside, Some(1)), Ok(()));
+        assert_eq!(state.admit(Origin::Outside, Some(1)), Err(Refused::AtCapacity));
+        assert_eq!(state.end_if_running(), Some(0));
+        assert_eq!(state.admit(Origin::Outside, Some(1)), Ok(()));
+    }
+
+    #[test]
+    fn ends_after_shutdown_began_are_left_to_the_shutdown_lock() {
+        let state = State::default();
+        state.admit(Origin::Outside, None).unwrap();
+        state.admit(Origin::Outside, None).unwrap();
+        state.advance(Phase::Draining);
+        assert_eq!(state.end_if_running(), None);
+        assert_eq!(state.running(), 2);
+        assert_eq!(state.end_in_shutdown(), (Phase::Draining, 1));
+        state.advance(Phase::Done);
+        assert_eq!(state.advance(Phase::Cancelling), Phase::Done, "phases never go back");
+        assert_eq!(state.end_in_shutdown(), (Phase::Done, 0));
+    }
+}

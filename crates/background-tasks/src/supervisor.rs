@@ -1,0 +1,524 @@
+//! The supervisor: where tasks are spawned, counted and shut down.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::builder::SupervisorBuilder;
+use crate::context::TaskContext;
+use crate::error::SpawnError;
+use crate::failure::TaskFailure;
+use crate::handle::TaskHandle;
+use crate::registry::{Registry, lock};
+use crate::report::ShutdownReport;
+use crate::state::{Origin, Phase, State};
+use crate::task_builder::TaskBuilder;
+
+/// Spawns background tasks, tracks them, and shuts them down within a budget.
+///
+/// A task spawned on a supervisor outlives the code that spawned it (a request handler, say)
+/// but not the supervisor's [`shutdown`](Self::shutdown), which runs in phases under one bound:
+///
+/// 1. **admission closes** at once: [`spawn`](Self::spawn) returns
+///    [`SpawnError::ShuttingDown`], while running tasks may still spawn follow-ups through their
+///    [`TaskContext`];
+/// 2. **drain**: wait up to [`shutdown_timeout`](SupervisorBuilder::shutdown_timeout) for tasks
+///    to end on their own;
+/// 3. **cancel**: fire the cancellation signal ([`TaskContext::cancelled`]) and wait up to
+///    [`cancel_grace`](SupervisorBuilder::cancel_grace);
+/// 4. **abort** what is left; blocking tasks already on a thread cannot be aborted and are
+///    reported as abandoned.
+///
+/// Cloning a supervisor is cheap and gives another handle to the same set of tasks.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use background_tasks::TaskSupervisor;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let supervisor = TaskSupervisor::builder()
+///     .shutdown_timeout(Duration::from_secs(5))
+///     .build();
+///
+/// // From a handler: the task outlives the request.
+/// supervisor.task("send-welcome-mail").spawn(async {
+///     tokio::time::sleep(Duration::from_millis(100)).await;
+/// }).unwrap();
+///
+/// // At exit: wait for it, within the budget.
+/// let report = supervisor.shutdown().await;
+/// assert_eq!(report.completed(), 1);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct TaskSupervisor {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// The callback set with [`SupervisorBuilder::on_failure`].
+pub(crate) type FailureCallback = Box<dyn Fn(&TaskFailure) + Send + Sync + 'static>;
+
+pub(crate) struct Config {
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) cancel_grace: Duration,
+    pub(crate) max_tasks: Option<usize>,
+    pub(crate) on_failure: Option<FailureCallback>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) state: State,
+    pub(crate) registry: Registry,
+    pub(crate) next_id: AtomicU64,
+    /// How many futures wait for the count to reach zero; see `notify_if_idle`.
+    pub(crate) idle_waiters: AtomicUsize,
+    pub(crate) idle: Notify,
+    /// Fired when the drain begins.
+    pub(crate) drain: CancellationToken,
+    /// Fired when the cancel phase begins.
+    pub(crate) cancel: CancellationToken,
+    /// Fired to skip what is left of the budget and abort now.
+    pub(crate) force: CancellationToken,
+    /// Taken to change phase and to count tasks that end during shutdown; always before a
+    /// shard lock of the registry, never after.
+    pub(crate) shutdown: Mutex<ShutdownLog>,
+    pub(crate) report: OnceLock<ShutdownReport>,
+    pub(crate) report_ready: Notify,
+}
+
+/// What shutdown has counted so far.
+#[derive(Debug, Default)]
+pub(crate) struct ShutdownLog {
+    pub(crate) started: Option<Instant>,
+    pub(crate) completed: usize,
+    pub(crate) cancelled: usize,
+}
+
+impl Inner {
+    pub(crate) fn new(config: Config) -> Self {
+        Self {
+            config,
+            state: State::default(),
+            registry: Registry::new(),
+            next_id: AtomicU64::new(1),
+            idle_waiters: AtomicUsize::new(0),
+            idle: Notify::new(),
+            drain: CancellationToken::new(),
+            cancel: CancellationToken::new(),
+            force: CancellationToken::new(),
+            shutdown: Mutex::new(ShutdownLog::default()),
+            report: OnceLock::new(),
+            report_ready: Notify::new(),
+        }
+    }
+
+    pub(crate) fn lock_shutdown(&self) -> MutexGuard<'_, ShutdownLog> {
+        lock(&self.shutdown)
+    }
+
+    /// Resolves once no task runs, or when `stop` resolves first; returns whether it is idle.
+    pub(crate) async fn wait_until_idle(&self, stop: impl Future<Output = ()>) -> bool {
+        // SeqCst pairs with the fence in `notify_if_idle`.
+        self.idle_waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = DecrementOnDrop(&self.idle_waiters);
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let notified = self.idle.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the count is read, so that a drop to zero in between still
+            // wakes this future.
+            notified.as_mut().enable();
+            if self.state.running() == 0 {
+                return true;
+            }
+            let stopped = std::future::poll_fn(|cx| {
+                if stop.as_mut().poll(cx).is_ready() {
+                    return std::task::Poll::Ready(true);
+                }
+                notified.as_mut().poll(cx).map(|()| false)
+            })
+            .await;
+            if stopped {
+                return self.state.running() == 0;
+            }
+        }
+    }
+}
+
+struct DecrementOnDrop<'a>(&'a AtomicUsize);
+
+impl Drop for DecrementOnDrop<'_> {
+    fn drop(&mut self) {
+        // Relaxed: a stale count only costs a spurious notify.
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl TaskSupervisor {
+    /// A supervisor with the default budget: 5 s to drain (as Quart's
+    /// `BACKGROUND_TASK_SHUTDOWN_TIMEOUT`), then 1 s of grace after the cancellation signal, and
+    /// no limit on the number of tasks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// assert!(supervisor.is_empty());
+    /// ```
+    #[must_use]
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder to set the shutdown budget, the task limit and the failure callback.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use background_tasks::TaskSupervisor;
+    ///
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .shutdown_timeout(Duration::from_secs(10))
+    ///     .cancel_grace(Duration::from_secs(2))
+    ///     .max_tasks(1_000)
+    ///     .on_failure(|failure| eprintln!("{failure}"))
+    ///     .build();
+    /// ```
+    #[must_use]
+    pub fn builder() -> SupervisorBuilder {
+        SupervisorBuilder::new()
+    }
+
+    /// Spawns `future` as a supervised task.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let handle = supervisor.spawn(async { "done" }).unwrap();
+    /// assert_eq!(handle.await.unwrap(), "done");
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SpawnError::ShuttingDown`] once shutdown has begun, and [`SpawnError::AtCapacity`]
+    /// when `max_tasks` tasks are running. The future is then dropped without being polled.
+    ///
+    /// # Panics
+    ///
+    /// Like [`tokio::spawn`], panics when called outside of a Tokio runtime.
+    #[track_caller]
+    #[inline]
+    pub fn spawn<F>(&self, future: F) -> Result<TaskHandle<F::Output>, SpawnError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.inner.spawn_async(Origin::Outside, None, |_| future)
+    }
+
+    /// Spawns the future that `task` builds from the new task's [`TaskContext`]: its id, name,
+    /// shutdown and cancellation signals, and a way to spawn follow-up tasks.
+    ///
+    /// `task` is called at once, before this method returns, and only if the task is admitted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// supervisor.spawn_with(|ctx| async move {
+    ///     loop {
+    ///         tokio::select! {
+    ///             _ = ctx.shutdown_started() => break,
+    ///             _ = tokio::time::sleep(Duration::from_secs(1)) => { /* one unit of work */ }
+    ///         }
+    ///     }
+    /// }).unwrap();
+    /// assert!(supervisor.shutdown().await.is_clean());
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    ///
+    /// # Panics
+    ///
+    /// As [`spawn`](Self::spawn).
+    #[track_caller]
+    #[inline]
+    pub fn spawn_with<F, Fut>(&self, task: F) -> Result<TaskHandle<Fut::Output>, SpawnError>
+    where
+        F: FnOnce(TaskContext) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        TaskBuilder::new(&self.inner, Origin::Outside, None).spawn_with(task)
+    }
+
+    /// Runs the synchronous `function` on tokio's blocking thread pool as a supervised task.
+    ///
+    /// A blocking task cannot be aborted once it runs: if it is still running when the
+    /// shutdown budget runs out, shutdown reports it as abandoned and returns without it. Use
+    /// [`spawn_blocking_with`](Self::spawn_blocking_with) to let it check for cancellation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let handle = supervisor.spawn_blocking(|| std::thread::current().name().map(str::to_owned)).unwrap();
+    /// assert_ne!(handle.await.unwrap(), std::thread::current().name().map(str::to_owned));
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    ///
+    /// # Panics
+    ///
+    /// As [`spawn`](Self::spawn).
+    #[track_caller]
+    #[inline]
+    pub fn spawn_blocking<F, R>(&self, function: F) -> Result<TaskHandle<R>, SpawnError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.inner
+            .spawn_blocking(Origin::Outside, None, |_| function)
+    }
+
+    /// Runs the synchronous `function` on tokio's blocking thread pool, handing it its
+    /// [`TaskContext`] so that it can check [`TaskContext::is_cancelled`] between units of
+    /// work.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let handle = supervisor.spawn_blocking_with(|ctx| {
+    ///     let mut done = 0;
+    ///     while done < 3 && !ctx.is_cancelled() {
+    ///         done += 1; // one unit of work
+    ///     }
+    ///     done
+    /// }).unwrap();
+    /// assert_eq!(handle.await.unwrap(), 3);
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    ///
+    /// # Panics
+    ///
+    /// As [`spawn`](Self::spawn).
+    #[track_caller]
+    #[inline]
+    pub fn spawn_blocking_with<F, R>(&self, function: F) -> Result<TaskHandle<R>, SpawnError>
+    where
+        F: FnOnce(TaskContext) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        TaskBuilder::new(&self.inner, Origin::Outside, None).spawn_blocking_with(function)
+    }
+
+    /// A builder for a task with a name, shown in its tracing span, in failure reports and in
+    /// the shutdown report.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let user = 7;
+    /// supervisor.task(format!("welcome-mail-{user}")).spawn(async { /* ... */ }).unwrap();
+    /// # }
+    /// ```
+    #[inline]
+    pub fn task(&self, name: impl Into<Cow<'static, str>>) -> TaskBuilder<'_> {
+        TaskBuilder::new(&self.inner, Origin::Outside, Some(name.into()))
+    }
+
+    /// How many tasks are running, including blocking tasks that shutdown abandoned and that
+    /// are still on their thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let _ = supervisor.spawn(std::future::pending::<()>()).unwrap();
+    /// assert_eq!(supervisor.len(), 1);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.inner.state.running()
+    }
+
+    /// Returns `true` when no task is running.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(background_tasks::TaskSupervisor::new().is_empty());
+    /// ```
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Returns `true` once [`shutdown`](Self::shutdown) has begun.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// assert!(!supervisor.is_shutting_down());
+    /// supervisor.shutdown().await;
+    /// assert!(supervisor.is_shutting_down());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.state.phase() != Phase::Running
+    }
+
+    /// Waits until no task is running, counting tasks spawned while it waits, without closing
+    /// the supervisor: the test helper that Quart's `test_app` gives.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let done = Arc::new(AtomicBool::new(false));
+    /// supervisor.spawn({
+    ///     let done = done.clone();
+    ///     async move { done.store(true, Ordering::SeqCst) }
+    /// }).unwrap();
+    /// supervisor.wait_idle().await;
+    /// assert!(done.load(Ordering::SeqCst));
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: dropping the future changes nothing.
+    pub async fn wait_idle(&self) {
+        self.inner.wait_until_idle(std::future::pending()).await;
+    }
+
+    /// Shuts the supervisor down and reports how its tasks ended.
+    ///
+    /// Admission closes as soon as the returned future is first polled; then the drain,
+    /// cancel and abort phases run (see the [type docs](Self)). It returns as soon as the last
+    /// task has ended, and never later than `shutdown_timeout + cancel_grace` plus the few
+    /// milliseconds it takes to abort what is left. The report is also logged, as one line,
+    /// at INFO level when it is clean and at WARN level when it is not.
+    ///
+    /// Calling it again, or concurrently, waits for the same shutdown and gives the same report.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::builder()
+    ///     .shutdown_timeout(Duration::from_secs(1))
+    ///     .build();
+    /// supervisor.spawn_with(|ctx| async move { ctx.cancelled().await }).unwrap();
+    /// let report = supervisor.shutdown().await;
+    /// assert_eq!(report.cancelled(), 1);
+    /// assert_eq!(report.elapsed(), Duration::from_secs(1));
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: the shutdown runs in a task of its own, so dropping the
+    /// future stops only the waiting, and a later call gives the report.
+    pub async fn shutdown(&self) -> ShutdownReport {
+        self.inner.begin_shutdown();
+        self.inner.report().await
+    }
+
+    /// Shuts the supervisor down without waiting out the budget: tasks get the cancellation
+    /// signal and are aborted at once. Use it when the process must stop now, such as on a
+    /// second Ctrl-C; it also cuts short a [`shutdown`](Self::shutdown) already under way.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let _ = supervisor.spawn(std::future::pending::<()>()).unwrap();
+    /// let report = supervisor.shutdown_now().await;
+    /// assert_eq!(report.aborted(), 1);
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`shutdown`](Self::shutdown).
+    pub async fn shutdown_now(&self) -> ShutdownReport {
+        self.inner.begin_shutdown();
+        self.inner.force.cancel();
+        self.inner.report().await
+    }
+}
+
+impl Default for TaskSupervisor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for TaskSupervisor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let config = &self.inner.config;
+        f.debug_struct("TaskSupervisor")
+            .field("running", &self.len())
+            .field("phase", &self.inner.state.phase())
+            .field("shutdown_timeout", &config.shutdown_timeout)
+            .field("cancel_grace", &config.cancel_grace)
+            .field("max_tasks", &config.max_tasks)
+            .finish_non_exhaustive()
+    }
+}

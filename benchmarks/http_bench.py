@@ -1,0 +1,450 @@
+"""The HTTP and shutdown benchmarks behind `benchmarks/run`; see docs/benchmarks.md.
+
+Starts, in turn, the quickstart example, the bare axum server and the Quart app, drives each
+with the same wrk command, then measures how long the quickstart and the Quart app take to
+exit on SIGTERM with 10 000 running jobs of each kind. Every server listens on 127.0.0.1 only,
+every wait is bounded, and every process started here is killed on the way out, even on
+failure; each pid is also written to `bench-results/.pids` for the wrapper's trap.
+"""
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import re
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench-results"
+IMAGES = ROOT / "docs" / "img"
+PIDS = RESULTS / ".pids"
+LUA = ROOT / "benchmarks" / "post-jobs.lua"
+
+KINDS = ("async", "blocking", "panic", "cooperative")
+LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+
+started: list[subprocess.Popen] = []
+
+
+class Server:
+    """A server process whose stdout is drained by a thread, so that it never blocks on it."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str]):
+        self.name = name
+        full_env = {**os.environ, **env, "PORT": "0"}
+        self.proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # its own process group, killed as a whole
+        )
+        started.append(self.proc)
+        with PIDS.open("a") as pids:
+            pids.write(f"{self.proc.pid}\n")
+        self.lines: list[str] = []
+        self.port_found = threading.Event()
+        self.port = 0
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        if not self.port_found.wait(timeout=60):
+            tail = "".join(self.lines[-20:])
+            raise RuntimeError(f"{name} printed no `listening on` line within 60 s:\n{tail}")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            # Kept bounded: a server that logs per request must not fill this process's memory.
+            if len(self.lines) < 10_000:
+                self.lines.append(line)
+            match = LISTENING.search(line)
+            if match and not self.port_found.is_set():
+                self.port = int(match.group(1))
+                self.port_found.set()
+
+    def peak_rss_kib(self) -> int:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        match = re.search(r"VmHWM:\s+(\d+) kB", status)
+        return int(match.group(1)) if match else 0
+
+    def terminate_and_time(self, cap_s: float) -> tuple[float, bool]:
+        """Sends SIGTERM and returns (seconds until exit, exited); SIGKILL after `cap_s`."""
+        pidfd = os.pidfd_open(self.proc.pid)
+        try:
+            start = time.monotonic()
+            self.proc.send_signal(signal.SIGTERM)
+            # A pidfd turns readable the moment the process exits: no polling interval in the
+            # figure.
+            ready, _, _ = select.select([pidfd], [], [], cap_s)
+            elapsed = time.monotonic() - start
+        finally:
+            os.close(pidfd)
+        exited = bool(ready)
+        if not exited:
+            kill_group(self.proc)
+        self.proc.wait(timeout=30)
+        self.reader.join(timeout=5)
+        return elapsed, exited
+
+    def report_line(self) -> str:
+        return next((line.strip() for line in self.lines if "shutdown report:" in line), "")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            kill_group(self.proc)
+            self.proc.wait(timeout=30)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def kill_all() -> None:
+    for proc in started:
+        if proc.poll() is None:
+            kill_group(proc)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def wrk(port: int, seconds: int, connections: int, threads: int) -> dict:
+    command = [
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
+        "-s", str(LUA), f"http://127.0.0.1:{port}/jobs?duration_ms=10",
+    ]
+    run = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=seconds + 60)
+    if run.returncode != 0:
+        raise RuntimeError(f"wrk failed ({run.returncode}):\n{run.stdout}")
+    summary = json.loads(next(line for line in run.stdout.splitlines() if line.startswith("{")))
+    summary["rps"] = summary["requests"] / (summary["duration_us"] / 1e6)
+    summary["command"] = " ".join(command[:-1] + ["http://127.0.0.1:PORT/jobs?duration_ms=10"])
+    return summary
+
+
+async def http_request(reader, writer, method: str, target: str) -> tuple[int, bytes]:
+    writer.write(
+        f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n".encode()
+    )
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+    body = await reader.readexactly(int(length.group(1))) if length else b""
+    return status, body
+
+
+async def post_jobs(port: int, per_kind: int, duration_ms: int, connections: int) -> dict:
+    """Posts `per_kind` jobs of every kind over keep-alive connections; counts the statuses."""
+    targets = [
+        f"/jobs?duration_ms={duration_ms}&kind={kind}" for kind in KINDS for _ in range(per_kind)
+    ]
+    statuses: dict[int, int] = {}
+
+    async def worker(share: list[str]) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for target in share:
+                status, _ = await http_request(reader, writer, "POST", target)
+                statuses[status] = statuses.get(status, 0) + 1
+        finally:
+            writer.close()
+
+    shares = [targets[i::connections] for i in range(connections)]
+    await asyncio.gather(*(worker(share) for share in shares))
+    return statuses
+
+
+async def get_json(port: int, target: str) -> tuple[int, dict]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        status, body = await http_request(reader, writer, "GET", target)
+    finally:
+        writer.close()
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, {}
+
+
+def machine() -> dict:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
+    meminfo = Path("/proc/meminfo").read_text()
+    mem_kib = int(re.search(r"MemTotal:\s+(\d+)", meminfo).group(1))
+
+    def version(command: list[str]) -> str:
+        try:
+            out = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True, timeout=30).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+        return out.strip().splitlines()[0] if out.strip() else "?"
+
+    import hypercorn  # noqa: F401  (only for the version below)
+    from importlib.metadata import version as dist_version
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model.group(1).strip() if model else platform.processor(),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "rustc": version(["rustc", "--version"]),
+        "wrk": version(["wrk", "--version"]),
+        "python": platform.python_version(),
+        "quart": dist_version("quart"),
+        "hypercorn": dist_version("hypercorn"),
+    }
+
+
+def systems(target_dir: Path) -> dict[str, list[str]]:
+    return {
+        "quickstart": [str(target_dir / "release" / "example-quickstart")],
+        "bare-axum": [str(target_dir / "release" / "bench-bare-axum")],
+        "quart": [sys.executable, str(ROOT / "benchmarks" / "quart_app.py")],
+    }
+
+
+def ratio(value: float, base: float | None) -> float | None:
+    return value / base if base else None
+
+
+def run_http(commands: dict, names: list[str], args, env: dict) -> list[dict]:
+    rows = []
+    for name in names:
+        print(f"== HTTP: {name}", flush=True)
+        server = Server(name, commands[name], env)
+        try:
+            wrk(server.port, args.warmup, args.connections, args.threads)
+            result = wrk(server.port, args.duration, args.connections, args.threads)
+            result["peak_rss_kib"] = server.peak_rss_kib()
+            elapsed, exited = server.terminate_and_time(cap_s=30)
+            result["system"] = name
+            result["exit_s"] = elapsed
+            result["exited"] = exited
+            rows.append(result)
+            print(
+                f"   {result['rps']:.0f} req/s, p50 {result['p50_us'] / 1e3:.2f} ms, "
+                f"p99 {result['p99_us'] / 1e3:.2f} ms, peak RSS {result['peak_rss_kib']} KiB",
+                flush=True,
+            )
+        finally:
+            server.stop()
+    base = next((row for row in rows if row["system"] == "quickstart"), None)
+    for row in rows:
+        for key in ("rps", "p50_us", "p99_us", "peak_rss_kib"):
+            row[f"{key}_ratio"] = ratio(row[key], base[key] if base else None)
+    return rows
+
+
+def run_shutdown(commands: dict, names: list[str], args, env: dict) -> list[dict]:
+    budget_ms = args.shutdown_timeout_ms + args.cancel_grace_ms
+    rows = []
+    for name in names:
+        print(f"== shutdown: {name}", flush=True)
+        server_env = {
+            **env,
+            "SHUTDOWN_TIMEOUT_MS": str(args.shutdown_timeout_ms),
+            "CANCEL_GRACE_MS": str(args.cancel_grace_ms),
+        }
+        server = Server(name, commands[name], server_env)
+        try:
+            start = time.monotonic()
+            statuses = asyncio.run(
+                asyncio.wait_for(
+                    post_jobs(server.port, args.jobs_per_kind, args.job_ms, connections=16),
+                    timeout=args.post_timeout,
+                )
+            )
+            posting_s = time.monotonic() - start
+            _, tasks = asyncio.run(asyncio.wait_for(get_json(server.port, "/tasks"), 30))
+            running = tasks.get("running")
+            print(f"   posted {statuses} in {posting_s:.1f} s; running: {running}", flush=True)
+            rss = server.peak_rss_kib()
+            elapsed, exited = server.terminate_and_time(cap_s=budget_ms / 1000 + args.kill_after)
+            row = {
+                "system": name,
+                "jobs_per_kind": args.jobs_per_kind,
+                "accepted": statuses.get(202, 0),
+                "statuses": {str(code): count for code, count in statuses.items()},
+                "running_at_sigterm": running,
+                "posting_s": posting_s,
+                "peak_rss_kib": rss,
+                "budget_ms": budget_ms,
+                "exit_ms": elapsed * 1000,
+                "exited": exited,
+                "overshoot_ms": elapsed * 1000 - budget_ms,
+                "report": server.report_line(),
+            }
+            rows.append(row)
+            state = "exited" if exited else f"killed after {elapsed:.1f} s"
+            print(
+                f"   {state}: {row['exit_ms']:.0f} ms, overshoot {row['overshoot_ms']:.0f} ms; "
+                f"{row['report'][:200]}",
+                flush=True,
+            )
+        finally:
+            server.stop()
+    return rows
+
+
+def fmt_ratio(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else "-"
+
+
+def markdown(data: dict) -> str:
+    out = [f"Run at {data['ran_at']} on {data['machine']['nproc']} × {data['machine']['cpu']}, "
+           f"{data['machine']['memory_gib']} GiB.", ""]
+    if data["http"]:
+        out += [f"`{data['http'][0]['command']}` (after a {data['warmup_s']} s warm-up run)", "",
+                "| system | requests/s | p50 | p99 | peak RSS | rps vs (a) | p50 vs (a) "
+                "| p99 vs (a) | RSS vs (a) | errors |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for row in data["http"]:
+            errors = sum(row[key] for key in row if key.startswith("errors_"))
+            out.append(
+                f"| {row['system']} | {row['rps']:,.0f} | {row['p50_us'] / 1e3:.2f} ms "
+                f"| {row['p99_us'] / 1e3:.2f} ms | {row['peak_rss_kib'] / 1024:.1f} MiB "
+                f"| {fmt_ratio(row['rps_ratio'])} | {fmt_ratio(row['p50_us_ratio'])} "
+                f"| {fmt_ratio(row['p99_us_ratio'])} | {fmt_ratio(row['peak_rss_kib_ratio'])} "
+                f"| {errors} |"
+            )
+        out.append("")
+    if data["shutdown"]:
+        out += ["| system | jobs accepted | running at SIGTERM | budget | time to exit "
+                "| overshoot | report |",
+                "|---|---:|---:|---:|---:|---:|---|"]
+        for row in data["shutdown"]:
+            exit_text = f"{row['exit_ms']:,.0f} ms" + ("" if row["exited"] else " (killed)")
+            overshoot = f"{row['overshoot_ms']:,.0f} ms" + ("" if row["exited"] else "+")
+            out.append(
+                f"| {row['system']} | {row['accepted']:,} | {row['running_at_sigterm']} "
+                f"| {row['budget_ms']} ms | {exit_text} | {overshoot} "
+                f"| {row['report'].replace('|', '/')[:300]} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def plots(data: dict) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    made = []
+    colours = {"quickstart": "#d9534f", "bare-axum": "#5b8def", "quart": "#6c9a3b"}
+    if data["http"]:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        names = [row["system"] for row in data["http"]]
+        values = [row["rps"] for row in data["http"]]
+        bars = ax.bar(names, values, color=[colours.get(n, "grey") for n in names])
+        for bar, row in zip(bars, data["http"]):
+            ax.annotate(f"{row['rps']:,.0f}\np99 {row['p99_us'] / 1e3:.1f} ms",
+                        (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=8)
+        ax.set_ylabel("requests/s (higher is better)")
+        ax.set_title("POST /jobs?duration_ms=10, same wrk run on each", fontsize=10)
+        ax.set_ylim(0, max(values) * 1.25)
+        fig.tight_layout()
+        path = IMAGES / "http-rps.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        made.append(path)
+    if data["shutdown"]:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        names = [row["system"] for row in data["shutdown"]]
+        values = [max(row["overshoot_ms"], 0.1) for row in data["shutdown"]]
+        bars = ax.bar(names, values, color=[colours.get(n, "grey") for n in names])
+        for bar, row in zip(bars, data["shutdown"]):
+            label = f"{row['overshoot_ms']:,.0f} ms" + ("" if row["exited"] else "\n(killed)")
+            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=8)
+        ax.axhline(50, color="black", linestyle="--", linewidth=0.8)
+        ax.annotate("target: 50 ms", (0.02, 50), xycoords=("axes fraction", "data"),
+                    va="bottom", fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("overshoot beyond budget, ms (log)")
+        budget = data["shutdown"][0]["budget_ms"]
+        ax.set_title(f"SIGTERM with {data['shutdown'][0]['jobs_per_kind']:,} jobs of each kind; "
+                     f"budget {budget} ms", fontsize=10)
+        ax.set_ylim(0.1, max(values) * 10)
+        fig.tight_layout()
+        path = IMAGES / "shutdown-overshoot.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        made.append(path)
+    return made
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="HTTP and shutdown benchmarks (see run)")
+    parser.add_argument("--target-dir", type=Path, required=True)
+    parser.add_argument("--systems", default="quickstart,bare-axum,quart")
+    parser.add_argument("--shutdown-systems", default="quickstart,quart")
+    parser.add_argument("--duration", type=int, default=10, help="wrk seconds per system")
+    parser.add_argument("--warmup", type=int, default=2, help="wrk warm-up seconds")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--jobs-per-kind", type=int, default=10_000)
+    parser.add_argument("--job-ms", type=int, default=600_000, help="shutdown jobs' duration")
+    parser.add_argument("--shutdown-timeout-ms", type=int, default=2000)
+    parser.add_argument("--cancel-grace-ms", type=int, default=1000)
+    parser.add_argument("--kill-after", type=float, default=30.0,
+                        help="seconds past the budget before a server is SIGKILLed")
+    parser.add_argument("--post-timeout", type=float, default=300.0)
+    args = parser.parse_args()
+
+    RESULTS.mkdir(exist_ok=True)
+    PIDS.write_text("")
+    commands = systems(args.target_dir)
+    # Per-request or per-task logging would measure the terminal, not the server.
+    env = {"RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+    names = [name for name in args.systems.split(",") if name]
+    shutdown_names = [name for name in args.shutdown_systems.split(",") if name]
+    data = {
+        "ran_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine(),
+        "warmup_s": args.warmup,
+        "settings": {key: (str(value) if isinstance(value, Path) else value)
+                     for key, value in vars(args).items()},
+        "http": [],
+        "shutdown": [],
+    }
+    try:
+        data["http"] = run_http(commands, names, args, env)
+        data["shutdown"] = run_shutdown(commands, shutdown_names, args, env)
+    finally:
+        kill_all()
+    (RESULTS / "http.json").write_text(json.dumps(data, indent=2) + "\n")
+    table = markdown(data)
+    (RESULTS / "http.md").write_text(table)
+    print()
+    print(table)
+    for path in plots(data):
+        print(f"plot: {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    # SIGTERM (from the wrapper's trap, or a user) unwinds through the `finally` below.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        sys.exit(main())
+    finally:
+        kill_all()

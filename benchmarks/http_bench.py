@@ -136,16 +136,46 @@ def wrk(port: int, seconds: int, connections: int, threads: int) -> dict:
     return summary
 
 
-async def http_request(reader, writer, method: str, target: str) -> tuple[int, bytes]:
-    writer.write(
-        f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n".encode()
-    )
-    await writer.drain()
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = re.search(rb"(?i)content-length:\s*(\d+)", head)
-    body = await reader.readexactly(int(length.group(1))) if length else b""
-    return status, body
+class Connection:
+    """One keep-alive HTTP/1.1 connection that reopens when the server closes it (Hypercorn
+    closes a connection after 1000 requests, and says so with `Connection: close`)."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.reader = self.writer = None
+
+    async def request(self, method: str, target: str) -> tuple[int, bytes]:
+        for attempt in range(2):
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+            try:
+                return await self._exchange(method, target)
+            except (asyncio.IncompleteReadError, ConnectionError) as error:
+                self.close()
+                # Only a request that got no byte of answer is sent again: the server closed
+                # the connection before reading it.
+                if attempt or (isinstance(error, asyncio.IncompleteReadError) and error.partial):
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _exchange(self, method: str, target: str) -> tuple[int, bytes]:
+        self.writer.write(
+            f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
+            .encode()
+        )
+        await self.writer.drain()
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+        body = await self.reader.readexactly(int(length.group(1))) if length else b""
+        if re.search(rb"(?i)connection:\s*close", head):
+            self.close()
+        return status, body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
 
 
 async def post_jobs(port: int, per_kind: int, duration_ms: int, connections: int) -> dict:
@@ -156,13 +186,13 @@ async def post_jobs(port: int, per_kind: int, duration_ms: int, connections: int
     statuses: dict[int, int] = {}
 
     async def worker(share: list[str]) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        connection = Connection(port)
         try:
             for target in share:
-                status, _ = await http_request(reader, writer, "POST", target)
+                status, _ = await connection.request("POST", target)
                 statuses[status] = statuses.get(status, 0) + 1
         finally:
-            writer.close()
+            connection.close()
 
     shares = [targets[i::connections] for i in range(connections)]
     await asyncio.gather(*(worker(share) for share in shares))
@@ -170,11 +200,11 @@ async def post_jobs(port: int, per_kind: int, duration_ms: int, connections: int
 
 
 async def get_json(port: int, target: str) -> tuple[int, dict]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    connection = Connection(port)
     try:
-        status, body = await http_request(reader, writer, "GET", target)
+        status, body = await connection.request("GET", target)
     finally:
-        writer.close()
+        connection.close()
     try:
         return status, json.loads(body)
     except ValueError:

@@ -259,8 +259,7 @@ impl TaskContext {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        self.inner
-            .spawn_blocking(Origin::Task, None, |_| function)
+        self.inner.spawn_blocking(Origin::Task, None, |_| function)
     }
 
     /// A builder for a named follow-up task; accepted during the drain.

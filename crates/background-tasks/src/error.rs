@@ -126,9 +126,9 @@ impl TaskError {
     /// Gives the error back unchanged when the task did not panic.
     pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, TaskError> {
         match self.repr {
-            Repr::Panic { payload, .. } => {
-                Ok(payload.into_inner().unwrap_or_else(|poison| poison.into_inner()))
-            }
+            Repr::Panic { payload, .. } => Ok(payload
+                .into_inner()
+                .unwrap_or_else(|poison| poison.into_inner())),
             Repr::Cancelled => Err(self),
         }
     }
@@ -202,7 +202,15 @@ mod tests {
     fn messages_say_what_to_do() {
         let message = SpawnError::AtCapacity { limit: 3 }.to_string();
         assert!(message.contains("3 tasks") && message.contains("max_tasks"));
-        assert!(SpawnError::ShuttingDown.to_string().contains("shutting down"));
-        assert!(TaskError::panic(Box::new("x")).to_string().contains("panicked: x"));
+        assert!(
+            SpawnError::ShuttingDown
+                .to_string()
+                .contains("shutting down")
+        );
+        assert!(
+            TaskError::panic(Box::new("x"))
+                .to_string()
+                .contains("panicked: x")
+        );
     }
 }

@@ -48,7 +48,8 @@ impl fmt::Display for TaskId {
 /// Why the supervisor's wrapper ended a task without its output.
 pub(crate) enum Failure {
     Panic(Box<dyn Any + Send + 'static>),
-    /// A blocking task that shutdown aborted just as a thread picked it up.
+    /// Shutdown aborted the task: an async task saw the abort flag, or a blocking task was
+    /// picked up by a thread just as shutdown aborted it.
     Aborted,
 }
 

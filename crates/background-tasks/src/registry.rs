@@ -1,11 +1,15 @@
 //! The set of running tasks: what shutdown aborts, and what its report names.
 //!
-//! Entries live in a few mutex-guarded slabs, sharded by task id so that concurrent spawns and
-//! task ends rarely meet on the same lock. An entry is inserted when a task is admitted and
-//! removed when the task ends, so the registry only ever holds running tasks.
+//! Entries live in a few mutex-guarded slabs, sharded by task id so that concurrent tasks
+//! rarely meet on the same lock. An async task registers when it first suspends, from the
+//! thread that polls it: a task that finishes in its first poll never touches the registry,
+//! which keeps short tasks as cheap as a bare `TaskTracker` spawn. A blocking task registers
+//! when it is spawned, since nothing else could name it if it outlives the budget. Entries are
+//! removed when their task ends, so the registry only ever holds running tasks.
 
 use std::borrow::Cow;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
 
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -17,10 +21,17 @@ use crate::handle::TaskId;
 pub(crate) struct Entry {
     pub(crate) id: TaskId,
     pub(crate) name: Option<Cow<'static, str>>,
+    /// When the task first suspended (async tasks) or was spawned (blocking tasks).
     pub(crate) started: Instant,
-    pub(crate) abort: AbortHandle,
-    /// `None` for async tasks; where a blocking task is for blocking ones.
-    pub(crate) blocking: Option<Blocking>,
+    pub(crate) kind: Kind,
+}
+
+#[derive(Debug)]
+pub(crate) enum Kind {
+    /// An async task that has suspended: shutdown wakes it so that it sees the abort.
+    Async(Waker),
+    /// A blocking task, which only tokio's abort can keep from starting.
+    Blocking { abort: AbortHandle, stage: Blocking },
 }
 
 /// Where a blocking task is: a blocking closure cannot be stopped once it runs, so shutdown
@@ -143,7 +154,9 @@ impl Registry {
         let cores = std::thread::available_parallelism().map_or(4, usize::from);
         let shards = (cores * 4).next_power_of_two().clamp(4, 64);
         Self {
-            shards: (0..shards).map(|_| Shard(Mutex::new(Slab::new()))).collect(),
+            shards: (0..shards)
+                .map(|_| Shard(Mutex::new(Slab::new())))
+                .collect(),
         }
     }
 

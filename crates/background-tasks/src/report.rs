@@ -47,7 +47,9 @@ impl TaskRecord {
         self.name.as_deref()
     }
 
-    /// How long the task had been running when shutdown aborted or abandoned it.
+    /// How long the task had been running when shutdown aborted or abandoned it, counted for
+    /// async tasks from their first suspension: zero for a task that had never suspended, such
+    /// as one that was still queued, waiting for its first poll.
     #[must_use]
     pub fn age(&self) -> Duration {
         self.age
@@ -57,8 +59,13 @@ impl TaskRecord {
 impl fmt::Display for TaskRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.name {
-            Some(name) => write!(f, "{name} (task {}, {:.1?})", self.id, self.age),
-            None => write!(f, "task {} ({:.1?})", self.id, self.age),
+            Some(name) => write!(f, "{name} (task {}, ", self.id)?,
+            None => write!(f, "task {} (", self.id)?,
+        }
+        if self.age.is_zero() {
+            f.write_str("not started)")
+        } else {
+            write!(f, "{:.1?})", self.age)
         }
     }
 }
@@ -71,8 +78,10 @@ impl fmt::Display for TaskRecord {
 ///   panics included;
 /// - [`cancelled`](Self::cancelled): ended after the cancellation signal, within the grace;
 /// - [`aborted`](Self::aborted): still running when the grace ran out, and aborted;
-/// - [`abandoned`](Self::abandoned): blocking tasks still running on their thread when the grace
-///   ran out; nothing can stop them, so shutdown returned without them.
+/// - [`abandoned`](Self::abandoned): tasks still running on their thread when the grace ran out,
+///   which nothing can stop, so shutdown returned without them: blocking tasks, and async tasks
+///   that block their thread inside a poll (a bug in the task: it should `.await` or use
+///   `spawn_blocking`).
 ///
 /// # Examples
 ///
@@ -95,6 +104,9 @@ pub struct ShutdownReport {
     pub(crate) cancelled: usize,
     pub(crate) aborted: Vec<TaskRecord>,
     pub(crate) abandoned: Vec<TaskRecord>,
+    /// Async tasks abandoned inside their first poll, which blocked the thread past the
+    /// budget: they never suspended, so nothing could name them.
+    pub(crate) stuck: usize,
     pub(crate) elapsed: Duration,
 }
 
@@ -117,19 +129,21 @@ impl ShutdownReport {
         self.aborted.len()
     }
 
-    /// How many blocking tasks were still running on their thread when the budget ran out.
+    /// How many tasks were still running on their thread when the budget ran out: blocking
+    /// tasks, and async tasks blocking their thread inside a poll.
     #[must_use]
     pub fn abandoned(&self) -> usize {
-        self.abandoned.len()
+        self.abandoned.len() + self.stuck
     }
 
-    /// The tasks that were aborted, in no particular order.
+    /// The tasks that were aborted, by id.
     #[must_use]
     pub fn aborted_tasks(&self) -> &[TaskRecord] {
         &self.aborted
     }
 
-    /// The tasks that were abandoned, in no particular order.
+    /// The tasks that were abandoned, by id. Async tasks stuck in their very first poll cannot
+    /// be named, and are only counted in [`abandoned`](Self::abandoned).
     #[must_use]
     pub fn abandoned_tasks(&self) -> &[TaskRecord] {
         &self.abandoned
@@ -145,7 +159,7 @@ impl ShutdownReport {
     /// cancelled, aborted or abandoned.
     #[must_use]
     pub fn is_clean(&self) -> bool {
-        self.cancelled == 0 && self.aborted.is_empty() && self.abandoned.is_empty()
+        self.cancelled == 0 && self.aborted() == 0 && self.abandoned() == 0
     }
 }
 
@@ -157,8 +171,8 @@ impl fmt::Display for ShutdownReport {
             self.elapsed,
             self.completed,
             self.cancelled,
-            self.aborted.len(),
-            self.abandoned.len(),
+            self.aborted(),
+            self.abandoned(),
         )?;
         for (label, tasks) in [("aborted", &self.aborted), ("abandoned", &self.abandoned)] {
             if let Some((first, rest)) = tasks.split_first() {
@@ -168,7 +182,14 @@ impl fmt::Display for ShutdownReport {
                 }
             }
         }
-        Ok(())
+        match self.stuck {
+            0 => Ok(()),
+            1 => f.write_str("; 1 unnamed task blocking its thread in its first poll"),
+            n => write!(
+                f,
+                "; {n} unnamed tasks blocking their thread in their first poll"
+            ),
+        }
     }
 }
 
@@ -198,6 +219,7 @@ mod tests {
                 name: Some("resize".into()),
                 age: Duration::from_secs(6),
             }],
+            stuck: 0,
             elapsed: Duration::from_millis(6002),
         };
         assert_eq!(

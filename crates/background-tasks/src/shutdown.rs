@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::failure::{Kind, TaskFailure};
-use crate::registry::Blocking;
+use crate::failure::{Kind as FailureKind, TaskFailure};
+use crate::registry::{Blocking, Kind};
 use crate::report::{ShutdownReport, TaskRecord};
 use crate::state::Phase;
 use crate::supervisor::Inner;
@@ -52,49 +52,101 @@ impl Inner {
         }
     }
 
-    /// Ends the shutdown: aborts what still runs, and writes the report.
-    fn finish_shutdown(&self, started: Instant) -> ShutdownReport {
-        let log = self.lock_shutdown();
+    /// Aborts what still runs, and names it: the first part of the report.
+    ///
+    /// Returns the aborted and abandoned tasks the walk found, and how many running tasks it
+    /// could not see: async tasks that had not suspended yet, which report themselves.
+    fn abort_remaining(&self) -> Walk {
+        let mut log = self.lock_shutdown();
         self.state.advance(Phase::Done);
+        // Before any shard is locked: see `TaskGuard::register`.
+        self.aborting.set();
+        let running = self.state.running();
         let now = Instant::now();
-        let mut aborted = Vec::new();
-        let mut abandoned = Vec::new();
-        // Under the shutdown lock and each shard's lock in turn: every task still registered
-        // is counted here, every task that ended was counted by `Inner::end`, and no task can
-        // be registered any more (spawns check for `Done` under the shard lock).
+        let mut walk = Walk::default();
+        let mut seen = 0;
+        // Under the shutdown lock, which every task ending now must take, and each shard's lock
+        // in turn, which every registration must take: the count is stable, and every
+        // registered task is found.
         for mut slab in self.registry.lock_all() {
             for entry in slab.iter_mut() {
+                seen += 1;
                 let record = TaskRecord {
                     id: entry.id,
                     name: entry.name.clone(),
                     age: now.saturating_duration_since(entry.started),
                 };
-                match &mut entry.blocking {
-                    Some(Blocking::Running) => abandoned.push(record),
-                    Some(blocking) => {
+                match &mut entry.kind {
+                    // Woken to see the abort flag; it stops at once unless it is stuck inside
+                    // a poll, where tokio's abort could not stop it either.
+                    Kind::Async(waker) => {
+                        waker.wake_by_ref();
+                        walk.aborted.push(record);
+                    }
+                    Kind::Blocking {
+                        stage: Blocking::Running,
+                        ..
+                    } => walk.abandoned.push(record),
+                    Kind::Blocking { abort, stage } => {
                         // Not started yet: abort it, and make sure that a thread picking it up
                         // right now does not run it after all.
-                        *blocking = Blocking::Aborted;
-                        entry.abort.abort();
-                        aborted.push(record);
-                    }
-                    None => {
-                        entry.abort.abort();
-                        aborted.push(record);
+                        *stage = Blocking::Aborted;
+                        abort.abort();
+                        walk.aborted.push(record);
                     }
                 }
             }
         }
-        aborted.sort_unstable_by_key(|task| task.id);
-        abandoned.sort_unstable_by_key(|task| task.id);
+        walk.unseen = running.saturating_sub(seen);
+        walk.completed = log.completed;
+        walk.cancelled = log.cancelled;
+        log.late = Some(Vec::new());
+        walk
+    }
+
+    /// Waits a little for the tasks the walk could not see to report themselves, then closes
+    /// the report.
+    async fn collect_late(&self, mut walk: Walk, started: Instant) -> ShutdownReport {
+        let deadline = deadline(Instant::now(), LATE_WAIT);
+        loop {
+            let notified = self.late.notified();
+            let mut notified = pin!(notified);
+            // Registered before the list is read, so that a report in between still wakes it.
+            notified.as_mut().enable();
+            let reported = self.lock_shutdown().late.as_ref().map_or(0, Vec::len);
+            if reported >= walk.unseen || tokio::time::timeout_at(deadline, notified).await.is_err()
+            {
+                break;
+            }
+        }
+        let late = self.lock_shutdown().late.take().unwrap_or_default();
+        walk.unseen = walk.unseen.saturating_sub(late.len());
+        walk.aborted.extend(late);
+        walk.aborted.sort_unstable_by_key(|task| task.id);
+        walk.abandoned.sort_unstable_by_key(|task| task.id);
         ShutdownReport {
-            completed: log.completed,
-            cancelled: log.cancelled,
-            aborted,
-            abandoned,
-            elapsed: now.saturating_duration_since(started),
+            completed: walk.completed,
+            cancelled: walk.cancelled,
+            aborted: walk.aborted,
+            abandoned: walk.abandoned,
+            stuck: walk.unseen,
+            elapsed: Instant::now().saturating_duration_since(started),
         }
     }
+}
+
+/// How long shutdown waits, after the abort, for running tasks that had never suspended to
+/// report themselves: they are queued to be polled, and stop at their first poll.
+const LATE_WAIT: Duration = Duration::from_millis(20);
+
+/// What the abort walk found.
+#[derive(Debug, Default)]
+struct Walk {
+    completed: usize,
+    cancelled: usize,
+    aborted: Vec<TaskRecord>,
+    abandoned: Vec<TaskRecord>,
+    unseen: usize,
 }
 
 /// Runs the phases and publishes the report.
@@ -117,7 +169,8 @@ async fn drive(inner: Arc<Inner>, started: Instant) {
             .await;
     }
 
-    let report = inner.finish_shutdown(started);
+    let walk = inner.abort_remaining();
+    let report = inner.collect_late(walk, started).await;
     if report.is_clean() {
         tracing::info!("{report}");
     } else {
@@ -126,9 +179,9 @@ async fn drive(inner: Arc<Inner>, started: Instant) {
     for (tasks, aborted) in [(&report.aborted, true), (&report.abandoned, false)] {
         for task in tasks {
             let kind = if aborted {
-                Kind::Aborted { age: task.age }
+                FailureKind::Aborted { age: task.age }
             } else {
-                Kind::Abandoned { age: task.age }
+                FailureKind::Abandoned { age: task.age }
             };
             inner.report_failure(&TaskFailure::new(task.id, task.name.clone(), kind));
         }

@@ -1,21 +1,25 @@
-//! How a task is admitted, registered, run and accounted for when it ends.
+//! How a task is admitted, run and accounted for when it ends.
 
 use std::borrow::Cow;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::pin;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
+use pin_project_lite::pin_project;
 use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{Instrument, Span};
+use tracing::Span;
 
 use crate::error::{SpawnError, panic_message};
-use crate::failure::{Kind, TaskFailure};
+use crate::failure::{Kind as FailureKind, TaskFailure};
 use crate::handle::{Failure, TaskHandle, TaskId};
-use crate::registry::{Blocking, Entry};
+use crate::registry::{Blocking, Entry, Kind};
+use crate::report::TaskRecord;
 use crate::state::{Origin, Phase, Refused};
 use crate::supervisor::Inner;
 
@@ -33,31 +37,17 @@ impl Inner {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let runtime = current_runtime();
+        let runtime = Runtime::get();
         let admission = self.admit(origin)?;
         let id = self.next_id();
         let future = make(id);
         let span = task_span(id, name.as_deref());
-        let mut slab = self.registry.lock(id);
-        // Checked under the shard lock that the shutdown report walks: a task admitted during
-        // the drain but registered only now, after the report was written, must not run
-        // unreported.
-        if self.state.phase() == Phase::Done {
-            // The shard lock goes first: giving the admission back may take the shutdown lock,
-            // which is always taken before a shard lock.
-            drop(slab);
-            return Err(SpawnError::ShuttingDown);
-        }
-        let guard = TaskGuard::new(self.clone(), id, slab.next_key());
-        let join = runtime.spawn(run_async(guard, future).instrument(span));
-        slab.insert(Entry {
-            id,
-            name,
-            started: Instant::now(),
-            abort: join.abort_handle(),
-            blocking: None,
-        });
-        drop(slab);
+        let supervised = Supervised {
+            future,
+            guard: TaskGuard::new(self.clone(), id, name, None),
+            span,
+        };
+        let join = runtime.spawn(supervised);
         admission.keep();
         Ok(TaskHandle::new(id, join))
     }
@@ -75,25 +65,31 @@ impl Inner {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        let runtime = current_runtime();
+        let runtime = Runtime::get();
         let admission = self.admit(origin)?;
         let id = self.next_id();
         let function = make(id);
         let span = task_span(id, name.as_deref());
+        let started = Instant::now();
         let mut slab = self.registry.lock(id);
-        // As in `spawn_async`.
+        // Checked under the shard lock that the shutdown walks: a blocking task admitted during
+        // the drain but registered only after the walk could run unreported.
         if self.state.phase() == Phase::Done {
+            // The shard lock goes first: giving the admission back may take the shutdown lock,
+            // which is always taken before a shard lock.
             drop(slab);
             return Err(SpawnError::ShuttingDown);
         }
-        let guard = TaskGuard::new(self.clone(), id, slab.next_key());
+        let guard = TaskGuard::new(self.clone(), id, None, Some(slab.next_key()));
         let join = runtime.spawn_blocking(move || run_blocking(guard, span, function));
         slab.insert(Entry {
             id,
             name,
-            started: Instant::now(),
-            abort: join.abort_handle(),
-            blocking: Some(Blocking::Queued),
+            started,
+            kind: Kind::Blocking {
+                abort: join.abort_handle(),
+                stage: Blocking::Queued,
+            },
         });
         drop(slab);
         admission.keep();
@@ -118,37 +114,6 @@ impl Inner {
         }
     }
 
-    /// Counts the end of task `id`, whose registry slot is `key`, and returns its entry.
-    fn end(&self, id: TaskId, key: usize) -> Option<Entry> {
-        let mut slab = self.registry.lock(id);
-        if let Some(left) = self.state.end_if_running() {
-            // Removed under the same shard lock as the count drops, so that the registry and
-            // the count agree for whoever walks the shards.
-            let entry = slab.remove(key);
-            drop(slab);
-            self.notify_if_idle(left);
-            return entry;
-        }
-        drop(slab);
-        // Shutdown has begun: the end is counted under the shutdown lock, where phases change,
-        // so that it is counted in exactly the phase it happened in.
-        let mut log = self.lock_shutdown();
-        let mut slab = self.registry.lock(id);
-        let (phase, left) = self.state.end_in_shutdown();
-        let entry = slab.remove(key);
-        drop(slab);
-        match phase {
-            Phase::Draining => log.completed += 1,
-            Phase::Cancelling => log.cancelled += 1,
-            // Running cannot come back once shutdown began; tasks ending once the report is
-            // written were already counted in it as aborted or abandoned.
-            Phase::Running | Phase::Done => {}
-        }
-        drop(log);
-        self.notify_if_idle(left);
-        entry
-    }
-
     /// Undoes an admission whose task was never spawned.
     fn release(&self) {
         let left = match self.state.end_if_running() {
@@ -161,7 +126,7 @@ impl Inner {
         self.notify_if_idle(left);
     }
 
-    fn notify_if_idle(&self, left: usize) {
+    pub(crate) fn notify_if_idle(&self, left: usize) {
         if left != 0 {
             return;
         }
@@ -198,21 +163,64 @@ impl Inner {
     }
 }
 
-/// The runtime to spawn on, or the panic `tokio::spawn` gives outside one.
-#[track_caller]
-fn current_runtime() -> Handle {
-    match Handle::try_current() {
-        Ok(handle) => handle,
-        Err(_) => panic!(
-            "TaskSupervisor: spawn called outside of a Tokio runtime; \
-             spawn from async code run by a runtime (e.g. under #[tokio::main]), \
-             or enter one with `Runtime::enter`"
-        ),
+/// The runtime to spawn on.
+enum Runtime {
+    /// The caller is a task, so a runtime is current: `tokio::spawn` finds it.
+    Current,
+    Handle(Handle),
+}
+
+impl Runtime {
+    /// The current runtime, or the panic `tokio::spawn` gives outside one.
+    ///
+    /// Checked before anything is counted, so that the panic leaves the supervisor as it was.
+    #[track_caller]
+    fn get() -> Self {
+        // Most spawns come from tasks, where reading the task id is much cheaper than cloning
+        // the runtime handle.
+        if tokio::task::try_id().is_some() {
+            return Runtime::Current;
+        }
+        match Handle::try_current() {
+            Ok(handle) => Runtime::Handle(handle),
+            Err(_) => panic!(
+                "TaskSupervisor: spawn called outside of a Tokio runtime; \
+                 spawn from async code run by a runtime (e.g. under #[tokio::main]), \
+                 or enter one with `Runtime::enter`"
+            ),
+        }
+    }
+
+    #[track_caller]
+    fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self {
+            Runtime::Current => tokio::spawn(future),
+            Runtime::Handle(handle) => handle.spawn(future),
+        }
+    }
+
+    #[track_caller]
+    fn spawn_blocking<F, R>(&self, function: F) -> JoinHandle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        match self {
+            Runtime::Current => tokio::task::spawn_blocking(function),
+            Runtime::Handle(handle) => handle.spawn_blocking(function),
+        }
     }
 }
 
-fn task_span(id: TaskId, name: Option<&str>) -> Span {
-    tracing::info_span!("background_task", task.id = id.as_u64(), task.name = name)
+/// The task's span, boxed so that tasks stay small when no subscriber wants it, the common
+/// case in benchmarks and a measurable one: tokio moves every task's future a few times.
+fn task_span(id: TaskId, name: Option<&str>) -> Option<Box<Span>> {
+    let span = tracing::info_span!("background_task", task.id = id.as_u64(), task.name = name);
+    (!span.is_disabled()).then(|| Box::new(span))
 }
 
 /// An admitted task that is not spawned yet: dropped before [`Admission::keep`], it gives its
@@ -241,33 +249,132 @@ impl Drop for Admission<'_> {
 struct TaskGuard {
     inner: Arc<Inner>,
     id: TaskId,
-    key: usize,
-    panic: Option<Option<String>>,
+    /// The task's name until it registers, when the registry entry takes it.
+    name: Option<Cow<'static, str>>,
+    /// The task's slot in the registry, once it has one.
+    key: Option<usize>,
+    /// Set when the task panicked, with the panic message if it had one. Boxed to keep every
+    /// task small: tokio moves task futures around, and most tasks never panic.
+    panic: Option<Box<Option<String>>>,
 }
 
 impl TaskGuard {
-    fn new(inner: Arc<Inner>, id: TaskId, key: usize) -> Self {
+    fn new(
+        inner: Arc<Inner>,
+        id: TaskId,
+        name: Option<Cow<'static, str>>,
+        key: Option<usize>,
+    ) -> Self {
         Self {
             inner,
             id,
+            name,
             key,
             panic: None,
         }
     }
 
+    /// Counts the end of the task; returns its name.
+    fn end(&mut self) -> Option<Cow<'static, str>> {
+        let TaskGuard {
+            inner,
+            id,
+            name,
+            key,
+            ..
+        } = self;
+        match *key {
+            None => {
+                if let Some(left) = inner.state.end_if_running() {
+                    inner.notify_if_idle(left);
+                    return name.take();
+                }
+            }
+            Some(key) => {
+                let mut slab = inner.registry.lock(*id);
+                if let Some(left) = inner.state.end_if_running() {
+                    // Removed under the same shard lock as the count drops, so that the
+                    // registry and the count agree for the shutdown walking the shards.
+                    let entry = slab.remove(key);
+                    drop(slab);
+                    inner.notify_if_idle(left);
+                    return entry.and_then(|entry| entry.name);
+                }
+            }
+        }
+        // Shutdown has begun: the end is counted under the shutdown lock, where phases change,
+        // so that it is counted in exactly the phase it happened in.
+        let mut log = inner.lock_shutdown();
+        let (phase, left) = inner.state.end_in_shutdown();
+        let name = match *key {
+            Some(key) => inner
+                .registry
+                .lock(*id)
+                .remove(key)
+                .and_then(|entry| entry.name),
+            None => name.take(),
+        };
+        match phase {
+            Phase::Draining => log.completed += 1,
+            Phase::Cancelling => log.cancelled += 1,
+            Phase::Done => {
+                // A task the abort walk could not see, because it had not suspended yet,
+                // reports itself while the report is still open. Its age is only known from
+                // its first suspension on.
+                if let (None, Some(late)) = (*key, &mut log.late) {
+                    late.push(TaskRecord {
+                        id: *id,
+                        name: name.clone(),
+                        age: Duration::ZERO,
+                    });
+                    inner.late.notify_waiters();
+                }
+            }
+            // Running cannot come back once shutdown has begun.
+            Phase::Running => {}
+        }
+        drop(log);
+        inner.notify_if_idle(left);
+        name
+    }
+
     fn panicked(&mut self, payload: &(dyn std::any::Any + Send)) {
-        self.panic = Some(panic_message(payload).map(str::to_owned));
+        self.panic = Some(Box::new(panic_message(payload).map(str::to_owned)));
+    }
+
+    /// Registers a suspended async task, so that shutdown can name it and wake it to abort
+    /// it; returns `false` if shutdown is already aborting, and the task must stop.
+    fn register(&mut self, waker: &Waker) -> bool {
+        let mut slab = self.inner.registry.lock(self.id);
+        // Checked under the shard lock: the abort walk sets the flag before it locks any
+        // shard, so either it finds this entry, or this task sees the flag.
+        if self.inner.aborting.is_set() {
+            return false;
+        }
+        // The clock is read here rather than at spawn: a task that never suspends never needs
+        // it, and a clock read per spawn is a measurable share of a short task's cost.
+        let key = slab.insert(Entry {
+            id: self.id,
+            name: self.name.take(),
+            started: Instant::now(),
+            kind: Kind::Async(waker.clone()),
+        });
+        self.key = Some(key);
+        true
     }
 
     /// Marks a blocking task as started, unless shutdown aborted it first.
     fn start_blocking(&self) -> bool {
+        let Some(key) = self.key else {
+            return false;
+        };
         let mut slab = self.inner.registry.lock(self.id);
-        match slab.get_mut(self.key) {
+        match slab.get_mut(key) {
             Some(Entry {
-                blocking: Some(blocking),
+                kind: Kind::Blocking { stage, .. },
                 ..
-            }) if *blocking == Blocking::Queued => {
-                *blocking = Blocking::Running;
+            }) if *stage == Blocking::Queued => {
+                *stage = Blocking::Running;
                 true
             }
             _ => false,
@@ -277,43 +384,68 @@ impl TaskGuard {
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
-        let entry = self.inner.end(self.id, self.key);
+        let name = self.end();
         if let Some(message) = self.panic.take() {
-            let name = entry.and_then(|entry| entry.name);
-            self.inner
-                .fail(TaskFailure::new(self.id, name, Kind::Panic { message }));
+            self.inner.fail(TaskFailure::new(
+                self.id,
+                name,
+                FailureKind::Panic { message: *message },
+            ));
         }
     }
 }
 
-async fn run_async<F: Future>(mut guard: TaskGuard, future: F) -> Result<F::Output, Failure> {
-    let mut future = pin!(future);
-    // A panic while polling is caught here rather than by tokio, so that it is logged and
-    // reported even when nobody awaits the handle.
-    let output = poll_fn(|cx| {
-        match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Err(payload) => Poll::Ready(Err(payload)),
+pin_project! {
+    /// A task's future as the supervisor runs it: inside the task's span, with panics caught,
+    /// registered when it first suspends, stopped when shutdown aborts, and accounted for when
+    /// it is dropped.
+    struct Supervised<F> {
+        // Declared first so that it is dropped first: the task ends once its future is gone.
+        #[pin]
+        future: F,
+        guard: TaskGuard,
+        span: Option<Box<Span>>,
+    }
+}
+
+impl<F: Future> Future for Supervised<F> {
+    type Output = Result<F::Output, Failure>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if this.guard.inner.aborting.is_set() {
+            return Poll::Ready(Err(Failure::Aborted));
         }
-    })
-    .await;
-    output.map_err(|payload| {
-        guard.panicked(&*payload);
-        Failure::Panic(payload)
-    })
-    // `future` is dropped before `guard`: the task ends once its future is gone.
+        let _entered = this.span.as_deref().map(Span::enter);
+        // A panic while polling is caught here rather than by tokio, so that it is logged and
+        // reported even when nobody awaits the handle.
+        match catch_unwind(AssertUnwindSafe(|| this.future.poll(cx))) {
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Ok(Poll::Pending) => {
+                // The waker of a task's top-level future is the task's own and never changes,
+                // so registering once is enough.
+                if this.guard.key.is_none() && !this.guard.register(cx.waker()) {
+                    return Poll::Ready(Err(Failure::Aborted));
+                }
+                Poll::Pending
+            }
+            Err(payload) => {
+                this.guard.panicked(&*payload);
+                Poll::Ready(Err(Failure::Panic(payload)))
+            }
+        }
+    }
 }
 
 fn run_blocking<R>(
     mut guard: TaskGuard,
-    span: Span,
+    span: Option<Box<Span>>,
     function: impl FnOnce() -> R,
 ) -> Result<R, Failure> {
     if !guard.start_blocking() {
         return Err(Failure::Aborted);
     }
-    let _entered = span.entered();
+    let _entered = span.as_deref().map(Span::enter);
     catch_unwind(AssertUnwindSafe(function)).map_err(|payload| {
         guard.panicked(&*payload);
         Failure::Panic(payload)

@@ -5,7 +5,7 @@
 //! admission closed, and every task that ends is counted in exactly one phase. That is what makes
 //! the [`ShutdownReport`](crate::ShutdownReport) counts exact, and the `max_tasks` limit race-free.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 const PHASE_SHIFT: u32 = 61;
 const COUNT_MASK: u64 = (1 << PHASE_SHIFT) - 1;
@@ -47,6 +47,24 @@ pub(crate) enum Origin {
 pub(crate) enum Refused {
     ShuttingDown,
     AtCapacity,
+}
+
+/// Set once, when shutdown aborts what is left; read by every poll of every task, so it sits
+/// on cache lines of its own, away from the busy [`State`] word.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct AbortFlag(AtomicBool);
+
+impl AbortFlag {
+    pub(crate) fn is_set(&self) -> bool {
+        // Acquire pairs with the release in `set`: a task that sees the flag also sees the
+        // phase it was set in.
+        self.0.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -148,7 +166,10 @@ mod tests {
         let state = State::default();
         assert_eq!(state.admit(Origin::Outside, None), Ok(()));
         assert_eq!(state.advance(Phase::Draining), Phase::Running);
-        assert_eq!(state.admit(Origin::Outside, None), Err(Refused::ShuttingDown));
+        assert_eq!(
+            state.admit(Origin::Outside, None),
+            Err(Refused::ShuttingDown)
+        );
         assert_eq!(state.admit(Origin::Task, None), Ok(()));
         state.advance(Phase::Cancelling);
         assert_eq!(state.admit(Origin::Task, None), Err(Refused::ShuttingDown));
@@ -159,7 +180,10 @@ mod tests {
     fn limit_counts_running_tasks() {
         let state = State::default();
         assert_eq!(state.admit(Origin::Outside, Some(1)), Ok(()));
-        assert_eq!(state.admit(Origin::Outside, Some(1)), Err(Refused::AtCapacity));
+        assert_eq!(
+            state.admit(Origin::Outside, Some(1)),
+            Err(Refused::AtCapacity)
+        );
         assert_eq!(state.end_if_running(), Some(0));
         assert_eq!(state.admit(Origin::Outside, Some(1)), Ok(()));
     }
@@ -174,7 +198,11 @@ mod tests {
         assert_eq!(state.running(), 2);
         assert_eq!(state.end_in_shutdown(), (Phase::Draining, 1));
         state.advance(Phase::Done);
-        assert_eq!(state.advance(Phase::Cancelling), Phase::Done, "phases never go back");
+        assert_eq!(
+            state.advance(Phase::Cancelling),
+            Phase::Done,
+            "phases never go back"
+        );
         assert_eq!(state.end_in_shutdown(), (Phase::Done, 0));
     }
 }

@@ -1,1 +1,79 @@
-//! placeholder
+//! axum integration for [`background_tasks`]: spawn supervised background tasks from handlers,
+//! run work after the response has been sent, and serve an app with one shutdown budget that
+//! covers its connections and its tasks.
+//!
+//! - [`BackgroundTasksLayer`] makes a [`TaskSupervisor`](background_tasks::TaskSupervisor) reachable from every request under it;
+//! - the [`BackgroundTasks`] extractor spawns tasks from handlers, with errors that answer
+//!   `503` and `Retry-After` through `?`, and [`after_response`](BackgroundTasks::after_response)
+//!   tasks that start once the response has been sent;
+//! - [`serve`] runs the app like [`axum::serve`], then on SIGINT or SIGTERM flips its
+//!   [`Readiness`] to `503`, drains requests within a timeout, and shuts the supervisor down,
+//!   returning its [`ShutdownReport`](background_tasks::ShutdownReport); a second signal aborts at once.
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, http::StatusCode, routing::post};
+//! use background_tasks::TaskSupervisor;
+//! use background_tasks_axum::{
+//!     BackgroundTaskError, BackgroundTasks, BackgroundTasksLayer, Readiness, serve,
+//! };
+//!
+//! async fn sign_up(tasks: BackgroundTasks) -> Result<StatusCode, BackgroundTaskError> {
+//!     // Outlives the request; shutdown waits for it, within its budget.
+//!     tasks.task("welcome-mail").spawn(async {
+//!         tokio::time::sleep(Duration::from_millis(50)).await;
+//!     })?;
+//!     // Starts once the response has been sent.
+//!     tasks.after_response(async { tracing::info!("signed up") })?;
+//!     Ok(StatusCode::CREATED)
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let supervisor = TaskSupervisor::builder()
+//!     .shutdown_timeout(Duration::from_secs(5))
+//!     .build();
+//! let readiness = Readiness::new();
+//! let app = Router::new()
+//!     .route("/sign-up", post(sign_up))
+//!     .route_service("/ready", readiness.clone())
+//!     .layer(BackgroundTasksLayer::new(supervisor.clone()));
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let shutdown = async {};
+//! let report = serve(listener, app, supervisor)
+//!     .readiness(readiness)
+//!     .drain_delay(Duration::from_secs(1))
+//! #   .drain_delay(Duration::ZERO)
+//! #   .shutdown_signal(shutdown)
+//!     .await?;
+//! println!("shutdown report: {report}");
+//! # Ok(())
+//! # }
+//! ```
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![forbid(unsafe_code)]
+
+mod body;
+mod connection;
+mod error;
+mod extract;
+mod future;
+mod gate;
+mod layer;
+mod readiness;
+mod serve;
+mod signals;
+
+pub use body::AfterResponseBody;
+pub use error::BackgroundTaskError;
+pub use extract::{BackgroundTaskBuilder, BackgroundTasks, MissingBackgroundTasksLayer};
+pub use future::ResponseFuture;
+pub use layer::{BackgroundTasksLayer, BackgroundTasksService};
+pub use readiness::Readiness;
+pub use serve::{Serve, ServeError, ServeFuture, serve};

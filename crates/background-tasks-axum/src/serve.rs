@@ -1,0 +1,442 @@
+//! Running an app with one shutdown budget: signal, drain delay, request drain, task shutdown.
+
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::serve::Listener;
+use background_tasks::{ShutdownReport, TaskSupervisor};
+use tokio::time::{Instant, sleep, sleep_until};
+
+use crate::connection::Connections;
+use crate::readiness::Readiness;
+use crate::signals::{BoxSignal, Event, Signals};
+
+/// Serves `router` on `listener` like [`axum::serve`], then shuts down within one budget: the
+/// connections first, then the `supervisor`'s background tasks, whose [`ShutdownReport`] it
+/// returns.
+///
+/// It returns a [`Serve`] builder to configure the signals and the budgets, and that runs the
+/// server when awaited. On the shutdown signal (by default SIGINT or SIGTERM, Ctrl-C on
+/// Windows):
+///
+/// 1. the [`Readiness`] set with [`Serve::readiness`] answers `503` at once; the server keeps
+///    accepting connections for [`drain_delay`](Serve::drain_delay), so that load balancers
+///    notice before the listener closes; then it drops the listener and tells every connection
+///    to finish the request in flight and close. Those requests may still spawn tasks: the
+///    supervisor is still open;
+/// 2. it waits up to [`request_drain_timeout`](Serve::request_drain_timeout) for the
+///    connections to close, and closes those still open, dropping their requests;
+/// 3. it shuts the supervisor down ([`TaskSupervisor::shutdown`]: drain, cancel, abort) and
+///    returns its report, which the supervisor logs;
+/// 4. a force signal at any point (by default a second SIGINT or SIGTERM) skips to the end:
+///    connections are closed and [`TaskSupervisor::shutdown_now`] aborts the tasks at once.
+///
+/// So the whole shutdown takes at most `drain_delay + request_drain_timeout +
+/// shutdown_timeout + cancel_grace`, plus the few milliseconds the abort takes, whatever
+/// handlers and tasks do. Each step is logged at INFO level.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::{Router, routing::get};
+/// use background_tasks::TaskSupervisor;
+/// use background_tasks_axum::{BackgroundTasksLayer, Readiness, serve};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let supervisor = TaskSupervisor::builder()
+///     .shutdown_timeout(Duration::from_secs(5))
+///     .build();
+/// let readiness = Readiness::new();
+/// let app = Router::new()
+///     .route("/", get(|| async { "hello" }))
+///     .route_service("/ready", readiness.clone())
+///     .layer(BackgroundTasksLayer::new(supervisor.clone()));
+///
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// # let _ = stop.send(());
+/// let report = serve(listener, app, supervisor)
+///     .readiness(readiness)
+///     .drain_delay(Duration::from_secs(2))
+///     .request_drain_timeout(Duration::from_secs(10))
+/// #   .shutdown_signal(async move { let _ = stopped.await; })
+///     .await?;
+/// println!("shutdown report: {report}");
+/// # Ok(())
+/// # }
+/// ```
+pub fn serve<L>(listener: L, router: Router, supervisor: TaskSupervisor) -> Serve<L>
+where
+    L: Listener,
+{
+    Serve {
+        listener,
+        router,
+        supervisor,
+        shutdown_signal: None,
+        force_shutdown_signal: None,
+        drain_delay: Duration::ZERO,
+        request_drain_timeout: Serve::<L>::DEFAULT_REQUEST_DRAIN_TIMEOUT,
+        readiness: None,
+    }
+}
+
+/// The server that [`serve`] configures; awaiting it runs the server until it has shut down.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::Router;
+/// use background_tasks::TaskSupervisor;
+/// use background_tasks_axum::serve;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let report = serve(listener, Router::new(), TaskSupervisor::new())
+///     .shutdown_signal(async { /* e.g. a message from an admin endpoint */ })
+///     .request_drain_timeout(Duration::from_secs(30))
+///     .await?;
+/// assert!(report.is_clean());
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "a Serve does nothing until it is awaited"]
+pub struct Serve<L> {
+    listener: L,
+    router: Router,
+    supervisor: TaskSupervisor,
+    shutdown_signal: Option<BoxSignal>,
+    force_shutdown_signal: Option<BoxSignal>,
+    drain_delay: Duration,
+    request_drain_timeout: Duration,
+    readiness: Option<Readiness>,
+}
+
+impl<L> Serve<L> {
+    /// The default of [`request_drain_timeout`](Self::request_drain_timeout): 10 seconds.
+    pub const DEFAULT_REQUEST_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Starts the graceful shutdown when `signal` resolves, instead of on SIGINT or SIGTERM
+    /// (Ctrl-C on Windows). Unless a [`force_shutdown_signal`](Self::force_shutdown_signal) is
+    /// set too, nothing then forces the abort: the budgets alone bound the shutdown.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use axum::Router;
+    /// # use background_tasks::TaskSupervisor;
+    /// # use background_tasks_axum::serve;
+    /// # async fn run(listener: tokio::net::TcpListener) {
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// let server = serve(listener, Router::new(), TaskSupervisor::new())
+    ///     .shutdown_signal(async move { let _ = stopped.await; });
+    /// # }
+    /// ```
+    pub fn shutdown_signal<F>(mut self, signal: F) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.shutdown_signal = Some(Box::pin(signal));
+        self
+    }
+
+    /// Skips what is left of the shutdown when `signal` resolves, at any point: connections are
+    /// closed and background tasks aborted at once, and the server returns within
+    /// milliseconds. Default: a second SIGINT or SIGTERM (Ctrl-C on Windows) when the shutdown
+    /// signal is the default one, and nothing otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use axum::Router;
+    /// # use background_tasks::TaskSupervisor;
+    /// # use background_tasks_axum::serve;
+    /// # async fn run(listener: tokio::net::TcpListener) {
+    /// let server = serve(listener, Router::new(), TaskSupervisor::new())
+    ///     .shutdown_signal(async { let _ = tokio::signal::ctrl_c().await; })
+    ///     .force_shutdown_signal(tokio::time::sleep(Duration::from_secs(60)));
+    /// # }
+    /// ```
+    pub fn force_shutdown_signal<F>(mut self, signal: F) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.force_shutdown_signal = Some(Box::pin(signal));
+        self
+    }
+
+    /// How long to keep accepting connections after the shutdown signal, while the
+    /// [`readiness`](Self::readiness) answers `503`, so that a load balancer notices before
+    /// the listener closes (lightship's `shutdownDelay`). Default: zero.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use axum::Router;
+    /// # use background_tasks::TaskSupervisor;
+    /// # use background_tasks_axum::serve;
+    /// # async fn run(listener: tokio::net::TcpListener) {
+    /// let server = serve(listener, Router::new(), TaskSupervisor::new())
+    ///     .drain_delay(Duration::from_secs(5));
+    /// # }
+    /// ```
+    pub fn drain_delay(mut self, delay: Duration) -> Self {
+        self.drain_delay = delay;
+        self
+    }
+
+    /// How long requests in flight get to finish once the listener has closed; connections
+    /// still open after it are closed. Default: 10 seconds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use axum::Router;
+    /// # use background_tasks::TaskSupervisor;
+    /// # use background_tasks_axum::serve;
+    /// # async fn run(listener: tokio::net::TcpListener) {
+    /// let server = serve(listener, Router::new(), TaskSupervisor::new())
+    ///     .request_drain_timeout(Duration::from_secs(30));
+    /// # }
+    /// ```
+    pub fn request_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.request_drain_timeout = timeout;
+        self
+    }
+
+    /// The readiness to flip to `503` the moment the shutdown signal arrives; mount a clone of
+    /// it with [`Router::route_service`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use axum::Router;
+    /// # use background_tasks::TaskSupervisor;
+    /// # use background_tasks_axum::{Readiness, serve};
+    /// # async fn run(listener: tokio::net::TcpListener) {
+    /// let readiness = Readiness::new();
+    /// let app = Router::new().route_service("/ready", readiness.clone());
+    /// let server = serve(listener, app, TaskSupervisor::new()).readiness(readiness);
+    /// # }
+    /// ```
+    pub fn readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = Some(readiness);
+        self
+    }
+}
+
+impl<L: Listener> Serve<L> {
+    async fn run(self) -> Result<ShutdownReport, ServeError> {
+        let Serve {
+            mut listener,
+            router,
+            supervisor,
+            shutdown_signal,
+            force_shutdown_signal,
+            drain_delay,
+            request_drain_timeout,
+            readiness,
+        } = self;
+        let mut signals =
+            Signals::new(shutdown_signal, force_shutdown_signal).map_err(ServeError::Signals)?;
+        let connections = Connections::new();
+
+        // Serving, until a signal.
+        let event = loop {
+            tokio::select! {
+                biased;
+                event = signals.next() => break event,
+                (io, _address) = listener.accept() => connections.spawn(io, router.clone()),
+            }
+        };
+        if let Some(readiness) = &readiness {
+            readiness.set_not_ready();
+        }
+        let started = Instant::now();
+        if event == Event::Force {
+            return Ok(force(&connections, &supervisor).await);
+        }
+
+        // 1. The drain delay: still accepting, while readiness answers 503.
+        tracing::info!(
+            connections = connections.len(),
+            "shutdown signal received: readiness answers 503; accepting connections for {drain_delay:?} more"
+        );
+        let delay = sleep(drain_delay);
+        let mut delay = std::pin::pin!(delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = signals.next() => return Ok(force(&connections, &supervisor).await),
+                () = &mut delay => break,
+                (io, _address) = listener.accept() => connections.spawn(io, router.clone()),
+            }
+        }
+        drop(listener);
+        connections.shutdown_gracefully();
+        tracing::info!(
+            connections = connections.len(),
+            "stopped accepting connections; waiting up to {request_drain_timeout:?} for {} \
+             open connections to finish their requests",
+            connections.len(),
+        );
+
+        // 2. The request drain.
+        let drain_started = Instant::now();
+        let drained = tokio::select! {
+            biased;
+            _ = signals.next() => return Ok(force(&connections, &supervisor).await),
+            () = connections.wait() => true,
+            () = sleep_until(drain_started + request_drain_timeout) => false,
+        };
+        if drained {
+            tracing::info!(
+                "all connections closed after {:?}; shutting down background tasks",
+                drain_started.elapsed()
+            );
+        } else {
+            tracing::warn!(
+                connections = connections.len(),
+                "closing {} connections still open after the request drain timeout of \
+                 {request_drain_timeout:?}; shutting down background tasks",
+                connections.len(),
+            );
+            connections.close();
+        }
+
+        // 3. The supervisor's own phased shutdown, which logs its report.
+        let report = tokio::select! {
+            biased;
+            _ = signals.next() => {
+                tracing::warn!("force shutdown signal received: aborting background tasks now");
+                supervisor.shutdown_now().await
+            }
+            report = supervisor.shutdown() => report,
+        };
+        tracing::info!("server shut down in {:?}", started.elapsed());
+        Ok(report)
+    }
+}
+
+/// Closes every connection and aborts every task, now.
+async fn force(connections: &Connections, supervisor: &TaskSupervisor) -> ShutdownReport {
+    tracing::warn!(
+        connections = connections.len(),
+        "force shutdown signal received: closing {} connections and aborting background tasks now",
+        connections.len(),
+    );
+    connections.close();
+    supervisor.shutdown_now().await
+}
+
+impl<L> fmt::Debug for Serve<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Serve")
+            .field("listener", &std::any::type_name::<L>())
+            .field("router", &self.router)
+            .field("supervisor", &self.supervisor)
+            .field("shutdown_signal", &self.shutdown_signal.as_ref().map(|_| ".."))
+            .field(
+                "force_shutdown_signal",
+                &self.force_shutdown_signal.as_ref().map(|_| ".."),
+            )
+            .field("drain_delay", &self.drain_delay)
+            .field("request_drain_timeout", &self.request_drain_timeout)
+            .field("readiness", &self.readiness)
+            .finish()
+    }
+}
+
+impl<L: Listener> IntoFuture for Serve<L> {
+    type Output = Result<ShutdownReport, ServeError>;
+    type IntoFuture = ServeFuture;
+
+    fn into_future(self) -> Self::IntoFuture {
+        ServeFuture {
+            inner: Box::pin(self.run()),
+        }
+    }
+}
+
+/// The future of an awaited [`Serve`]: resolves once the server and its background tasks
+/// have shut down.
+///
+/// # Examples
+///
+/// ```
+/// use std::future::IntoFuture;
+/// use axum::Router;
+/// use background_tasks::TaskSupervisor;
+/// use background_tasks_axum::{ServeFuture, serve};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let server: ServeFuture = serve(listener, Router::new(), TaskSupervisor::new())
+///     .shutdown_signal(async {})
+///     .into_future();
+/// let report = tokio::spawn(server).await??;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Cancel safety
+///
+/// Dropping it stops accepting and closes every connection, but does not shut the supervisor
+/// down: call [`TaskSupervisor::shutdown`] for that.
+#[must_use = "futures do nothing unless polled"]
+pub struct ServeFuture {
+    inner: Pin<Box<dyn Future<Output = Result<ShutdownReport, ServeError>> + Send>>,
+}
+
+impl Future for ServeFuture {
+    type Output = Result<ShutdownReport, ServeError>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for ServeFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeFuture").finish_non_exhaustive()
+    }
+}
+
+/// Why [`serve`] could not run.
+///
+/// # Examples
+///
+/// ```
+/// use background_tasks_axum::ServeError;
+///
+/// fn explain(error: &ServeError) -> String {
+///     match error {
+///         ServeError::Signals(source) => format!("{error}: {source}"),
+///         _ => error.to_string(),
+///     }
+/// }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The handlers of the default shutdown signals (SIGINT and SIGTERM, or Ctrl-C on Windows)
+    /// could not be installed.
+    #[error(
+        "could not install the SIGINT and SIGTERM handlers that start the graceful shutdown; \
+         pass a future of your own to `Serve::shutdown_signal` instead"
+    )]
+    Signals(#[source] std::io::Error),
+}

@@ -209,7 +209,6 @@ impl TaskSupervisor {
     ///     .on_failure(|failure| eprintln!("{failure}"))
     ///     .build();
     /// ```
-    #[must_use]
     pub fn builder() -> SupervisorBuilder {
         SupervisorBuilder::new()
     }

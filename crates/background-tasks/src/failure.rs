@@ -41,9 +41,16 @@ pub struct TaskFailure {
 
 #[derive(Debug, Clone)]
 pub(crate) enum Kind {
-    Panic { message: Option<String> },
-    Aborted { age: Duration },
-    Abandoned { age: Duration },
+    Panic {
+        message: Option<String>,
+    },
+    /// `age` is `None` for a task that had not started.
+    Aborted {
+        age: Option<Duration>,
+    },
+    Abandoned {
+        age: Duration,
+    },
 }
 
 impl TaskFailure {
@@ -103,8 +110,11 @@ impl fmt::Display for TaskFailure {
                 message: Some(message),
             } => write!(f, " panicked: {message}"),
             Kind::Panic { message: None } => f.write_str(" panicked with a non-string payload"),
-            Kind::Aborted { age } => {
+            Kind::Aborted { age: Some(age) } => {
                 write!(f, " was aborted by shutdown after running {age:.1?}")
+            }
+            Kind::Aborted { age: None } => {
+                f.write_str(" was aborted by shutdown before it started")
             }
             Kind::Abandoned { age } => write!(
                 f,

@@ -31,7 +31,9 @@ use crate::handle::TaskId;
 pub struct TaskRecord {
     pub(crate) id: TaskId,
     pub(crate) name: Option<Cow<'static, str>>,
-    pub(crate) age: Duration,
+    /// `None` for an async task that had never suspended, such as one still waiting for its
+    /// first poll.
+    pub(crate) age: Option<Duration>,
 }
 
 impl TaskRecord {
@@ -48,11 +50,18 @@ impl TaskRecord {
     }
 
     /// How long the task had been running when shutdown aborted or abandoned it, counted for
-    /// async tasks from their first suspension: zero for a task that had never suspended, such
-    /// as one that was still queued, waiting for its first poll.
+    /// async tasks from their first suspension; zero for a task that had not started (see
+    /// [`is_started`](Self::is_started)).
     #[must_use]
     pub fn age(&self) -> Duration {
-        self.age
+        self.age.unwrap_or_default()
+    }
+
+    /// Returns `false` for an async task that had never suspended when shutdown aborted it:
+    /// one still queued for its first poll, typically a follow-up spawned during the drain.
+    #[must_use]
+    pub fn is_started(&self) -> bool {
+        self.age.is_some()
     }
 }
 
@@ -62,10 +71,9 @@ impl fmt::Display for TaskRecord {
             Some(name) => write!(f, "{name} (task {}, ", self.id)?,
             None => write!(f, "task {} (", self.id)?,
         }
-        if self.age.is_zero() {
-            f.write_str("not started)")
-        } else {
-            write!(f, "{:.1?})", self.age)
+        match self.age {
+            Some(age) => write!(f, "{age:.1?})"),
+            None => f.write_str("not started)"),
         }
     }
 }
@@ -206,18 +214,18 @@ mod tests {
                 TaskRecord {
                     id: TaskId(4),
                     name: Some("send-mail".into()),
-                    age: Duration::from_millis(6000),
+                    age: Some(Duration::from_millis(6000)),
                 },
                 TaskRecord {
                     id: TaskId(7),
                     name: None,
-                    age: Duration::from_millis(250),
+                    age: None,
                 },
             ],
             abandoned: vec![TaskRecord {
                 id: TaskId(9),
                 name: Some("resize".into()),
-                age: Duration::from_secs(6),
+                age: Some(Duration::from_secs(6)),
             }],
             stuck: 0,
             elapsed: Duration::from_millis(6002),
@@ -225,7 +233,7 @@ mod tests {
         assert_eq!(
             report.to_string(),
             "background tasks shut down in 6.0s: 3 completed, 1 cancelled, 2 aborted, \
-             1 abandoned; aborted: send-mail (task 4, 6.0s), task 7 (250.0ms); \
+             1 abandoned; aborted: send-mail (task 4, 6.0s), task 7 (not started); \
              abandoned: resize (task 9, 6.0s)"
         );
         assert!(!report.is_clean());

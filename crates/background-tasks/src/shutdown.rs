@@ -74,7 +74,7 @@ impl Inner {
                 let record = TaskRecord {
                     id: entry.id,
                     name: entry.name.clone(),
-                    age: now.saturating_duration_since(entry.started),
+                    age: Some(now.saturating_duration_since(entry.started)),
                 };
                 match &mut entry.kind {
                     // Woken to see the abort flag; it stops at once unless it is stuck inside
@@ -181,7 +181,7 @@ async fn drive(inner: Arc<Inner>, started: Instant) {
             let kind = if aborted {
                 FailureKind::Aborted { age: task.age }
             } else {
-                FailureKind::Abandoned { age: task.age }
+                FailureKind::Abandoned { age: task.age() }
             };
             inner.report_failure(&TaskFailure::new(task.id, task.name.clone(), kind));
         }

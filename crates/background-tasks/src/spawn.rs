@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::runtime::Handle;
@@ -320,12 +319,12 @@ impl TaskGuard {
             Phase::Done => {
                 // A task the abort walk could not see, because it had not suspended yet,
                 // reports itself while the report is still open. Its age is only known from
-                // its first suspension on.
+                // its first suspension on, so it has none.
                 if let (None, Some(late)) = (*key, &mut log.late) {
                     late.push(TaskRecord {
                         id: *id,
                         name: name.clone(),
-                        age: Duration::ZERO,
+                        age: None,
                     });
                     inner.late.notify_waiters();
                 }

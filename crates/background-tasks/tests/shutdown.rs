@@ -1,0 +1,335 @@
+//! The phased shutdown: admission, drain, cancel, abort, and the report.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use background_tasks::{SpawnError, TaskSupervisor};
+use tokio::time::{Instant, sleep};
+
+fn supervisor(timeout_ms: u64, grace_ms: u64) -> TaskSupervisor {
+    TaskSupervisor::builder()
+        .shutdown_timeout(Duration::from_millis(timeout_ms))
+        .cancel_grace(Duration::from_millis(grace_ms))
+        .build()
+}
+
+#[tokio::test(start_paused = true)]
+async fn admission_closes_as_soon_as_shutdown_begins() {
+    let supervisor = supervisor(1_000, 0);
+    supervisor.spawn(sleep(Duration::from_millis(500))).unwrap();
+    let shutdown = tokio::spawn({
+        let supervisor = supervisor.clone();
+        async move { supervisor.shutdown().await }
+    });
+    tokio::task::yield_now().await;
+    assert!(supervisor.is_shutting_down());
+    assert_eq!(
+        supervisor.spawn(async {}).unwrap_err(),
+        SpawnError::ShuttingDown
+    );
+    assert_eq!(
+        supervisor.spawn_blocking(|| ()).unwrap_err(),
+        SpawnError::ShuttingDown
+    );
+    let report = shutdown.await.unwrap();
+    assert_eq!(report.completed(), 1, "the refused spawns are not counted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_waits_for_tasks_and_returns_as_soon_as_the_last_one_ends() {
+    let supervisor = supervisor(5_000, 1_000);
+    let done = Arc::new(AtomicUsize::new(0));
+    for ms in [100, 300, 200] {
+        let done = done.clone();
+        supervisor
+            .spawn(async move {
+                sleep(Duration::from_millis(ms)).await;
+                done.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+    }
+    let start = Instant::now();
+    let report = supervisor.shutdown().await;
+    assert_eq!(done.load(Ordering::SeqCst), 3);
+    assert_eq!(start.elapsed(), Duration::from_millis(300));
+    assert_eq!(report.elapsed(), Duration::from_millis(300));
+    assert_eq!(
+        (
+            report.completed(),
+            report.cancelled(),
+            report.aborted(),
+            report.abandoned()
+        ),
+        (3, 0, 0, 0)
+    );
+    assert!(report.is_clean());
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_phase_signals_tasks_and_counts_those_that_stop() {
+    let supervisor = supervisor(1_000, 500);
+    let stopped_at = Arc::new(std::sync::Mutex::new(None));
+    supervisor
+        .task("cooperative")
+        .spawn_with({
+            let stopped_at = stopped_at.clone();
+            move |ctx| async move {
+                ctx.cancelled().await;
+                assert!(ctx.is_cancelled());
+                *stopped_at.lock().unwrap() = Some(Instant::now());
+            }
+        })
+        .unwrap();
+    let start = Instant::now();
+    let report = supervisor.shutdown().await;
+    assert_eq!(
+        stopped_at.lock().unwrap().unwrap() - start,
+        Duration::from_millis(1_000),
+        "the cancellation signal fires when the drain budget runs out"
+    );
+    assert_eq!(report.elapsed(), Duration::from_millis(1_000));
+    assert_eq!((report.completed(), report.cancelled()), (0, 1));
+    assert!(!report.is_clean());
+}
+
+#[tokio::test(start_paused = true)]
+async fn tasks_that_ignore_every_signal_are_aborted_within_the_budget() {
+    let supervisor = supervisor(1_000, 500);
+    let dropped = Arc::new(AtomicBool::new(false));
+    struct SetOnDrop(Arc<AtomicBool>);
+    impl Drop for SetOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let handle = supervisor
+        .task("stubborn")
+        .spawn({
+            let guard = SetOnDrop(dropped.clone());
+            async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+            }
+        })
+        .unwrap();
+    let unnamed = supervisor.spawn(sleep(Duration::from_secs(3600))).unwrap();
+    let start = Instant::now();
+    let report = supervisor.shutdown().await;
+    assert_eq!(start.elapsed(), Duration::from_millis(1_500));
+    assert_eq!(report.aborted(), 2);
+    let names: Vec<_> = report.aborted_tasks().iter().map(|t| t.name()).collect();
+    assert_eq!(names, [Some("stubborn"), None]);
+    assert_eq!(
+        report.aborted_tasks()[0].age(),
+        Duration::from_millis(1_500)
+    );
+    let line = report.to_string();
+    assert!(
+        line.contains("0 completed, 0 cancelled, 2 aborted, 0 abandoned"),
+        "{line}"
+    );
+    assert!(line.contains("stubborn (task 1, 1.5s)"), "{line}");
+    assert!(
+        line.contains(&format!("task {} (1.5s)", unnamed.id())),
+        "{line}"
+    );
+    let error = handle.await.unwrap_err();
+    assert!(error.is_cancelled());
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the aborted future is dropped"
+    );
+    assert!(unnamed.await.unwrap_err().is_cancelled());
+    assert!(supervisor.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_task_is_counted_exactly_once_across_phases() {
+    let supervisor = supervisor(1_000, 1_000);
+    // Ends during the drain, during the grace, and not at all.
+    supervisor.spawn(sleep(Duration::from_millis(10))).unwrap();
+    supervisor
+        .spawn_with(|ctx| async move {
+            ctx.cancelled().await;
+            sleep(Duration::from_millis(100)).await;
+        })
+        .unwrap();
+    supervisor.spawn(std::future::pending::<()>()).unwrap();
+    supervisor
+        .spawn(async { panic!("counted as completed, like any other outcome") })
+        .unwrap();
+    let report = supervisor.shutdown().await;
+    assert_eq!(
+        (
+            report.completed(),
+            report.cancelled(),
+            report.aborted(),
+            report.abandoned()
+        ),
+        (2, 1, 1, 0)
+    );
+    assert_eq!(report.elapsed(), Duration::from_millis(2_000));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_or_concurrent_shutdown_returns_the_same_report() {
+    let supervisor = supervisor(1_000, 0);
+    supervisor.spawn(sleep(Duration::from_millis(200))).unwrap();
+    let (first, second) = tokio::join!(supervisor.shutdown(), supervisor.shutdown());
+    assert_eq!(first, second);
+    assert_eq!(supervisor.shutdown().await, first);
+    assert_eq!(first.completed(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_shutdown_future_does_not_stop_the_shutdown() {
+    let supervisor = supervisor(1_000, 0);
+    supervisor.spawn(sleep(Duration::from_millis(300))).unwrap();
+    let _ = tokio::time::timeout(Duration::from_millis(10), supervisor.shutdown()).await;
+    assert!(supervisor.is_shutting_down());
+    sleep(Duration::from_millis(500)).await;
+    assert!(supervisor.is_empty());
+    let report = supervisor.shutdown().await;
+    assert_eq!(report.completed(), 1);
+    assert_eq!(report.elapsed(), Duration::from_millis(300));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_now_skips_the_budget_and_aborts() {
+    let supervisor = supervisor(60_000, 60_000);
+    let (tx, rx) = std::sync::mpsc::channel();
+    supervisor
+        .spawn_with(move |ctx| {
+            tx.send(ctx).unwrap();
+            std::future::pending::<()>()
+        })
+        .unwrap();
+    let ctx = rx.recv().unwrap();
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    let report = supervisor.shutdown_now().await;
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(report.aborted(), 1);
+    assert!(
+        ctx.is_cancelled() && ctx.cancellation_token().is_cancelled(),
+        "the cancellation signal still fires"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_now_cuts_a_running_shutdown_short() {
+    let supervisor = supervisor(60_000, 60_000);
+    supervisor.spawn(std::future::pending::<()>()).unwrap();
+    let slow = tokio::spawn({
+        let supervisor = supervisor.clone();
+        async move { supervisor.shutdown().await }
+    });
+    sleep(Duration::from_secs(5)).await;
+    let report = supervisor.shutdown_now().await;
+    assert_eq!(report.elapsed(), Duration::from_secs(5));
+    assert_eq!(report.aborted(), 1);
+    assert_eq!(slow.await.unwrap(), report);
+}
+
+#[tokio::test(start_paused = true)]
+async fn follow_up_tasks_spawned_during_the_drain_are_part_of_the_shutdown() {
+    let supervisor = supervisor(1_000, 500);
+    let follow_up_ran = Arc::new(AtomicBool::new(false));
+    supervisor
+        .task("parent")
+        .spawn_with({
+            let follow_up_ran = follow_up_ran.clone();
+            move |ctx| async move {
+                ctx.shutdown_started().await;
+                // Outside callers are refused now, but a running task may hand work on.
+                ctx.task("quick-follow-up")
+                    .spawn(async move {
+                        sleep(Duration::from_millis(100)).await;
+                        follow_up_ran.store(true, Ordering::SeqCst);
+                    })
+                    .unwrap();
+                ctx.task("slow-follow-up")
+                    .spawn(std::future::pending::<()>())
+                    .unwrap();
+            }
+        })
+        .unwrap();
+    let report = supervisor.shutdown().await;
+    assert!(
+        follow_up_ran.load(Ordering::SeqCst),
+        "the follow-up was awaited"
+    );
+    assert_eq!((report.completed(), report.aborted()), (2, 1));
+    assert_eq!(report.aborted_tasks()[0].name(), Some("slow-follow-up"));
+    assert_eq!(report.elapsed(), Duration::from_millis(1_500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn follow_up_tasks_are_refused_once_the_cancel_phase_begins() {
+    let supervisor = supervisor(100, 1_000);
+    let refused = supervisor
+        .spawn_with(|ctx| async move {
+            ctx.cancelled().await;
+            ctx.spawn(async {}).map(drop)
+        })
+        .unwrap();
+    supervisor.shutdown().await;
+    assert_eq!(refused.await.unwrap(), Err(SpawnError::ShuttingDown));
+}
+
+#[tokio::test(start_paused = true)]
+async fn follow_ups_queued_when_the_abort_comes_report_themselves_as_not_started() {
+    let supervisor = supervisor(60_000, 60_000);
+    supervisor
+        .task("parent")
+        .spawn_with(|ctx| async move {
+            ctx.shutdown_started().await;
+            // Queued behind the shutdown driver, so the abort walk runs before its first poll.
+            ctx.task("never-polled").spawn(async {}).unwrap();
+            std::future::pending::<()>().await;
+        })
+        .unwrap();
+    tokio::task::yield_now().await;
+    let report = supervisor.shutdown_now().await;
+    let aborted: Vec<_> = report
+        .aborted_tasks()
+        .iter()
+        .map(|task| (task.name(), task.is_started()))
+        .collect();
+    assert_eq!(
+        aborted,
+        [(Some("parent"), true), (Some("never-polled"), false)]
+    );
+    assert!(
+        report
+            .to_string()
+            .contains("never-polled (task 2, not started)")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn budgets_too_large_for_an_instant_do_not_panic() {
+    let supervisor = supervisor(u64::MAX, u64::MAX);
+    supervisor.spawn(sleep(Duration::from_millis(5))).unwrap();
+    let report = supervisor.shutdown().await;
+    assert_eq!(report.completed(), 1);
+    let supervisor = TaskSupervisor::builder()
+        .shutdown_timeout(Duration::MAX)
+        .cancel_grace(Duration::MAX)
+        .build();
+    assert_eq!(supervisor.shutdown_now().await.completed(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_budgets_abort_at_once() {
+    let supervisor = supervisor(0, 0);
+    supervisor
+        .spawn_with(|ctx| async move { ctx.cancelled().await })
+        .unwrap();
+    supervisor.spawn(std::future::pending::<()>()).unwrap();
+    tokio::task::yield_now().await;
+    let report = supervisor.shutdown().await;
+    assert_eq!(report.elapsed(), Duration::ZERO);
+    assert_eq!((report.cancelled(), report.aborted()), (0, 2));
+}

@@ -444,9 +444,22 @@ fn run_blocking<R>(
     if !guard.start_blocking() {
         return Err(Failure::Aborted);
     }
-    let _entered = span.as_deref().map(Span::enter);
-    catch_unwind(AssertUnwindSafe(function)).map_err(|payload| {
-        guard.panicked(&*payload);
-        Failure::Panic(payload)
-    })
+    let run = || {
+        catch_unwind(AssertUnwindSafe(function)).map_err(|payload| {
+            guard.panicked(&*payload);
+            Failure::Panic(payload)
+        })
+    };
+    let Some(span) = span else {
+        return run();
+    };
+    // Events go to the thread's default subscriber, and a blocking thread has none of its own
+    // when the subscriber was set for the spawning thread only (as in tests): log to the
+    // span's subscriber, as the spawning code would have.
+    let dispatch = span.with_subscriber(|(_, dispatch)| dispatch.clone());
+    let _entered = span.enter();
+    match dispatch {
+        Some(dispatch) => tracing::dispatcher::with_default(&dispatch, run),
+        None => run(),
+    }
 }

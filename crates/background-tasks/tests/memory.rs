@@ -1,0 +1,68 @@
+//! Bookkeeping does not grow with the number of tasks that have ended.
+
+// A counting global allocator needs `unsafe impl GlobalAlloc`; the crate itself forbids unsafe.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use background_tasks::TaskSupervisor;
+
+/// Counts the bytes allocated and not yet freed, process-wide.
+struct Counting;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: delegates to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const TASKS: usize = 1_000_000;
+
+#[test]
+fn a_million_short_tasks_leave_the_supervisor_as_small_as_they_found_it() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let supervisor = TaskSupervisor::new();
+        // Tasks that suspend once, so that each of them is registered, and all live at once.
+        let spawn_all = |supervisor: &TaskSupervisor| {
+            for _ in 0..TASKS {
+                drop(supervisor.spawn(tokio::task::yield_now()).unwrap());
+            }
+        };
+        // A first round of bare tokio tasks grows tokio's own queues to their working size.
+        let handles: Vec<_> = (0..TASKS)
+            .map(|_| tokio::spawn(tokio::task::yield_now()))
+            .collect();
+        for handle in handles {
+            handle.await.unwrap();
+        }
+        let before = LIVE_BYTES.load(Ordering::Relaxed);
+
+        spawn_all(&supervisor);
+        assert_eq!(supervisor.len(), TASKS);
+        supervisor.wait_idle().await;
+        let after = LIVE_BYTES.load(Ordering::Relaxed);
+
+        let grown = after - before;
+        assert!(
+            grown < 64 * 1024,
+            "{grown} bytes are still held after {TASKS} tasks ended"
+        );
+    });
+}

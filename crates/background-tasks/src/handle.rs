@@ -71,7 +71,6 @@ pub(crate) enum Failure {
 /// assert_eq!(handle.await.unwrap(), 42);
 /// # }
 /// ```
-#[must_use = "dropping a TaskHandle detaches the task; bind it to `_` to say that is intended"]
 pub struct TaskHandle<T> {
     id: TaskId,
     join: JoinHandle<Result<T, Failure>>,

@@ -20,7 +20,7 @@ use crate::handle::TaskId;
 ///     .shutdown_timeout(Duration::from_secs(1))
 ///     .cancel_grace(Duration::ZERO)
 ///     .build();
-/// let _ = supervisor.task("stuck").spawn(std::future::pending::<()>()).unwrap();
+/// supervisor.task("stuck").spawn(std::future::pending::<()>()).unwrap();
 /// let report = supervisor.shutdown().await;
 /// let stuck = &report.aborted_tasks()[0];
 /// assert_eq!(stuck.name(), Some("stuck"));
@@ -99,7 +99,7 @@ impl fmt::Display for TaskRecord {
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
 /// let supervisor = TaskSupervisor::new();
-/// let _ = supervisor.spawn(async {}).unwrap();
+/// supervisor.spawn(async {}).unwrap();
 /// let report = supervisor.shutdown().await;
 /// assert_eq!(report.completed(), 1);
 /// assert!(report.is_clean());

@@ -387,7 +387,7 @@ impl TaskSupervisor {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let supervisor = background_tasks::TaskSupervisor::new();
-    /// let _ = supervisor.spawn(std::future::pending::<()>()).unwrap();
+    /// supervisor.spawn(std::future::pending::<()>()).unwrap();
     /// assert_eq!(supervisor.len(), 1);
     /// # }
     /// ```
@@ -501,7 +501,7 @@ impl TaskSupervisor {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let supervisor = background_tasks::TaskSupervisor::new();
-    /// let _ = supervisor.spawn(std::future::pending::<()>()).unwrap();
+    /// supervisor.spawn(std::future::pending::<()>()).unwrap();
     /// let report = supervisor.shutdown_now().await;
     /// assert_eq!(report.aborted(), 1);
     /// # }

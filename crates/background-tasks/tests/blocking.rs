@@ -122,7 +122,7 @@ fn queued_blocking_tasks_are_aborted_before_they_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_async_task_blocking_its_thread_is_abandoned_not_waited_for() {
     let supervisor = supervisor();
-    let _ = supervisor
+    supervisor
         .task("blocks-in-async")
         .spawn(async { std::thread::sleep(Duration::from_secs(2)) })
         .unwrap();

@@ -123,9 +123,11 @@ async fn a_panicking_task_is_caught_reported_and_harmless() {
     assert!(error.is_panic());
     assert_eq!(error.panic_message(), Some("image too large"));
 
-    let failures = failures.lock().unwrap();
-    assert_eq!(failures.len(), 1);
-    let failure = &failures[0];
+    let failure = {
+        let failures = failures.lock().unwrap();
+        assert_eq!(failures.len(), 1);
+        failures[0].clone()
+    };
     assert!(failure.is_panic() && !failure.is_aborted());
     assert_eq!(failure.task_id(), id);
     assert_eq!(failure.task_name(), Some("resize-image"));
@@ -286,13 +288,21 @@ struct Logs(Arc<Mutex<Vec<u8>>>);
 
 impl Logs {
     fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        let bytes = self
+            .0
+            .lock()
+            .expect("no test panicked while logging")
+            .clone();
+        String::from_utf8(bytes).expect("logs are UTF-8")
     }
 }
 
 impl io::Write for Logs {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        self.0
+            .lock()
+            .expect("no test panicked while logging")
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {

@@ -98,6 +98,17 @@ impl TaskError {
     }
 
     /// Returns `true` if the task panicked.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let error = supervisor.spawn(async { panic!("boom") }).unwrap().await.unwrap_err();
+    /// assert!(error.is_panic());
+    /// # }
+    /// ```
     #[must_use]
     pub fn is_panic(&self) -> bool {
         matches!(self.repr, Repr::Panic { .. })
@@ -105,12 +116,35 @@ impl TaskError {
 
     /// Returns `true` if the task was aborted, through its handle or by the supervisor's
     /// shutdown, before it produced its output.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let handle = supervisor.spawn(std::future::pending::<()>()).unwrap();
+    /// handle.abort();
+    /// assert!(handle.await.unwrap_err().is_cancelled());
+    /// # }
+    /// ```
     #[must_use]
     pub fn is_cancelled(&self) -> bool {
         matches!(self.repr, Repr::Cancelled)
     }
 
     /// The panic message, when the task panicked with a string message (as `panic!` does).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let error = supervisor.spawn(async { panic!("boom") }).unwrap().await.unwrap_err();
+    /// assert_eq!(error.panic_message(), Some("boom"));
+    /// # }
+    /// ```
     #[must_use]
     pub fn panic_message(&self) -> Option<&str> {
         match &self.repr {
@@ -124,6 +158,19 @@ impl TaskError {
     /// # Errors
     ///
     /// Gives the error back unchanged when the task did not panic.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let error = supervisor.spawn(async { panic!("boom") }).unwrap().await.unwrap_err();
+    /// let payload = error.try_into_panic().unwrap();
+    /// assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"));
+    /// // std::panic::resume_unwind(payload) would carry the panic on.
+    /// # }
+    /// ```
     pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, TaskError> {
         match self.repr {
             Repr::Panic { payload, .. } => Ok(payload

@@ -59,24 +59,116 @@ impl TaskFailure {
     }
 
     /// The failed task's id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use background_tasks::TaskSupervisor;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let failures = Arc::new(Mutex::new(Vec::new()));
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .on_failure({
+    ///         let failures = failures.clone();
+    ///         move |failure| failures.lock().unwrap().push(failure.clone())
+    ///     })
+    ///     .build();
+    /// let handle = supervisor.task("resize").spawn(async { panic!("no such image") }).unwrap();
+    /// let id = handle.id();
+    /// let _ = handle.await;
+    /// let failure = failures.lock().unwrap()[0].clone();
+    /// assert_eq!(failure.task_id(), id);
+    /// # }
+    /// ```
     #[must_use]
     pub fn task_id(&self) -> TaskId {
         self.id
     }
 
     /// The failed task's name, when it was spawned with one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use background_tasks::TaskSupervisor;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let failures = Arc::new(Mutex::new(Vec::new()));
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .on_failure({
+    ///         let failures = failures.clone();
+    ///         move |failure| failures.lock().unwrap().push(failure.clone())
+    ///     })
+    ///     .build();
+    /// let handle = supervisor.task("resize").spawn(async { panic!("no such image") }).unwrap();
+    /// let id = handle.id();
+    /// let _ = handle.await;
+    /// let failure = failures.lock().unwrap()[0].clone();
+    /// assert_eq!(failure.task_name(), Some("resize"));
+    /// # }
+    /// ```
     #[must_use]
     pub fn task_name(&self) -> Option<&str> {
         self.name.as_deref()
     }
 
     /// Returns `true` if the task panicked.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use background_tasks::TaskSupervisor;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let failures = Arc::new(Mutex::new(Vec::new()));
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .on_failure({
+    ///         let failures = failures.clone();
+    ///         move |failure| failures.lock().unwrap().push(failure.clone())
+    ///     })
+    ///     .build();
+    /// let handle = supervisor.task("resize").spawn(async { panic!("no such image") }).unwrap();
+    /// let id = handle.id();
+    /// let _ = handle.await;
+    /// let failure = failures.lock().unwrap()[0].clone();
+    /// assert!(failure.is_panic());
+    /// # }
+    /// ```
     #[must_use]
     pub fn is_panic(&self) -> bool {
         matches!(self.kind, Kind::Panic { .. })
     }
 
     /// Returns `true` if shutdown aborted the task when its budget ran out.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use background_tasks::TaskSupervisor;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let failures = Arc::new(Mutex::new(Vec::new()));
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .on_failure({
+    ///         let failures = failures.clone();
+    ///         move |failure| failures.lock().unwrap().push(failure.clone())
+    ///     })
+    ///     .build();
+    /// let handle = supervisor.task("resize").spawn(async { panic!("no such image") }).unwrap();
+    /// let id = handle.id();
+    /// let _ = handle.await;
+    /// let failure = failures.lock().unwrap()[0].clone();
+    /// assert!(!failure.is_aborted());
+    /// # }
+    /// ```
     #[must_use]
     pub fn is_aborted(&self) -> bool {
         matches!(self.kind, Kind::Aborted { .. })
@@ -84,12 +176,58 @@ impl TaskFailure {
 
     /// Returns `true` if shutdown left the task running: a blocking task still on its thread
     /// when the budget ran out, which nothing can stop.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use background_tasks::TaskSupervisor;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let failures = Arc::new(Mutex::new(Vec::new()));
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .on_failure({
+    ///         let failures = failures.clone();
+    ///         move |failure| failures.lock().unwrap().push(failure.clone())
+    ///     })
+    ///     .build();
+    /// let handle = supervisor.task("resize").spawn(async { panic!("no such image") }).unwrap();
+    /// let id = handle.id();
+    /// let _ = handle.await;
+    /// let failure = failures.lock().unwrap()[0].clone();
+    /// assert!(!failure.is_abandoned());
+    /// # }
+    /// ```
     #[must_use]
     pub fn is_abandoned(&self) -> bool {
         matches!(self.kind, Kind::Abandoned { .. })
     }
 
     /// The panic message, when the task panicked with a string message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use background_tasks::TaskSupervisor;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let failures = Arc::new(Mutex::new(Vec::new()));
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .on_failure({
+    ///         let failures = failures.clone();
+    ///         move |failure| failures.lock().unwrap().push(failure.clone())
+    ///     })
+    ///     .build();
+    /// let handle = supervisor.task("resize").spawn(async { panic!("no such image") }).unwrap();
+    /// let id = handle.id();
+    /// let _ = handle.await;
+    /// let failure = failures.lock().unwrap()[0].clone();
+    /// assert_eq!(failure.panic_message(), Some("no such image"));
+    /// # }
+    /// ```
     #[must_use]
     pub fn panic_message(&self) -> Option<&str> {
         match &self.kind {

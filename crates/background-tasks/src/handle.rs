@@ -32,6 +32,17 @@ pub struct TaskId(pub(crate) u64);
 
 impl TaskId {
     /// The id as a number.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let handle = supervisor.spawn(async {}).unwrap();
+    /// assert_eq!(handle.id().as_u64(), 1);
+    /// # }
+    /// ```
     #[inline]
     #[must_use]
     pub fn as_u64(self) -> u64 {
@@ -82,6 +93,18 @@ impl<T> TaskHandle<T> {
     }
 
     /// The task's id, as in its tracing span and in shutdown reports.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let handle = supervisor.spawn_with(|ctx| async move { ctx.id() }).unwrap();
+    /// let id = handle.id();
+    /// assert_eq!(handle.await.unwrap(), id);
+    /// # }
+    /// ```
     #[inline]
     #[must_use]
     pub fn id(&self) -> TaskId {
@@ -112,6 +135,19 @@ impl<T> TaskHandle<T> {
     }
 
     /// Returns `true` once the task has ended, however it ended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let handle = supervisor.spawn(async {}).unwrap();
+    /// assert!(!handle.is_finished());
+    /// supervisor.wait_idle().await;
+    /// assert!(handle.is_finished());
+    /// # }
+    /// ```
     #[inline]
     #[must_use]
     pub fn is_finished(&self) -> bool {

@@ -38,12 +38,52 @@ pub struct TaskRecord {
 
 impl TaskRecord {
     /// The task's id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use background_tasks::TaskSupervisor;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .shutdown_timeout(Duration::from_secs(2))
+    ///     .cancel_grace(Duration::ZERO)
+    ///     .build();
+    /// let handle = supervisor.task("stuck").spawn(std::future::pending::<()>()).unwrap();
+    /// # tokio::task::yield_now().await;
+    /// let report = supervisor.shutdown().await;
+    /// let record = &report.aborted_tasks()[0];
+    /// assert_eq!(record.id(), handle.id());
+    /// # }
+    /// ```
     #[must_use]
     pub fn id(&self) -> TaskId {
         self.id
     }
 
     /// The task's name, when it was spawned with one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use background_tasks::TaskSupervisor;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .shutdown_timeout(Duration::from_secs(2))
+    ///     .cancel_grace(Duration::ZERO)
+    ///     .build();
+    /// let handle = supervisor.task("stuck").spawn(std::future::pending::<()>()).unwrap();
+    /// # tokio::task::yield_now().await;
+    /// let report = supervisor.shutdown().await;
+    /// let record = &report.aborted_tasks()[0];
+    /// assert_eq!(record.name(), Some("stuck"));
+    /// # }
+    /// ```
     #[must_use]
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
@@ -52,6 +92,26 @@ impl TaskRecord {
     /// How long the task had been running when shutdown aborted or abandoned it, counted for
     /// async tasks from their first suspension; zero for a task that had not started (see
     /// [`is_started`](Self::is_started)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use background_tasks::TaskSupervisor;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .shutdown_timeout(Duration::from_secs(2))
+    ///     .cancel_grace(Duration::ZERO)
+    ///     .build();
+    /// let handle = supervisor.task("stuck").spawn(std::future::pending::<()>()).unwrap();
+    /// # tokio::task::yield_now().await;
+    /// let report = supervisor.shutdown().await;
+    /// let record = &report.aborted_tasks()[0];
+    /// assert_eq!(record.age(), Duration::from_secs(2));
+    /// # }
+    /// ```
     #[must_use]
     pub fn age(&self) -> Duration {
         self.age.unwrap_or_default()
@@ -59,6 +119,26 @@ impl TaskRecord {
 
     /// Returns `false` for an async task that had never suspended when shutdown aborted it:
     /// one still queued for its first poll, typically a follow-up spawned during the drain.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use background_tasks::TaskSupervisor;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .shutdown_timeout(Duration::from_secs(2))
+    ///     .cancel_grace(Duration::ZERO)
+    ///     .build();
+    /// let handle = supervisor.task("stuck").spawn(std::future::pending::<()>()).unwrap();
+    /// # tokio::task::yield_now().await;
+    /// let report = supervisor.shutdown().await;
+    /// let record = &report.aborted_tasks()[0];
+    /// assert!(record.is_started());
+    /// # }
+    /// ```
     #[must_use]
     pub fn is_started(&self) -> bool {
         self.age.is_some()
@@ -120,18 +200,81 @@ pub struct ShutdownReport {
 
 impl ShutdownReport {
     /// How many tasks ended on their own during the drain phase, panics included.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use background_tasks::TaskSupervisor;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .shutdown_timeout(Duration::from_secs(1))
+    ///     .cancel_grace(Duration::from_secs(1))
+    ///     .build();
+    /// supervisor.spawn(tokio::time::sleep(Duration::from_millis(10))).unwrap();
+    /// supervisor.spawn_with(|ctx| async move { ctx.cancelled().await }).unwrap();
+    /// supervisor.task("stuck").spawn(std::future::pending::<()>()).unwrap();
+    /// # tokio::task::yield_now().await;
+    /// let report = supervisor.shutdown().await;
+    /// assert_eq!(report.completed(), 1);
+    /// # }
+    /// ```
     #[must_use]
     pub fn completed(&self) -> usize {
         self.completed
     }
 
     /// How many tasks ended during the cancel phase, after the cancellation signal.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use background_tasks::TaskSupervisor;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .shutdown_timeout(Duration::from_secs(1))
+    ///     .cancel_grace(Duration::from_secs(1))
+    ///     .build();
+    /// supervisor.spawn(async {}).unwrap();
+    /// supervisor.spawn_with(|ctx| async move { ctx.cancelled().await }).unwrap();
+    /// supervisor.task("stuck").spawn(std::future::pending::<()>()).unwrap();
+    /// # tokio::task::yield_now().await;
+    /// let report = supervisor.shutdown().await;
+    /// assert_eq!(report.cancelled(), 1);
+    /// # }
+    /// ```
     #[must_use]
     pub fn cancelled(&self) -> usize {
         self.cancelled
     }
 
     /// How many tasks were aborted when the budget ran out.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use background_tasks::TaskSupervisor;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .shutdown_timeout(Duration::from_secs(1))
+    ///     .cancel_grace(Duration::from_secs(1))
+    ///     .build();
+    /// supervisor.spawn(async {}).unwrap();
+    /// supervisor.spawn_with(|ctx| async move { ctx.cancelled().await }).unwrap();
+    /// supervisor.task("stuck").spawn(std::future::pending::<()>()).unwrap();
+    /// # tokio::task::yield_now().await;
+    /// let report = supervisor.shutdown().await;
+    /// assert_eq!(report.aborted(), 1);
+    /// # }
+    /// ```
     #[must_use]
     pub fn aborted(&self) -> usize {
         self.aborted.len()
@@ -139,12 +282,52 @@ impl ShutdownReport {
 
     /// How many tasks were still running on their thread when the budget ran out: blocking
     /// tasks, and async tasks blocking their thread inside a poll.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use background_tasks::TaskSupervisor;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .shutdown_timeout(Duration::from_millis(10))
+    ///     .cancel_grace(Duration::from_millis(10))
+    ///     .build();
+    /// supervisor.task("resize").spawn_blocking(|| std::thread::sleep(Duration::from_millis(500))).unwrap();
+    /// # tokio::time::sleep(Duration::from_millis(5)).await;
+    /// let report = supervisor.shutdown().await;
+    /// assert_eq!(report.abandoned(), 1);
+    /// # }
+    /// ```
     #[must_use]
     pub fn abandoned(&self) -> usize {
         self.abandoned.len() + self.stuck
     }
 
     /// The tasks that were aborted, by id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use background_tasks::TaskSupervisor;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .shutdown_timeout(Duration::from_secs(1))
+    ///     .cancel_grace(Duration::from_secs(1))
+    ///     .build();
+    /// supervisor.spawn(async {}).unwrap();
+    /// supervisor.spawn_with(|ctx| async move { ctx.cancelled().await }).unwrap();
+    /// supervisor.task("stuck").spawn(std::future::pending::<()>()).unwrap();
+    /// # tokio::task::yield_now().await;
+    /// let report = supervisor.shutdown().await;
+    /// assert_eq!(report.aborted_tasks()[0].name(), Some("stuck"));
+    /// # }
+    /// ```
     #[must_use]
     pub fn aborted_tasks(&self) -> &[TaskRecord] {
         &self.aborted
@@ -152,12 +335,52 @@ impl ShutdownReport {
 
     /// The tasks that were abandoned, by id. Async tasks stuck in their very first poll cannot
     /// be named, and are only counted in [`abandoned`](Self::abandoned).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use background_tasks::TaskSupervisor;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .shutdown_timeout(Duration::from_millis(10))
+    ///     .cancel_grace(Duration::from_millis(10))
+    ///     .build();
+    /// supervisor.task("resize").spawn_blocking(|| std::thread::sleep(Duration::from_millis(500))).unwrap();
+    /// # tokio::time::sleep(Duration::from_millis(5)).await;
+    /// let report = supervisor.shutdown().await;
+    /// assert_eq!(report.abandoned_tasks()[0].name(), Some("resize"));
+    /// # }
+    /// ```
     #[must_use]
     pub fn abandoned_tasks(&self) -> &[TaskRecord] {
         &self.abandoned
     }
 
     /// How long the shutdown took, from its start to its report.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use background_tasks::TaskSupervisor;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .shutdown_timeout(Duration::from_secs(1))
+    ///     .cancel_grace(Duration::from_secs(1))
+    ///     .build();
+    /// supervisor.spawn(async {}).unwrap();
+    /// supervisor.spawn_with(|ctx| async move { ctx.cancelled().await }).unwrap();
+    /// supervisor.task("stuck").spawn(std::future::pending::<()>()).unwrap();
+    /// # tokio::task::yield_now().await;
+    /// let report = supervisor.shutdown().await;
+    /// assert_eq!(report.elapsed(), Duration::from_secs(2));
+    /// # }
+    /// ```
     #[must_use]
     pub fn elapsed(&self) -> Duration {
         self.elapsed
@@ -165,6 +388,17 @@ impl ShutdownReport {
 
     /// Returns `true` when every task ended on its own during the drain: nothing was
     /// cancelled, aborted or abandoned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// supervisor.spawn(async {}).unwrap();
+    /// assert!(supervisor.shutdown().await.is_clean());
+    /// # }
+    /// ```
     #[must_use]
     pub fn is_clean(&self) -> bool {
         self.cancelled == 0 && self.aborted() == 0 && self.abandoned() == 0

@@ -482,6 +482,11 @@ impl TaskSupervisor {
     /// # }
     /// ```
     ///
+    /// # Panics
+    ///
+    /// When polled outside of a Tokio runtime with time enabled (`#[tokio::main]` and
+    /// `#[tokio::test]` enable it), since the phases run in a task of their own, on timers.
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe: the shutdown runs in a task of its own, so dropping the
@@ -506,6 +511,10 @@ impl TaskSupervisor {
     /// assert_eq!(report.aborted(), 1);
     /// # }
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`shutdown`](Self::shutdown).
     ///
     /// # Cancel safety
     ///

@@ -30,8 +30,27 @@ pub struct SupervisorBuilder {
 
 impl SupervisorBuilder {
     /// The default drain budget: 5 seconds, as Quart's `BACKGROUND_TASK_SHUTDOWN_TIMEOUT`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use background_tasks::SupervisorBuilder;
+    ///
+    /// let supervisor = background_tasks::TaskSupervisor::builder()
+    ///     .shutdown_timeout(SupervisorBuilder::DEFAULT_SHUTDOWN_TIMEOUT * 2)
+    ///     .build();
+    /// ```
     pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
     /// The default time between the cancellation signal and the abort: 1 second.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use background_tasks::SupervisorBuilder;
+    ///
+    /// assert_eq!(SupervisorBuilder::DEFAULT_CANCEL_GRACE, Duration::from_secs(1));
+    /// ```
     pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(1);
 
     pub(crate) fn new() -> Self {

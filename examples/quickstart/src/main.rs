@@ -1,1 +1,139 @@
-fn main() {}
+//! The quickstart: an axum server whose handlers start background jobs that outlive their
+//! request, and that shuts down within one budget on SIGTERM or SIGINT.
+//!
+//! ```text
+//! cargo run -p example-quickstart
+//! curl -X POST 'http://127.0.0.1:3000/jobs?duration_ms=2000&kind=async'   # 202 {"id":2}
+//! curl http://127.0.0.1:3000/tasks                                          # {"running":1,...}
+//! curl http://127.0.0.1:3000/ready                                          # ready
+//! # Ctrl-C: readiness flips, requests drain, jobs drain, then the report is printed.
+//! ```
+//!
+//! Settings (environment): `PORT` (default 3000; 0 picks a free port), `SHUTDOWN_TIMEOUT_MS`
+//! (5000), `CANCEL_GRACE_MS` (1000), `DRAIN_DELAY_MS` (0), `REQUEST_DRAIN_TIMEOUT_MS`
+//! (10000), `MAX_TASKS` (jobs running at once; no limit by default), `RUST_LOG` (info).
+//! A bad value exits with code 2.
+
+mod config;
+mod routes;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use background_tasks::TaskSupervisor;
+use background_tasks_axum::{Readiness, serve};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+
+/// What handlers share besides the supervisor.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    readiness: Readiness,
+    /// How many startup tasks (the heartbeat) still run: `/tasks` counts jobs only.
+    startup_tasks: Arc<AtomicUsize>,
+}
+
+impl AppState {
+    fn startup_tasks_running(&self) -> usize {
+        // Relaxed: a count for display, publishing nothing else.
+        self.startup_tasks.load(Ordering::Relaxed)
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the tokio runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let mut builder = TaskSupervisor::builder()
+        .shutdown_timeout(config.shutdown_timeout)
+        .cancel_grace(config.cancel_grace);
+    if let Some(jobs) = config.max_tasks {
+        // One more than the jobs, for the heartbeat.
+        builder = builder.max_tasks(jobs.saturating_add(1));
+    }
+    let supervisor = builder.build();
+    let readiness = Readiness::new();
+    let state = AppState {
+        readiness: readiness.clone(),
+        startup_tasks: Arc::new(AtomicUsize::new(0)),
+    };
+
+    // A startup task, as Quart's `before_serving`: it runs until shutdown starts, and shutdown
+    // waits for it like for any other task.
+    spawn_heartbeat(&supervisor, state.startup_tasks.clone())?;
+
+    let listener = TcpListener::bind(("127.0.0.1", config.port)).await?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on http://{}", listener.local_addr()?)?;
+    // Tests read this line through a pipe, where stdout is block-buffered.
+    stdout.flush()?;
+    drop(stdout);
+
+    let app = routes::router(supervisor.clone(), readiness.clone(), state);
+    let report = serve(listener, app, supervisor)
+        .readiness(readiness)
+        .drain_delay(config.drain_delay)
+        .request_drain_timeout(config.request_drain_timeout)
+        .await?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "shutdown report: {report}")?;
+    stdout.flush()?;
+    Ok(())
+}
+
+fn spawn_heartbeat(
+    supervisor: &TaskSupervisor,
+    running: Arc<AtomicUsize>,
+) -> Result<(), background_tasks::SpawnError> {
+    // Relaxed: see `AppState::startup_tasks_running`.
+    running.fetch_add(1, Ordering::Relaxed);
+    let spawned = supervisor.task("heartbeat").spawn_with(move |ctx| async move {
+        let mut beats = 0_u64;
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        interval.tick().await;
+        loop {
+            tokio::select! {
+                () = ctx.shutdown_started() => break,
+                _ = interval.tick() => {
+                    beats += 1;
+                    tracing::info!(beats, "heartbeat");
+                }
+            }
+        }
+        tracing::info!(beats, "heartbeat stopped: shutdown started");
+        running.fetch_sub(1, Ordering::Relaxed);
+    });
+    spawned.map(drop)
+}

@@ -1,0 +1,392 @@
+//! The `serve` shutdown sequence, step by step: in memory under paused time for the timings,
+//! and over real TCP sockets for the end to end paths.
+
+mod support;
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use background_tasks::{ShutdownReport, TaskSupervisor};
+use background_tasks_axum::{
+    BackgroundTaskError, BackgroundTasks, BackgroundTasksLayer, Readiness, ServeError, serve,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep};
+
+use support::{Connector, memory_listener, request, send, text};
+
+/// A signal the test fires.
+struct Trigger(Option<oneshot::Sender<()>>);
+
+fn trigger() -> (Trigger, impl Future<Output = ()> + Send + 'static) {
+    let (sender, receiver) = oneshot::channel::<()>();
+    (Trigger(Some(sender)), async move {
+        let _ = receiver.await;
+    })
+}
+
+impl Trigger {
+    fn fire(&mut self) {
+        if let Some(sender) = self.0.take() {
+            let _ = sender.send(());
+        }
+    }
+}
+
+fn supervisor(shutdown_timeout: Duration, cancel_grace: Duration) -> TaskSupervisor {
+    TaskSupervisor::builder()
+        .shutdown_timeout(shutdown_timeout)
+        .cancel_grace(cancel_grace)
+        .build()
+}
+
+/// The app under test:
+/// - `/` answers at once;
+/// - `/slow` takes 2 s, then spawns `spawned-while-draining`, a 1 s task;
+/// - `/stuck` never answers, after telling `entered`;
+/// - `/stuck-task` spawns `stuck`, a task that ignores every signal;
+/// - `/ready` is the readiness.
+fn app(supervisor: &TaskSupervisor, readiness: &Readiness, entered: &Arc<Notify>) -> Router {
+    let entered_slow = entered.clone();
+    let entered_stuck = entered.clone();
+    Router::new()
+        .route("/", get(|| async { "hello" }))
+        .route(
+            "/slow",
+            get(move |tasks: BackgroundTasks| async move {
+                entered_slow.notify_one();
+                sleep(Duration::from_secs(2)).await;
+                tasks
+                    .task("spawned-while-draining")
+                    .spawn(sleep(Duration::from_secs(1)))?;
+                Ok::<_, BackgroundTaskError>(StatusCode::ACCEPTED)
+            }),
+        )
+        .route(
+            "/stuck",
+            get(move || async move {
+                entered_stuck.notify_one();
+                std::future::pending::<()>().await;
+            }),
+        )
+        .route(
+            "/stuck-task",
+            get(|tasks: BackgroundTasks| async move {
+                tasks.task("stuck").spawn(std::future::pending::<()>())?;
+                Ok::<_, BackgroundTaskError>(StatusCode::ACCEPTED)
+            }),
+        )
+        .route_service("/ready", readiness.clone())
+        .layer(BackgroundTasksLayer::new(supervisor.clone()))
+}
+
+/// GET `uri` over a new in-memory connection.
+async fn get_status(connector: &Connector, uri: &str) -> Option<StatusCode> {
+    let io = connector.connect()?;
+    send(io, request("GET", uri))
+        .await
+        .ok()
+        .map(|response| response.status())
+}
+
+type Server = JoinHandle<Result<ShutdownReport, ServeError>>;
+
+/// A server on an in-memory listener, with custom shutdown and force signals.
+struct Memory {
+    connector: Connector,
+    readiness: Readiness,
+    supervisor: TaskSupervisor,
+    entered: Arc<Notify>,
+    shutdown: Trigger,
+    force: Trigger,
+    server: Server,
+}
+
+fn memory_server(
+    supervisor: TaskSupervisor,
+    drain_delay: Duration,
+    request_drain_timeout: Duration,
+) -> Memory {
+    let (listener, connector) = memory_listener();
+    let readiness = Readiness::new();
+    let entered = Arc::new(Notify::new());
+    let (shutdown, shutdown_signal) = trigger();
+    let (force, force_signal) = trigger();
+    let server = tokio::spawn(
+        serve(listener, app(&supervisor, &readiness, &entered), supervisor.clone())
+            .readiness(readiness.clone())
+            .drain_delay(drain_delay)
+            .request_drain_timeout(request_drain_timeout)
+            .shutdown_signal(shutdown_signal)
+            .force_shutdown_signal(force_signal)
+            .into_future(),
+    );
+    Memory {
+        connector,
+        readiness,
+        supervisor,
+        entered,
+        shutdown,
+        force,
+        server,
+    }
+}
+
+/// Starts a request that never completes by itself; resolves once its handler runs.
+async fn start(memory: &Memory, uri: &'static str) -> JoinHandle<Option<StatusCode>> {
+    let connector = memory.connector.clone();
+    let entered = memory.entered.notified();
+    let request = tokio::spawn(async move { get_status(&connector, uri).await });
+    entered.await;
+    request
+}
+
+#[tokio::test(start_paused = true)]
+async fn signal_flips_readiness_at_once_and_connections_are_accepted_during_the_drain_delay() {
+    let supervisor = supervisor(Duration::from_secs(5), Duration::from_secs(1));
+    let mut memory = memory_server(supervisor, Duration::from_secs(5), Duration::from_secs(10));
+    assert_eq!(get_status(&memory.connector, "/ready").await, Some(StatusCode::OK));
+
+    memory.shutdown.fire();
+    sleep(Duration::from_millis(1)).await;
+    assert!(!memory.readiness.is_ready(), "readiness flips with the signal");
+    assert_eq!(
+        get_status(&memory.connector, "/ready").await,
+        Some(StatusCode::SERVICE_UNAVAILABLE)
+    );
+
+    sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        get_status(&memory.connector, "/").await,
+        Some(StatusCode::OK),
+        "new connections are still served during the drain delay"
+    );
+
+    sleep(Duration::from_millis(1_001)).await;
+    assert!(
+        memory.connector.connect().is_none(),
+        "the listener is gone after the drain delay"
+    );
+    let report = memory.server.await.unwrap().unwrap();
+    assert!(report.is_clean());
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_in_flight_finish_during_the_drain_and_the_tasks_they_spawn_are_in_the_report() {
+    let supervisor = supervisor(Duration::from_secs(5), Duration::from_secs(1));
+    let mut memory = memory_server(supervisor, Duration::ZERO, Duration::from_secs(10));
+    let slow = start(&memory, "/slow").await;
+    let signalled = Instant::now();
+    memory.shutdown.fire();
+
+    sleep(Duration::from_millis(10)).await;
+    assert!(memory.connector.connect().is_none(), "no new connections");
+    assert_eq!(
+        slow.await.unwrap(),
+        Some(StatusCode::ACCEPTED),
+        "the request in flight finishes, and may still spawn"
+    );
+    let report = memory.server.await.unwrap().unwrap();
+    assert_eq!(report.completed(), 1, "the task spawned during the drain: {report}");
+    assert!(report.is_clean());
+    let elapsed = signalled.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(3) && elapsed < Duration::from_millis(3_100),
+        "2 s of request, then 1 s of task: {elapsed:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn request_drain_timeout_closes_a_stuck_connection_then_tasks_shut_down() {
+    let supervisor = supervisor(Duration::from_secs(5), Duration::from_secs(1));
+    let mut memory = memory_server(supervisor, Duration::ZERO, Duration::from_secs(3));
+    let stuck = start(&memory, "/stuck").await;
+    let signalled = Instant::now();
+    memory.shutdown.fire();
+
+    assert_eq!(stuck.await.unwrap(), None, "the stuck connection is closed");
+    assert!(signalled.elapsed() >= Duration::from_secs(3));
+    let report = memory.server.await.unwrap().unwrap();
+    let elapsed = signalled.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(3) && elapsed < Duration::from_millis(3_100),
+        "{elapsed:?}"
+    );
+    assert!(report.is_clean());
+}
+
+#[tokio::test(start_paused = true)]
+async fn force_signal_during_the_request_drain_closes_connections_and_aborts_tasks_at_once() {
+    let supervisor = supervisor(Duration::from_secs(30), Duration::from_secs(30));
+    let mut memory = memory_server(supervisor, Duration::ZERO, Duration::from_secs(60));
+    assert_eq!(
+        get_status(&memory.connector, "/stuck-task").await,
+        Some(StatusCode::ACCEPTED)
+    );
+    let stuck = start(&memory, "/stuck").await;
+    memory.shutdown.fire();
+    sleep(Duration::from_secs(1)).await;
+    assert!(!memory.server.is_finished());
+
+    let forced = Instant::now();
+    memory.force.fire();
+    let report = memory.server.await.unwrap().unwrap();
+    assert!(forced.elapsed() < Duration::from_millis(100), "{:?}", forced.elapsed());
+    assert_eq!(stuck.await.unwrap(), None);
+    assert_eq!(report.aborted(), 1);
+    assert_eq!(report.aborted_tasks()[0].name(), Some("stuck"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn force_signal_during_the_task_shutdown_aborts_tasks_at_once() {
+    let supervisor = supervisor(Duration::from_secs(30), Duration::from_secs(30));
+    let mut memory = memory_server(supervisor, Duration::ZERO, Duration::from_secs(60));
+    assert_eq!(
+        get_status(&memory.connector, "/stuck-task").await,
+        Some(StatusCode::ACCEPTED)
+    );
+    memory.shutdown.fire();
+    sleep(Duration::from_secs(2)).await;
+    assert!(memory.supervisor.is_shutting_down(), "connections drained");
+    assert!(!memory.server.is_finished());
+
+    let forced = Instant::now();
+    memory.force.fire();
+    let report = memory.server.await.unwrap().unwrap();
+    assert!(forced.elapsed() < Duration::from_millis(100), "{:?}", forced.elapsed());
+    assert_eq!(report.aborted(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn force_signal_before_the_shutdown_signal_aborts_at_once() {
+    let supervisor = supervisor(Duration::from_secs(30), Duration::from_secs(30));
+    let mut memory = memory_server(supervisor, Duration::from_secs(30), Duration::from_secs(60));
+    let stuck = start(&memory, "/stuck").await;
+    memory.force.fire();
+    let report = memory.server.await.unwrap().unwrap();
+    assert!(!memory.readiness.is_ready());
+    assert_eq!(stuck.await.unwrap(), None);
+    assert!(report.is_clean());
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_is_bounded_by_the_sum_of_the_budgets_whatever_handlers_and_tasks_do() {
+    let supervisor = supervisor(Duration::from_secs(3), Duration::from_secs(1));
+    let mut memory = memory_server(supervisor, Duration::from_secs(1), Duration::from_secs(2));
+    assert_eq!(
+        get_status(&memory.connector, "/stuck-task").await,
+        Some(StatusCode::ACCEPTED)
+    );
+    let stuck = start(&memory, "/stuck").await;
+    let signalled = Instant::now();
+    memory.shutdown.fire();
+
+    let report = memory.server.await.unwrap().unwrap();
+    let elapsed = signalled.elapsed();
+    // 1 s drain delay + 2 s request drain + 3 s task drain + 1 s cancel grace.
+    assert!(
+        elapsed >= Duration::from_secs(7) && elapsed < Duration::from_millis(7_100),
+        "{elapsed:?}"
+    );
+    assert_eq!(stuck.await.unwrap(), None);
+    assert_eq!(report.aborted(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_serve_future_closes_its_connections() {
+    let supervisor = supervisor(Duration::from_secs(5), Duration::from_secs(1));
+    let memory = memory_server(supervisor, Duration::ZERO, Duration::from_secs(10));
+    let stuck = start(&memory, "/stuck").await;
+    memory.server.abort();
+    assert_eq!(stuck.await.unwrap(), None);
+}
+
+/// A server on a real socket.
+async fn tcp_server(
+    supervisor: &TaskSupervisor,
+    entered: &Arc<Notify>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    force: impl Future<Output = ()> + Send + 'static,
+) -> (std::net::SocketAddr, Server) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let readiness = Readiness::new();
+    let server = tokio::spawn(
+        serve(listener, app(supervisor, &readiness, entered), supervisor.clone())
+            .readiness(readiness)
+            .request_drain_timeout(Duration::from_secs(30))
+            .shutdown_signal(shutdown)
+            .force_shutdown_signal(force)
+            .into_future(),
+    );
+    (address, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tcp_a_request_in_flight_finishes_and_its_task_is_awaited() {
+    let supervisor = supervisor(Duration::from_secs(30), Duration::from_secs(1));
+    let entered = Arc::new(Notify::new());
+    let (mut shutdown, shutdown_signal) = trigger();
+    let (_force, force_signal) = trigger();
+    let (address, server) = tcp_server(&supervisor, &entered, shutdown_signal, force_signal).await;
+
+    let hello = send(TcpStream::connect(address).await.unwrap(), request("GET", "/"))
+        .await
+        .unwrap();
+    assert_eq!(text(hello).await, "hello");
+
+    let in_flight = entered.notified();
+    let slow = tokio::spawn(async move {
+        let io = TcpStream::connect(address).await.unwrap();
+        send(io, request("GET", "/slow")).await.map(|response| response.status())
+    });
+    in_flight.await;
+    shutdown.fire();
+    assert_eq!(slow.await.unwrap().unwrap(), StatusCode::ACCEPTED);
+    let report = tokio::time::timeout(Duration::from_secs(20), server)
+        .await
+        .expect("the server stops once the task has ended")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.completed(), 1, "{report}");
+    assert!(
+        TcpStream::connect(address).await.is_err(),
+        "the listener is closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tcp_the_force_signal_returns_within_milliseconds() {
+    let supervisor = supervisor(Duration::from_secs(60), Duration::from_secs(60));
+    let entered = Arc::new(Notify::new());
+    let (mut shutdown, shutdown_signal) = trigger();
+    let (mut force, force_signal) = trigger();
+    let (address, server) = tcp_server(&supervisor, &entered, shutdown_signal, force_signal).await;
+
+    let io = TcpStream::connect(address).await.unwrap();
+    let response = send(io, request("GET", "/stuck-task")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let in_flight = entered.notified();
+    let stuck = tokio::spawn(async move {
+        let io = TcpStream::connect(address).await.unwrap();
+        send(io, request("GET", "/stuck")).await.map(|response| response.status())
+    });
+    in_flight.await;
+    shutdown.fire();
+    sleep(Duration::from_millis(100)).await;
+    assert!(!server.is_finished());
+
+    let forced = std::time::Instant::now();
+    force.fire();
+    let report = server.await.unwrap().unwrap();
+    // Milliseconds, with a margin for a loaded machine.
+    assert!(forced.elapsed() < Duration::from_millis(500), "{:?}", forced.elapsed());
+    assert_eq!(report.aborted(), 1);
+    assert!(stuck.await.unwrap().is_err(), "the stuck request's connection is closed");
+}

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use axum_core::response::{IntoResponse, Response};
 use background_tasks::SpawnError;
-use http::header::{HeaderValue, RETRY_AFTER};
 use http::StatusCode;
+use http::header::{HeaderValue, RETRY_AFTER};
 
 /// Why [`BackgroundTasks`](crate::BackgroundTasks) could not spawn a task: the supervisor is
 /// shutting down or at capacity.
@@ -109,10 +109,9 @@ impl IntoResponse for BackgroundTaskError {
     fn into_response(self) -> Response {
         tracing::debug!("answering 503: {}", self.source);
         let mut response = (self.status(), self.source.to_string()).into_response();
-        response.headers_mut().insert(
-            RETRY_AFTER,
-            HeaderValue::from(self.retry_after().as_secs()),
-        );
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(self.retry_after().as_secs()));
         response
     }
 }
@@ -123,7 +122,8 @@ mod tests {
 
     #[test]
     fn at_capacity_asks_for_a_retry_in_a_second() {
-        let response = BackgroundTaskError::from(SpawnError::AtCapacity { limit: 3 }).into_response();
+        let response =
+            BackgroundTaskError::from(SpawnError::AtCapacity { limit: 3 }).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[RETRY_AFTER], "1");
     }

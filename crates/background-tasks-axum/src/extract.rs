@@ -100,7 +100,7 @@ impl BackgroundTasks {
     ///     let handle = tasks.spawn(async { /* ... */ })?;
     ///     Ok(format!("task {}", handle.id()))
     /// }
-    /// # let _ = axum::routing::post(handler);
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(handler);
     /// ```
     ///
     /// # Errors
@@ -139,7 +139,7 @@ impl BackgroundTasks {
     ///     })?;
     ///     Ok(())
     /// }
-    /// # let _ = axum::routing::post(handler);
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(handler);
     /// ```
     ///
     /// # Errors
@@ -151,7 +151,10 @@ impl BackgroundTasks {
     /// As [`spawn`](Self::spawn).
     #[track_caller]
     #[inline]
-    pub fn spawn_with<F, Fut>(&self, task: F) -> Result<TaskHandle<Fut::Output>, BackgroundTaskError>
+    pub fn spawn_with<F, Fut>(
+        &self,
+        task: F,
+    ) -> Result<TaskHandle<Fut::Output>, BackgroundTaskError>
     where
         F: FnOnce(TaskContext) -> Fut,
         Fut: Future + Send + 'static,
@@ -172,7 +175,7 @@ impl BackgroundTasks {
     ///     tasks.spawn_blocking(|| std::thread::sleep(std::time::Duration::from_millis(10)))?;
     ///     Ok(())
     /// }
-    /// # let _ = axum::routing::post(handler);
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(handler);
     /// ```
     ///
     /// # Errors
@@ -205,7 +208,7 @@ impl BackgroundTasks {
     ///     tasks.task("audit-log").after_response(async { /* ... */ })?;
     ///     Ok(())
     /// }
-    /// # let _ = axum::routing::post(handler);
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(handler);
     /// ```
     #[inline]
     pub fn task(&self, name: impl Into<Cow<'static, str>>) -> BackgroundTaskBuilder<'_> {
@@ -236,7 +239,7 @@ impl BackgroundTasks {
     ///     tasks.after_response(async { /* update the recommendations */ })?;
     ///     Ok("thank you")
     /// }
-    /// # let _ = axum::routing::post(checkout);
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(checkout);
     /// ```
     ///
     /// # Errors
@@ -265,7 +268,7 @@ impl BackgroundTasks {
     /// async fn running(tasks: BackgroundTasks) -> String {
     ///     tasks.supervisor().len().to_string()
     /// }
-    /// # let _ = axum::routing::get(running);
+    /// # let _: axum::routing::MethodRouter = axum::routing::get(running);
     /// ```
     #[inline]
     #[must_use]
@@ -324,7 +327,7 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for BackgroundTasks {
 ///     drop(handle); // detached: it runs on, and shutdown waits for it
 ///     Ok(())
 /// }
-/// # let _ = axum::routing::post(handler);
+/// # let _: axum::routing::MethodRouter = axum::routing::post(handler);
 /// ```
 #[must_use = "a BackgroundTaskBuilder does nothing until one of its spawn methods is called"]
 pub struct BackgroundTaskBuilder<'a> {
@@ -344,7 +347,7 @@ impl BackgroundTaskBuilder<'_> {
     ///     tasks.task("ping").spawn(async {})?;
     ///     Ok(())
     /// }
-    /// # let _ = axum::routing::post(handler);
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(handler);
     /// ```
     ///
     /// # Errors
@@ -376,7 +379,7 @@ impl BackgroundTaskBuilder<'_> {
     ///     tasks.task("poll").spawn_with(|ctx| async move { ctx.shutdown_started().await })?;
     ///     Ok(())
     /// }
-    /// # let _ = axum::routing::post(handler);
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(handler);
     /// ```
     ///
     /// # Errors
@@ -409,7 +412,7 @@ impl BackgroundTaskBuilder<'_> {
     ///     tasks.task("compress").spawn_blocking(|| { /* ... */ })?;
     ///     Ok(())
     /// }
-    /// # let _ = axum::routing::post(handler);
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(handler);
     /// ```
     ///
     /// # Errors
@@ -443,7 +446,7 @@ impl BackgroundTaskBuilder<'_> {
     ///     })?;
     ///     Ok(())
     /// }
-    /// # let _ = axum::routing::post(handler);
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(handler);
     /// ```
     ///
     /// # Errors
@@ -478,7 +481,7 @@ impl BackgroundTaskBuilder<'_> {
     ///     tasks.task("audit-log").after_response(async { /* ... */ })?;
     ///     Ok(())
     /// }
-    /// # let _ = axum::routing::post(handler);
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(handler);
     /// ```
     ///
     /// # Errors

@@ -112,7 +112,7 @@ impl<S> BackgroundTasksService<S> {
     /// ```
     /// use background_tasks_axum::BackgroundTasksService;
     ///
-    /// let router = axum::Router::new();
+    /// let router: axum::Router = axum::Router::new();
     /// let service = BackgroundTasksService::new(router, background_tasks::TaskSupervisor::new());
     /// ```
     #[must_use]

@@ -6,7 +6,7 @@
 //! - the [`BackgroundTasks`] extractor spawns tasks from handlers, with errors that answer
 //!   `503` and `Retry-After` through `?`, and [`after_response`](BackgroundTasks::after_response)
 //!   tasks that start once the response has been sent;
-//! - [`serve`] runs the app like [`axum::serve`], then on SIGINT or SIGTERM flips its
+//! - [`serve`] runs the app like [`axum::serve()`], then on SIGINT or SIGTERM flips its
 //!   [`Readiness`] to `503`, drains requests within a timeout, and shuts the supervisor down,
 //!   returning its [`ShutdownReport`](background_tasks::ShutdownReport); a second signal aborts at once.
 //!

@@ -15,7 +15,7 @@ use crate::connection::Connections;
 use crate::readiness::Readiness;
 use crate::signals::{BoxSignal, Event, Signals};
 
-/// Serves `router` on `listener` like [`axum::serve`], then shuts down within one budget: the
+/// Serves `router` on `listener` like [`axum::serve()`], then shuts down within one budget: the
 /// connections first, then the `supervisor`'s background tasks, whose [`ShutdownReport`] it
 /// returns.
 ///
@@ -346,7 +346,10 @@ impl<L> fmt::Debug for Serve<L> {
             .field("listener", &std::any::type_name::<L>())
             .field("router", &self.router)
             .field("supervisor", &self.supervisor)
-            .field("shutdown_signal", &self.shutdown_signal.as_ref().map(|_| ".."))
+            .field(
+                "shutdown_signal",
+                &self.shutdown_signal.as_ref().map(|_| ".."),
+            )
             .field(
                 "force_shutdown_signal",
                 &self.force_shutdown_signal.as_ref().map(|_| ".."),

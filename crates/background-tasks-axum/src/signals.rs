@@ -20,7 +20,9 @@ pub(crate) enum Event {
 /// Where one of the two signals comes from.
 enum Source {
     /// The `count`-th SIGINT or SIGTERM (Ctrl-C on Windows).
-    Os { count: usize },
+    Os {
+        count: usize,
+    },
     Custom(BoxSignal),
     /// Fired already, or never set.
     Inert,

@@ -82,7 +82,10 @@ async fn after_response_starts_only_once_the_body_has_been_fully_sent() {
     };
     let response = app.oneshot(request("GET", "/")).await.unwrap();
     settle().await;
-    assert!(!flag.is_set(), "not while the headers are out but the body is not");
+    assert!(
+        !flag.is_set(),
+        "not while the headers are out but the body is not"
+    );
 
     let mut body = response.into_body();
     frames.send(Bytes::from_static(b"first")).unwrap();
@@ -95,7 +98,10 @@ async fn after_response_starts_only_once_the_body_has_been_fully_sent() {
     let end = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
     assert!(end.is_none());
     settle().await;
-    assert!(flag.is_set(), "once the last frame has been taken, with the body still held");
+    assert!(
+        flag.is_set(),
+        "once the last frame has been taken, with the body still held"
+    );
     drop(body);
 }
 
@@ -179,7 +185,11 @@ async fn each_call_spawns_one_supervised_task_at_once() {
             .layer(BackgroundTasksLayer::new(supervisor.clone()))
     };
     let response = app.oneshot(request("GET", "/")).await.unwrap();
-    assert_eq!(counted.load(Ordering::SeqCst), 2, "tracked from the call on");
+    assert_eq!(
+        counted.load(Ordering::SeqCst),
+        2,
+        "tracked from the call on"
+    );
     assert_eq!(supervisor.len(), 2, "still waiting for the response");
     drop(response);
     supervisor.wait_idle().await;
@@ -266,10 +276,16 @@ async fn a_task_whose_response_is_never_sent_ends_at_the_cancel_phase_with_a_war
     let report = supervisor.shutdown().await;
     assert!(!flag.is_set(), "the work never runs");
     assert_eq!(report.cancelled(), 1);
-    assert_eq!(report.elapsed(), Duration::from_secs(1), "it ends at the cancel signal");
+    assert_eq!(
+        report.elapsed(),
+        Duration::from_secs(1),
+        "it ends at the cancel signal"
+    );
     let logs = logs.contents();
     assert!(
-        logs.contains("WARN") && logs.contains("after-response task") && logs.contains("did not run"),
+        logs.contains("WARN")
+            && logs.contains("after-response task")
+            && logs.contains("did not run"),
         "{logs}"
     );
     drop(response);

@@ -74,7 +74,10 @@ async fn spawn_at_capacity_answers_503_with_retry_after() {
     assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(second.headers()[RETRY_AFTER], "1");
     let body = text(second).await;
-    assert!(body.contains("at capacity") && body.contains("max_tasks"), "{body}");
+    assert!(
+        body.contains("at capacity") && body.contains("max_tasks"),
+        "{body}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -119,13 +119,17 @@ fn memory_server(
     let (shutdown, shutdown_signal) = trigger();
     let (force, force_signal) = trigger();
     let server = tokio::spawn(
-        serve(listener, app(&supervisor, &readiness, &entered), supervisor.clone())
-            .readiness(readiness.clone())
-            .drain_delay(drain_delay)
-            .request_drain_timeout(request_drain_timeout)
-            .shutdown_signal(shutdown_signal)
-            .force_shutdown_signal(force_signal)
-            .into_future(),
+        serve(
+            listener,
+            app(&supervisor, &readiness, &entered),
+            supervisor.clone(),
+        )
+        .readiness(readiness.clone())
+        .drain_delay(drain_delay)
+        .request_drain_timeout(request_drain_timeout)
+        .shutdown_signal(shutdown_signal)
+        .force_shutdown_signal(force_signal)
+        .into_future(),
     );
     Memory {
         connector,
@@ -151,11 +155,17 @@ async fn start(memory: &Memory, uri: &'static str) -> JoinHandle<Option<StatusCo
 async fn signal_flips_readiness_at_once_and_connections_are_accepted_during_the_drain_delay() {
     let supervisor = supervisor(Duration::from_secs(5), Duration::from_secs(1));
     let mut memory = memory_server(supervisor, Duration::from_secs(5), Duration::from_secs(10));
-    assert_eq!(get_status(&memory.connector, "/ready").await, Some(StatusCode::OK));
+    assert_eq!(
+        get_status(&memory.connector, "/ready").await,
+        Some(StatusCode::OK)
+    );
 
     memory.shutdown.fire();
     sleep(Duration::from_millis(1)).await;
-    assert!(!memory.readiness.is_ready(), "readiness flips with the signal");
+    assert!(
+        !memory.readiness.is_ready(),
+        "readiness flips with the signal"
+    );
     assert_eq!(
         get_status(&memory.connector, "/ready").await,
         Some(StatusCode::SERVICE_UNAVAILABLE)
@@ -193,7 +203,11 @@ async fn requests_in_flight_finish_during_the_drain_and_the_tasks_they_spawn_are
         "the request in flight finishes, and may still spawn"
     );
     let report = memory.server.await.unwrap().unwrap();
-    assert_eq!(report.completed(), 1, "the task spawned during the drain: {report}");
+    assert_eq!(
+        report.completed(),
+        1,
+        "the task spawned during the drain: {report}"
+    );
     assert!(report.is_clean());
     let elapsed = signalled.elapsed();
     assert!(
@@ -237,7 +251,11 @@ async fn force_signal_during_the_request_drain_closes_connections_and_aborts_tas
     let forced = Instant::now();
     memory.force.fire();
     let report = memory.server.await.unwrap().unwrap();
-    assert!(forced.elapsed() < Duration::from_millis(100), "{:?}", forced.elapsed());
+    assert!(
+        forced.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        forced.elapsed()
+    );
     assert_eq!(stuck.await.unwrap(), None);
     assert_eq!(report.aborted(), 1);
     assert_eq!(report.aborted_tasks()[0].name(), Some("stuck"));
@@ -259,7 +277,11 @@ async fn force_signal_during_the_task_shutdown_aborts_tasks_at_once() {
     let forced = Instant::now();
     memory.force.fire();
     let report = memory.server.await.unwrap().unwrap();
-    assert!(forced.elapsed() < Duration::from_millis(100), "{:?}", forced.elapsed());
+    assert!(
+        forced.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        forced.elapsed()
+    );
     assert_eq!(report.aborted(), 1);
 }
 
@@ -314,16 +336,20 @@ async fn tcp_server(
     shutdown: impl Future<Output = ()> + Send + 'static,
     force: impl Future<Output = ()> + Send + 'static,
 ) -> (std::net::SocketAddr, Server) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+    let address = listener.local_addr().expect("a bound address");
     let readiness = Readiness::new();
     let server = tokio::spawn(
-        serve(listener, app(supervisor, &readiness, entered), supervisor.clone())
-            .readiness(readiness)
-            .request_drain_timeout(Duration::from_secs(30))
-            .shutdown_signal(shutdown)
-            .force_shutdown_signal(force)
-            .into_future(),
+        serve(
+            listener,
+            app(supervisor, &readiness, entered),
+            supervisor.clone(),
+        )
+        .readiness(readiness)
+        .request_drain_timeout(Duration::from_secs(30))
+        .shutdown_signal(shutdown)
+        .force_shutdown_signal(force)
+        .into_future(),
     );
     (address, server)
 }
@@ -336,15 +362,20 @@ async fn over_tcp_a_request_in_flight_finishes_and_its_task_is_awaited() {
     let (_force, force_signal) = trigger();
     let (address, server) = tcp_server(&supervisor, &entered, shutdown_signal, force_signal).await;
 
-    let hello = send(TcpStream::connect(address).await.unwrap(), request("GET", "/"))
-        .await
-        .unwrap();
+    let hello = send(
+        TcpStream::connect(address).await.unwrap(),
+        request("GET", "/"),
+    )
+    .await
+    .unwrap();
     assert_eq!(text(hello).await, "hello");
 
     let in_flight = entered.notified();
     let slow = tokio::spawn(async move {
         let io = TcpStream::connect(address).await.unwrap();
-        send(io, request("GET", "/slow")).await.map(|response| response.status())
+        send(io, request("GET", "/slow"))
+            .await
+            .map(|response| response.status())
     });
     in_flight.await;
     shutdown.fire();
@@ -375,7 +406,9 @@ async fn over_tcp_the_force_signal_returns_within_milliseconds() {
     let in_flight = entered.notified();
     let stuck = tokio::spawn(async move {
         let io = TcpStream::connect(address).await.unwrap();
-        send(io, request("GET", "/stuck")).await.map(|response| response.status())
+        send(io, request("GET", "/stuck"))
+            .await
+            .map(|response| response.status())
     });
     in_flight.await;
     shutdown.fire();
@@ -386,7 +419,14 @@ async fn over_tcp_the_force_signal_returns_within_milliseconds() {
     force.fire();
     let report = server.await.unwrap().unwrap();
     // Milliseconds, with a margin for a loaded machine.
-    assert!(forced.elapsed() < Duration::from_millis(500), "{:?}", forced.elapsed());
+    assert!(
+        forced.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        forced.elapsed()
+    );
     assert_eq!(report.aborted(), 1);
-    assert!(stuck.await.unwrap().is_err(), "the stuck request's connection is closed");
+    assert!(
+        stuck.await.unwrap().is_err(),
+        "the stuck request's connection is closed"
+    );
 }

@@ -58,7 +58,10 @@ fn millis(variable: &'static str) -> Result<Option<Duration>, ConfigError> {
 }
 
 /// The variable's value, `None` when it is unset or empty.
-fn var<T: FromStr>(variable: &'static str, expected: &'static str) -> Result<Option<T>, ConfigError> {
+fn var<T: FromStr>(
+    variable: &'static str,
+    expected: &'static str,
+) -> Result<Option<T>, ConfigError> {
     let value = match std::env::var(variable) {
         Ok(value) if value.trim().is_empty() => return Ok(None),
         Ok(value) => value,

@@ -119,21 +119,23 @@ fn spawn_heartbeat(
 ) -> Result<(), background_tasks::SpawnError> {
     // Relaxed: see `AppState::startup_tasks_running`.
     running.fetch_add(1, Ordering::Relaxed);
-    let spawned = supervisor.task("heartbeat").spawn_with(move |ctx| async move {
-        let mut beats = 0_u64;
-        let mut interval = tokio::time::interval(Duration::from_secs(1));
-        interval.tick().await;
-        loop {
-            tokio::select! {
-                () = ctx.shutdown_started() => break,
-                _ = interval.tick() => {
-                    beats += 1;
-                    tracing::info!(beats, "heartbeat");
+    let spawned = supervisor
+        .task("heartbeat")
+        .spawn_with(move |ctx| async move {
+            let mut beats = 0_u64;
+            let mut interval = tokio::time::interval(Duration::from_secs(1));
+            interval.tick().await;
+            loop {
+                tokio::select! {
+                    () = ctx.shutdown_started() => break,
+                    _ = interval.tick() => {
+                        beats += 1;
+                        tracing::info!(beats, "heartbeat");
+                    }
                 }
             }
-        }
-        tracing::info!(beats, "heartbeat stopped: shutdown started");
-        running.fetch_sub(1, Ordering::Relaxed);
-    });
+            tracing::info!(beats, "heartbeat stopped: shutdown started");
+            running.fetch_sub(1, Ordering::Relaxed);
+        });
     spawned.map(drop)
 }

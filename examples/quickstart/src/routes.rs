@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use background_tasks::TaskSupervisor;
-use background_tasks_axum::{BackgroundTaskError, BackgroundTasks, BackgroundTasksLayer, Readiness};
+use background_tasks_axum::{
+    BackgroundTaskError, BackgroundTasks, BackgroundTasksLayer, Readiness,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -57,7 +59,10 @@ async fn post_job(
     let Query(JobParams { duration_ms, kind }) = params?;
     let duration = Duration::from_millis(duration_ms);
     let id = match kind {
-        Kind::Async => tasks.task("async-job").spawn(tokio::time::sleep(duration))?.id(),
+        Kind::Async => tasks
+            .task("async-job")
+            .spawn(tokio::time::sleep(duration))?
+            .id(),
         Kind::Blocking => tasks
             .task("blocking-job")
             .spawn_blocking(move || std::thread::sleep(duration))?
@@ -84,9 +89,14 @@ async fn post_job(
 
 /// `GET /tasks`: 200 `{"running": n, "shutting_down": bool}`, where `running` counts the jobs
 /// (not the heartbeat) and `shutting_down` turns true with the shutdown signal.
-async fn get_tasks(tasks: BackgroundTasks, State(state): State<AppState>) -> Json<serde_json::Value> {
+async fn get_tasks(
+    tasks: BackgroundTasks,
+    State(state): State<AppState>,
+) -> Json<serde_json::Value> {
     let supervisor = tasks.supervisor();
-    let running = supervisor.len().saturating_sub(state.startup_tasks_running());
+    let running = supervisor
+        .len()
+        .saturating_sub(state.startup_tasks_running());
     let shutting_down = !state.readiness.is_ready() || supervisor.is_shutting_down();
     Json(json!({ "running": running, "shutting_down": shutting_down }))
 }

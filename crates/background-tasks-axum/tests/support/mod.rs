@@ -93,7 +93,10 @@ where
 }
 
 /// Sends one request over a fresh connection.
-pub(crate) async fn send<I>(io: I, request: Request<Body>) -> Result<Response<Incoming>, hyper::Error>
+pub(crate) async fn send<I>(
+    io: I,
+    request: Request<Body>,
+) -> Result<Response<Incoming>, hyper::Error>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -154,7 +157,10 @@ struct SharedWriter(Arc<Mutex<Vec<u8>>>);
 
 impl Write for SharedWriter {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("not poisoned").extend_from_slice(bytes);
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .extend_from_slice(bytes);
         Ok(bytes.len())
     }
 

@@ -271,7 +271,12 @@ impl<L: Listener> Serve<L> {
         // 1. The drain delay: still accepting, while readiness answers 503.
         tracing::info!(
             connections = connections.len(),
-            "shutdown signal received: readiness answers 503; accepting connections for {drain_delay:?} more"
+            "shutdown signal received: readiness answers 503; {}",
+            if drain_delay.is_zero() {
+                "no drain delay".to_owned()
+            } else {
+                format!("accepting connections for {drain_delay:?} more")
+            }
         );
         let delay = sleep(drain_delay);
         let mut delay = std::pin::pin!(delay);

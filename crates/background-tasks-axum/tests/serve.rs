@@ -218,21 +218,33 @@ async fn requests_in_flight_finish_during_the_drain_and_the_tasks_they_spawn_are
 
 #[tokio::test(start_paused = true)]
 async fn request_drain_timeout_closes_a_stuck_connection_then_tasks_shut_down() {
-    let supervisor = supervisor(Duration::from_secs(5), Duration::from_secs(1));
+    let supervisor = supervisor(Duration::from_secs(5), Duration::ZERO);
     let mut memory = memory_server(supervisor, Duration::ZERO, Duration::from_secs(3));
+    assert_eq!(
+        get_status(&memory.connector, "/stuck-task").await,
+        Some(StatusCode::ACCEPTED)
+    );
     let stuck = start(&memory, "/stuck").await;
     let signalled = Instant::now();
     memory.shutdown.fire();
 
     assert_eq!(stuck.await.unwrap(), None, "the stuck connection is closed");
-    assert!(signalled.elapsed() >= Duration::from_secs(3));
+    let closed = signalled.elapsed();
+    assert!(
+        closed >= Duration::from_secs(3) && closed < Duration::from_millis(3_100),
+        "closed when the request drain timeout ran out, not when serve returns: {closed:?}"
+    );
+    assert!(
+        memory.supervisor.is_shutting_down(),
+        "then the tasks shut down"
+    );
     let report = memory.server.await.unwrap().unwrap();
     let elapsed = signalled.elapsed();
     assert!(
-        elapsed >= Duration::from_secs(3) && elapsed < Duration::from_millis(3_100),
-        "{elapsed:?}"
+        elapsed >= Duration::from_secs(8) && elapsed < Duration::from_millis(8_100),
+        "3 s of request drain, then 5 s of task drain: {elapsed:?}"
     );
-    assert!(report.is_clean());
+    assert_eq!(report.aborted(), 1);
 }
 
 #[tokio::test(start_paused = true)]

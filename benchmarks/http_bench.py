@@ -345,6 +345,7 @@ def run_shutdown(commands: dict, names: list[str], args, env: dict) -> list[dict
                     server.report_ms() - budget_ms if server.report_ms() is not None else None
                 ),
                 "report": server.report_line(),
+                "report_chars": len(server.report_line()),
             }
             rows.append(row)
             state = "exited" if exited else f"killed after {elapsed:.1f} s"

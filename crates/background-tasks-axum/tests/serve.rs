@@ -442,3 +442,39 @@ async fn over_tcp_the_force_signal_returns_within_milliseconds() {
         "the stuck request's connection is closed"
     );
 }
+
+/// Races the graceful-shutdown notice against connections being polled on several threads: a
+/// connection that missed it would stay open until the 30 s request drain timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_tcp_every_idle_keep_alive_connection_closes_promptly_on_shutdown() {
+    for _ in 0..5 {
+        let supervisor = supervisor(Duration::from_secs(5), Duration::from_secs(1));
+        let entered = Arc::new(Notify::new());
+        let (mut shutdown, shutdown_signal) = trigger();
+        let (_force, force_signal) = trigger();
+        let (address, server) =
+            tcp_server(&supervisor, &entered, shutdown_signal, force_signal).await;
+        let mut clients = Vec::new();
+        for _ in 0..50 {
+            let io = TcpStream::connect(address).await.unwrap();
+            let mut client = support::client(io).await;
+            let response = client.send_request(request("GET", "/")).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            // Kept open and idle: the server must close it.
+            clients.push(client);
+        }
+        let signalled = std::time::Instant::now();
+        shutdown.fire();
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("no connection misses the shutdown")
+            .unwrap()
+            .unwrap();
+        assert!(
+            signalled.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            signalled.elapsed()
+        );
+        drop(clients);
+    }
+}

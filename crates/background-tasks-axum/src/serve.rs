@@ -39,6 +39,12 @@ use crate::signals::{BoxSignal, Event, Signals};
 /// shutdown_timeout + cancel_grace`, plus the few milliseconds the abort takes, whatever
 /// handlers and tasks do. Each step is logged at INFO level.
 ///
+/// Blocking tasks that the report lists as abandoned still run on their threads, and dropping
+/// a Tokio runtime waits for those threads, as `#[tokio::main]` does when `main` returns: to
+/// exit without them, build the runtime yourself and end it with
+/// [`Runtime::shutdown_background`](tokio::runtime::Runtime::shutdown_background), as the
+/// quickstart example does.
+///
 /// # Examples
 ///
 /// ```

@@ -133,3 +133,91 @@ impl IntoResponse for JobError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::http::header::RETRY_AFTER;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn app(supervisor: &TaskSupervisor) -> Router {
+        let readiness = Readiness::new();
+        let state = AppState {
+            readiness: readiness.clone(),
+            startup_tasks: Arc::new(AtomicUsize::new(0)),
+        };
+        router(supervisor.clone(), readiness, state)
+    }
+
+    async fn post(app: &Router, uri: &str) -> (StatusCode, Option<String>, serde_json::Value) {
+        let request = Request::post(uri).body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .map(|value| value.to_str().unwrap().to_owned());
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        (status, retry_after, json)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn post_jobs_answers_202_with_the_task_id_for_every_kind() {
+        let supervisor = TaskSupervisor::new();
+        let app = app(&supervisor);
+        for (kind, id) in [
+            ("async", 1),
+            ("blocking", 2),
+            ("panic", 3),
+            ("cooperative", 4),
+        ] {
+            let (status, _, json) = post(&app, &format!("/jobs?duration_ms=5&kind={kind}")).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{kind}");
+            assert_eq!(json, json!({ "id": id }));
+        }
+        let (status, _, json) = post(&app, "/jobs").await;
+        assert_eq!((status, json), (StatusCode::ACCEPTED, json!({ "id": 5 })));
+        assert_eq!(supervisor.shutdown().await.completed(), 5);
+    }
+
+    #[tokio::test]
+    async fn post_jobs_answers_400_with_a_json_error_for_bad_parameters() {
+        let app = app(&TaskSupervisor::new());
+        for uri in [
+            "/jobs?duration_ms=-1",
+            "/jobs?duration_ms=soon",
+            "/jobs?kind=cron",
+        ] {
+            let (status, _, json) = post(&app, uri).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+            assert!(json["error"].is_string(), "{uri}: {json}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn post_jobs_answers_503_with_retry_after_at_capacity_and_while_shutting_down() {
+        let supervisor = TaskSupervisor::builder().max_tasks(1).build();
+        let app = app(&supervisor);
+        assert_eq!(
+            post(&app, "/jobs?duration_ms=60000").await.0,
+            StatusCode::ACCEPTED
+        );
+        let (status, retry_after, _) = post(&app, "/jobs?duration_ms=1").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(retry_after.is_some());
+
+        let _ = supervisor.shutdown_now().await;
+        let (status, retry_after, _) = post(&app, "/jobs").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(retry_after.is_some());
+    }
+}

@@ -31,8 +31,8 @@ struct Server {
 
 impl Server {
     async fn start(app: Router, supervisor: TaskSupervisor) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let base = format!("http://{}", listener.local_addr().expect("a bound address"));
         let (stop, stopped) = oneshot::channel::<()>();
         let running = tokio::spawn(
             serve(listener, app, supervisor)
@@ -156,7 +156,7 @@ where
     let handles: Vec<_> = futures.map(tokio::spawn).collect();
     let mut outputs = Vec::with_capacity(handles.len());
     for handle in handles {
-        outputs.push(handle.await.unwrap());
+        outputs.push(handle.await.expect("the future does not panic"));
     }
     outputs
 }

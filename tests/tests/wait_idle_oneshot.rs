@@ -25,10 +25,11 @@ async fn sign_up(
         let log = log.clone();
         async move {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            log.lock().unwrap().push("mail sent");
+            log.lock().expect("the log lock").push("mail sent");
         }
     })?;
-    tasks.after_response(async move { log.lock().unwrap().push("after response") })?;
+    tasks
+        .after_response(async move { log.lock().expect("the log lock").push("after response") })?;
     Ok(StatusCode::CREATED)
 }
 
@@ -40,7 +41,9 @@ fn app(supervisor: &TaskSupervisor, log: &Log) -> Router {
 }
 
 fn sign_up_request() -> Request<Body> {
-    Request::post("/sign-up").body(Body::empty()).unwrap()
+    Request::post("/sign-up")
+        .body(Body::empty())
+        .expect("a valid request")
 }
 
 #[tokio::test(start_paused = true)]

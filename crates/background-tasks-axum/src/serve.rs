@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::serve::Listener;
 use background_tasks::{ShutdownReport, TaskSupervisor};
-use tokio::time::{Instant, sleep, sleep_until};
+use tokio::time::{Instant, sleep};
 
 use crate::connection::Connections;
 use crate::readiness::Readiness;
@@ -309,7 +309,8 @@ impl<L: Listener> Serve<L> {
             biased;
             _ = signals.next() => return Ok(force(&connections, &supervisor).await),
             () = connections.wait() => true,
-            () = sleep_until(drain_started + request_drain_timeout) => false,
+            // `sleep` rather than a deadline: a huge timeout must not overflow an `Instant`.
+            () = sleep(request_drain_timeout) => false,
         };
         if drained {
             tracing::info!(

@@ -333,6 +333,33 @@ async fn shutdown_is_bounded_by_the_sum_of_the_budgets_whatever_handlers_and_tas
 }
 
 #[tokio::test(start_paused = true)]
+async fn budgets_too_large_for_an_instant_mean_no_limit() {
+    let supervisor = supervisor(Duration::MAX, Duration::MAX);
+    let mut memory = memory_server(supervisor, Duration::MAX, Duration::MAX);
+    memory.shutdown.fire();
+    sleep(Duration::from_secs(3_600)).await;
+    assert!(
+        !memory.server.is_finished(),
+        "still in the endless drain delay"
+    );
+    memory.force.fire();
+    let report = memory.server.await.unwrap().unwrap();
+    assert!(report.is_clean());
+
+    let supervisor = TaskSupervisor::new();
+    let (listener, _connector) = memory_listener();
+    let (mut shutdown, shutdown_signal) = trigger();
+    let server = tokio::spawn(
+        serve(listener, Router::new(), supervisor)
+            .request_drain_timeout(Duration::MAX)
+            .shutdown_signal(shutdown_signal)
+            .into_future(),
+    );
+    shutdown.fire();
+    assert!(server.await.unwrap().unwrap().is_clean());
+}
+
+#[tokio::test(start_paused = true)]
 async fn dropping_the_serve_future_closes_its_connections() {
     let supervisor = supervisor(Duration::from_secs(5), Duration::from_secs(1));
     let memory = memory_server(supervisor, Duration::ZERO, Duration::from_secs(10));

@@ -60,7 +60,10 @@ async fn show(Path(article): Path<String>, State(state): State<AppState>) -> Str
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().init();
+    // Logs to stderr, so that stdout carries only the address and the report.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let supervisor = TaskSupervisor::new();
     let app = Router::new()
         .route("/articles/{article}", get(show))

@@ -59,7 +59,10 @@ async fn quote(State(cache): State<Cache>) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().init();
+    // Logs to stderr, so that stdout carries only the address and the report.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let supervisor = TaskSupervisor::builder()
         .shutdown_timeout(Duration::from_secs(5))
         .build();

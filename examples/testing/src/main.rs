@@ -67,7 +67,10 @@ fn app(supervisor: TaskSupervisor, outbox: Outbox) -> Router {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().init();
+    // Logs to stderr, so that stdout carries only the address and the report.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let supervisor = TaskSupervisor::new();
     let router = app(supervisor.clone(), Outbox::default());
     let port: u16 = std::env::var("PORT")

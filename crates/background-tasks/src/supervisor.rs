@@ -292,6 +292,11 @@ impl TaskSupervisor {
     /// A blocking task cannot be aborted once it runs: if it is still running when the
     /// shutdown budget runs out, shutdown reports it as abandoned and returns without it. Use
     /// [`spawn_blocking_with`](Self::spawn_blocking_with) to let it check for cancellation.
+    /// Note that dropping a Tokio runtime, as `#[tokio::main]` does when `main` returns, waits
+    /// for its blocking threads: to exit without an abandoned task, end the runtime with
+    /// [`Runtime::shutdown_background`](tokio::runtime::Runtime::shutdown_background) or
+    /// [`shutdown_timeout`](tokio::runtime::Runtime::shutdown_timeout), or call
+    /// `std::process::exit` after logging the report.
     ///
     /// # Examples
     ///
@@ -406,6 +411,50 @@ impl TaskSupervisor {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The drain budget set with [`SupervisorBuilder::shutdown_timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// assert_eq!(supervisor.shutdown_timeout(), Duration::from_secs(5));
+    /// ```
+    #[must_use]
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.inner.config.shutdown_timeout
+    }
+
+    /// The grace set with [`SupervisorBuilder::cancel_grace`]: shutdown takes at most
+    /// `shutdown_timeout() + cancel_grace()`, plus the few milliseconds of the abort.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// assert_eq!(supervisor.cancel_grace(), Duration::from_secs(1));
+    /// ```
+    #[must_use]
+    pub fn cancel_grace(&self) -> Duration {
+        self.inner.config.cancel_grace
+    }
+
+    /// The admission limit set with [`SupervisorBuilder::max_tasks`], if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let supervisor = background_tasks::TaskSupervisor::builder().max_tasks(8).build();
+    /// assert_eq!(supervisor.max_tasks(), Some(8));
+    /// ```
+    #[must_use]
+    pub fn max_tasks(&self) -> Option<usize> {
+        self.inner.config.max_tasks
     }
 
     /// Returns `true` once [`shutdown`](Self::shutdown) has begun.

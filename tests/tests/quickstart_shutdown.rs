@@ -42,19 +42,19 @@ async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
 /// and the report accounts for every accepted job, each in the phase it ended in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_every_kind_of_job_within_the_budget_and_reports_each_one() {
-    let drain_delay = Duration::from_millis(1000);
-    let shutdown_timeout = Duration::from_millis(1500);
+    let drain_delay = Duration::from_millis(1500);
+    let shutdown_timeout = Duration::from_millis(2000);
     let cancel_grace = Duration::from_millis(500);
     let mut server = Quickstart::start(&[
-        ("DRAIN_DELAY_MS", "1000"),
-        ("SHUTDOWN_TIMEOUT_MS", "1500"),
+        ("DRAIN_DELAY_MS", "1500"),
+        ("SHUTDOWN_TIMEOUT_MS", "2000"),
         ("CANCEL_GRACE_MS", "500"),
     ]);
     let client = client();
 
     // Short jobs end during the drain, after the drain delay (so they are in the report) and
     // well before the drain timeout: `completed`.
-    let short = 1800;
+    let short = 2500;
     let mut accepted = 0;
     for kind in ["async", "blocking", "panic"] {
         post_job(&client, &server, kind, short).await;
@@ -105,7 +105,7 @@ async fn sigterm_drains_every_kind_of_job_within_the_budget_and_reports_each_one
     assert_eq!(tasks["shutting_down"], true, "{tasks}");
     // ... and a job posted now is still accepted (the supervisor is open until the requests
     // have drained), and it is awaited like the others.
-    post_job(&client, &server, "async", 1000).await;
+    post_job(&client, &server, "async", 1500).await;
     accepted += 1;
 
     let status = server.wait_exit(drain_delay + shutdown_timeout + cancel_grace + MARGIN);

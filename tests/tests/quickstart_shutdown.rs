@@ -191,7 +191,11 @@ async fn second_sigterm_during_the_drain_delay_aborts_at_once() {
 
     let line = server.line_starting_with("shutdown report: ", Duration::from_secs(1));
     let counts = Counts::parse(&line);
-    assert_eq!(counts.aborted, 2, "{line}");
+    // Both jobs are aborted, by name. The supervisor's drain had not begun, so the heartbeat
+    // sees `shutdown_started` and the abort at the same moment: completed or aborted.
+    assert_eq!(line.matches("async-job (task").count(), 2, "{line}");
+    assert!(counts.aborted >= 2, "{line}");
+    assert_eq!(counts.cancelled + counts.abandoned, 0, "{line}");
     assert_eq!(counts.total(), 2 + 1, "{line}");
 }
 

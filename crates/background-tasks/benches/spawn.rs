@@ -7,6 +7,8 @@
 //!   so that both contend on the supervisor's (or tracker's) shared state.
 //! - `shutdown_100k`: `shutdown()` with 100 000 idle tasks that all end at the cancellation
 //!   signal, against cancelling a `CancellationToken` and waiting on a `TaskTracker`.
+//! - `abort_30k`: a shutdown with no budget that must abort 30 000 stuck tasks (pending, or
+//!   sleeping on a timer), and formatting its report, which names every aborted task.
 //! - `memory_10k`: heap bytes allocated by the spawning thread for 10 000 tasks that stay
 //!   pending (divan's `AllocProfiler`); divide by 10 000 for bytes per running task.
 //!
@@ -388,6 +390,72 @@ mod memory_10k {
                     }
                 }
                 (runtime, supervisor, handles)
+            });
+    }
+}
+
+/// Where the time goes past the budget when a shutdown has to abort many tasks: the abort
+/// phase itself, and formatting the report, whose `Display` names every aborted task.
+#[divan::bench_group(sample_count = 10, sample_size = 1)]
+mod abort_30k {
+    use super::*;
+
+    const TASKS: usize = 30_000;
+
+    /// A runtime and a supervisor with no budget at all, running `tasks` tasks that never end:
+    /// pending futures, or (`sleeping`) 10-minute sleeps, which hold a timer entry each, as
+    /// the quickstart's `async` jobs do.
+    fn stuck(tasks: usize, sleeping: bool) -> (Runtime, TaskSupervisor) {
+        let runtime = runtime();
+        let supervisor = TaskSupervisor::builder()
+            .shutdown_timeout(Duration::ZERO)
+            .cancel_grace(Duration::ZERO)
+            .build();
+        {
+            let _entered = runtime.enter();
+            for _ in 0..tasks {
+                let _detached = if sleeping {
+                    supervisor
+                        .task("stuck-job")
+                        .spawn(tokio::time::sleep(Duration::from_secs(600)))
+                        .expect("admitted")
+                } else {
+                    supervisor
+                        .task("stuck-job")
+                        .spawn(async { pending::<()>().await })
+                        .expect("admitted")
+                };
+            }
+        }
+        // Lets the workers poll every task once, as on a server where they have been running.
+        runtime.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+        (runtime, supervisor)
+    }
+
+    #[divan::bench(args = [false, true])]
+    fn shutdown_aborting_all(bencher: Bencher<'_, '_>, sleeping: bool) {
+        let tasks = scaled(TASKS);
+        bencher
+            .with_inputs(|| stuck(tasks, sleeping))
+            .bench_local_values(|(runtime, supervisor)| {
+                let report = runtime.block_on(supervisor.shutdown());
+                assert_eq!(report.aborted(), tasks, "{}", report.aborted());
+                (runtime, supervisor, report)
+            });
+    }
+
+    #[divan::bench]
+    fn report_to_string(bencher: Bencher<'_, '_>) {
+        let tasks = scaled(TASKS);
+        bencher
+            .with_inputs(|| {
+                let (runtime, supervisor) = stuck(tasks, false);
+                let report = runtime.block_on(supervisor.shutdown());
+                (runtime, supervisor, report)
+            })
+            .bench_local_values(|(runtime, supervisor, report)| {
+                let line = report.to_string();
+                (runtime, supervisor, report, line)
             });
     }
 }

@@ -296,10 +296,19 @@ def run_http(commands: dict, names: list[str], args, env: dict) -> list[dict]:
         for key in [key for key in results[0] if key.startswith("errors_")]:
             row[key] = sum(result[key] for result in results)
         rows.append(row)
+    # Ratios pair each system with the quickstart's run of the same round, then take the
+    # median over rounds: a drift of the machine's load between rounds cancels out.
     base = next((row for row in rows if row["system"] == "quickstart"), None)
     for row in rows:
         for key in ("rps", "p50_us", "p99_us", "peak_rss_kib"):
-            row[f"{key}_ratio"] = ratio(row[key], base[key] if base else None)
+            if base is None:
+                row[f"{key}_ratio"] = None
+                continue
+            row[f"{key}_ratio"] = statistics.median(
+                mine[key] / theirs[key]
+                for mine, theirs in zip(row["rounds"], base["rounds"])
+                if theirs[key]
+            )
     return rows
 
 
@@ -369,7 +378,8 @@ def markdown(data: dict) -> str:
            f"{data['machine']['memory_gib']} GiB.", ""]
     if data["http"]:
         out += [f"`{data['http'][0]['command']}` (after a {data['warmup_s']} s warm-up run; "
-                f"medians of {data['settings']['rounds']} rounds)", "",
+                f"medians of {data['settings']['rounds']} rounds; each ratio is the median of the "
+                "per-round ratios)", "",
                 "| system | requests/s | p50 | p99 | peak RSS | rps vs (a) | p50 vs (a) "
                 "| p99 vs (a) | RSS vs (a) | errors |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -382,6 +392,14 @@ def markdown(data: dict) -> str:
                 f"| {fmt_ratio(row['p99_us_ratio'])} | {fmt_ratio(row['peak_rss_kib_ratio'])} "
                 f"| {errors} |"
             )
+        out.append("")
+        out += ["Each round (requests/s; p99):", "",
+                "| system | " + " | ".join(f"round {i + 1}"
+                                         for i in range(len(data["http"][0]["rounds"]))) + " |",
+                "|---|" + "---:|" * len(data["http"][0]["rounds"])]
+        for row in data["http"]:
+            out.append(f"| {row['system']} | " + " | ".join(
+                f"{r['rps']:,.0f}; {r['p99_us'] / 1e3:.1f} ms" for r in row["rounds"]) + " |")
         out.append("")
     if data["shutdown"]:
         out += ["| system | jobs accepted | running at SIGTERM | budget | report printed after "
@@ -428,7 +446,8 @@ def plots(data: dict) -> list[Path]:
                         (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                         ha="center", va="bottom", fontsize=8)
         ax.set_ylabel("requests/s (higher is better)")
-        ax.set_title("POST /jobs?duration_ms=10, same wrk run on each", fontsize=10)
+        ax.set_title(f"POST /jobs?duration_ms=10, same wrk command on each; median of "
+                     f"{data['settings']['rounds']} rounds", fontsize=10)
         ax.set_ylim(0, max(values) * 1.25)
         fig.tight_layout()
         path = IMAGES / "http-rps.png"

@@ -332,3 +332,22 @@ async fn jobs_past_max_tasks_get_503_with_retry_after() {
     assert_eq!(counts.cancelled, 2, "{line}");
     assert_eq!(counts.total(), 2 + 1, "{line}");
 }
+
+/// The `listening on` line is the signal that the server is up, so a SIGTERM sent right after
+/// it must already start the graceful shutdown: exit 0 with a report, never death by the
+/// signal's default action. The window, if any, is short, hence the repetitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_right_after_the_listening_line_shuts_down_gracefully() {
+    for attempt in 1..=30 {
+        let mut server = Quickstart::start(&[]);
+        server.sigterm();
+        let status = server.wait_exit(Duration::from_secs(5)).expect("exits");
+        assert!(
+            status.success(),
+            "attempt {attempt}: SIGTERM right after `listening on` ended the process with \
+             {status:?} instead of a graceful shutdown; logs:\n{}",
+            server.logs()
+        );
+        server.line_starting_with("shutdown report: ", Duration::from_secs(1));
+    }
+}

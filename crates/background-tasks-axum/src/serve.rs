@@ -242,20 +242,30 @@ impl<L> Serve<L> {
     }
 }
 
+/// The signal handlers of a [`ServeFuture`]: installed by `into_future` when a runtime is
+/// current, else at the first poll.
+enum PreparedSignals {
+    Installed(std::io::Result<Signals>),
+    Later(Option<BoxSignal>, Option<BoxSignal>),
+}
+
 impl<L: Listener> Serve<L> {
-    async fn run(self) -> Result<ShutdownReport, ServeError> {
+    async fn run(self, signals: PreparedSignals) -> Result<ShutdownReport, ServeError> {
         let Serve {
             mut listener,
             router,
             supervisor,
-            shutdown_signal,
-            force_shutdown_signal,
+            shutdown_signal: _,
+            force_shutdown_signal: _,
             drain_delay,
             request_drain_timeout,
             readiness,
         } = self;
-        let mut signals =
-            Signals::new(shutdown_signal, force_shutdown_signal).map_err(ServeError::Signals)?;
+        let mut signals = match signals {
+            PreparedSignals::Installed(signals) => signals,
+            PreparedSignals::Later(shutdown, force) => Signals::new(shutdown, force),
+        }
+        .map_err(ServeError::Signals)?;
         let connections = Connections::new();
 
         // Serving, until a signal.
@@ -377,9 +387,21 @@ impl<L: Listener> IntoFuture for Serve<L> {
     type Output = Result<ShutdownReport, ServeError>;
     type IntoFuture = ServeFuture;
 
-    fn into_future(self) -> Self::IntoFuture {
+    /// Installs the SIGINT and SIGTERM handlers at once when a runtime is current, so that a
+    /// signal arriving before the first poll (say, right after the process announced its
+    /// address) starts the graceful shutdown rather than killing the process.
+    fn into_future(mut self) -> Self::IntoFuture {
+        let (shutdown, force) = (
+            self.shutdown_signal.take(),
+            self.force_shutdown_signal.take(),
+        );
+        let signals = if tokio::runtime::Handle::try_current().is_ok() {
+            PreparedSignals::Installed(Signals::new(shutdown, force))
+        } else {
+            PreparedSignals::Later(shutdown, force)
+        };
         ServeFuture {
-            inner: Box::pin(self.run()),
+            inner: Box::pin(self.run(signals)),
         }
     }
 }

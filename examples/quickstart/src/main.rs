@@ -17,6 +17,7 @@
 mod config;
 mod routes;
 
+use std::future::IntoFuture;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -99,18 +100,23 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     spawn_heartbeat(&supervisor, state.startup_tasks.clone())?;
 
     let listener = TcpListener::bind(("127.0.0.1", config.port)).await?;
+    let address = listener.local_addr()?;
+    let app = routes::router(supervisor.clone(), readiness.clone(), state);
+    // `into_future` installs the SIGINT and SIGTERM handlers: from the moment the address is
+    // announced, a signal shuts the server down gracefully.
+    let server = serve(listener, app, supervisor)
+        .readiness(readiness)
+        .drain_delay(config.drain_delay)
+        .request_drain_timeout(config.request_drain_timeout)
+        .into_future();
+
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening on http://{}", listener.local_addr()?)?;
+    writeln!(stdout, "listening on http://{address}")?;
     // Tests read this line through a pipe, where stdout is block-buffered.
     stdout.flush()?;
     drop(stdout);
 
-    let app = routes::router(supervisor.clone(), readiness.clone(), state);
-    let report = serve(listener, app, supervisor)
-        .readiness(readiness)
-        .drain_delay(config.drain_delay)
-        .request_drain_timeout(config.request_drain_timeout)
-        .await?;
+    let report = server.await?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "shutdown report: {report}")?;
     stdout.flush()?;

@@ -24,7 +24,9 @@ use crate::task_builder::TaskBuilder;
 ///
 /// Follow-up work spawned through the context belongs to the same shutdown: it is accepted
 /// during the drain (only outside callers are refused then), and awaited, cancelled or aborted
-/// with the rest.
+/// with the rest. Keep a context within its task: a clone that outlives the task (stored in
+/// app state, say) still spawns as a running task would, and what it spawns after the drain
+/// found the supervisor idle gets no grace before the abort.
 ///
 /// # Examples
 ///

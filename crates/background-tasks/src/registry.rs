@@ -30,8 +30,12 @@ pub(crate) struct Entry {
 pub(crate) enum Kind {
     /// An async task that has suspended: shutdown wakes it so that it sees the abort.
     Async(Waker),
-    /// A blocking task, which only tokio's abort can keep from starting.
-    Blocking { abort: AbortHandle, stage: Blocking },
+    /// A blocking task, which only tokio's abort can keep from starting. The abort handle is
+    /// set just after the spawn; until then, the `Aborted` stage alone keeps it from starting.
+    Blocking {
+        abort: Option<AbortHandle>,
+        stage: Blocking,
+    },
 }
 
 /// Where a blocking task is: a blocking closure cannot be stopped once it runs, so shutdown
@@ -70,11 +74,6 @@ impl<T> Slab<T> {
             next_free: 0,
             len: 0,
         }
-    }
-
-    /// The key the next [`Slab::insert`] will use.
-    pub(crate) fn next_key(&self) -> usize {
-        self.next_free
     }
 
     pub(crate) fn insert(&mut self, value: T) -> usize {
@@ -189,10 +188,9 @@ mod tests {
         let mut slab = Slab::new();
         let a = slab.insert('a');
         let b = slab.insert('b');
-        assert_eq!(slab.next_key(), 2);
+        assert_eq!(b, 1);
         assert_eq!(slab.remove(a), Some('a'));
         assert_eq!(slab.remove(a), None, "a key is removed once");
-        assert_eq!(slab.next_key(), a);
         assert_eq!(slab.insert('c'), a);
         assert_eq!(slab.get_mut(b), Some(&mut 'b'));
         assert_eq!(slab.iter_mut().count(), 2);

@@ -165,11 +165,13 @@ impl fmt::Display for TaskRecord {
 /// - [`completed`](Self::completed): ended on its own during the drain, whatever its outcome,
 ///   panics included;
 /// - [`cancelled`](Self::cancelled): ended after the cancellation signal, within the grace;
-/// - [`aborted`](Self::aborted): still running when the grace ran out, and aborted;
+/// - [`aborted`](Self::aborted): still running when the grace ran out, and aborted. As with
+///   tokio's `JoinHandle::abort`, an async task stops at its next poll: one blocking its
+///   thread inside a poll runs on until that poll returns;
 /// - [`abandoned`](Self::abandoned): tasks still running on their thread when the grace ran out,
 ///   which nothing can stop, so shutdown returned without them: blocking tasks, and async tasks
-///   that block their thread inside a poll (a bug in the task: it should `.await` or use
-///   `spawn_blocking`).
+///   blocking their thread inside their very first poll (a bug in the task: it should `.await`
+///   or use `spawn_blocking`), which are counted but cannot be named.
 ///
 /// # Examples
 ///

@@ -17,7 +17,12 @@ use crate::supervisor::Inner;
 
 impl Inner {
     /// Closes admission and starts the shutdown driver, the first time only.
+    #[track_caller]
     pub(crate) fn begin_shutdown(self: &Arc<Self>) {
+        // The phases run on tokio's timers: without them (or without a runtime) this panics
+        // here, in the caller, before anything changed, rather than in the driver, which
+        // would leave the supervisor closed and the report never written.
+        drop(sleep_until(Instant::now()));
         let started = Instant::now();
         {
             let mut log = self.lock_shutdown();
@@ -91,7 +96,9 @@ impl Inner {
                         // Not started yet: abort it, and make sure that a thread picking it up
                         // right now does not run it after all.
                         *stage = Blocking::Aborted;
-                        abort.abort();
+                        if let Some(abort) = abort {
+                            abort.abort();
+                        }
                         walk.aborted.push(record);
                     }
                 }
@@ -106,21 +113,33 @@ impl Inner {
 
     /// Waits a little for the tasks the walk could not see to report themselves, then closes
     /// the report.
-    async fn collect_late(&self, mut walk: Walk, started: Instant) -> ShutdownReport {
+    async fn collect_late(&self, walk: Walk, started: Instant) -> ShutdownReport {
         let deadline = deadline(Instant::now(), LATE_WAIT);
         loop {
             let notified = self.late.notified();
             let mut notified = pin!(notified);
             // Registered before the list is read, so that a report in between still wakes it.
             notified.as_mut().enable();
-            let reported = self.lock_shutdown().late.as_ref().map_or(0, Vec::len);
-            if reported >= walk.unseen || tokio::time::timeout_at(deadline, notified).await.is_err()
+            let accounted = {
+                let log = self.lock_shutdown();
+                log.late.as_ref().map_or(0, Vec::len) + log.released
+            };
+            if accounted >= walk.unseen
+                || tokio::time::timeout_at(deadline, notified).await.is_err()
             {
                 break;
             }
         }
-        let late = self.lock_shutdown().late.take().unwrap_or_default();
-        walk.unseen = walk.unseen.saturating_sub(late.len());
+        self.close_report(walk, started)
+    }
+
+    /// Writes the report from the walk and the late reports so far.
+    fn close_report(&self, mut walk: Walk, started: Instant) -> ShutdownReport {
+        let (late, released) = {
+            let mut log = self.lock_shutdown();
+            (log.late.take().unwrap_or_default(), log.released)
+        };
+        let stuck = walk.unseen.saturating_sub(late.len() + released);
         walk.aborted.extend(late);
         walk.aborted.sort_unstable_by_key(|task| task.id);
         walk.abandoned.sort_unstable_by_key(|task| task.id);
@@ -129,9 +148,16 @@ impl Inner {
             cancelled: walk.cancelled,
             aborted: walk.aborted,
             abandoned: walk.abandoned,
-            stuck: walk.unseen,
+            stuck,
             elapsed: Instant::now().saturating_duration_since(started),
         }
+    }
+
+    /// Makes the report visible to every `shutdown` call, the first time only.
+    fn publish(&self, report: ShutdownReport) {
+        // `set` fails only if a report was already written: the first one stands.
+        let _ = self.report.set(report);
+        self.report_ready.notify_waiters();
     }
 }
 
@@ -151,6 +177,12 @@ struct Walk {
 
 /// Runs the phases and publishes the report.
 async fn drive(inner: Arc<Inner>, started: Instant) {
+    // Should the driver be dropped before it publishes (its runtime shut down), the report is
+    // written all the same, so that no `shutdown` call waits forever.
+    let guard = PublishOnDrop {
+        inner: inner.clone(),
+        started,
+    };
     let config = &inner.config;
     let drain_deadline = deadline(started, config.shutdown_timeout);
     let cancel_deadline = deadline(drain_deadline, config.cancel_grace);
@@ -171,11 +203,17 @@ async fn drive(inner: Arc<Inner>, started: Instant) {
 
     let walk = inner.abort_remaining();
     let report = inner.collect_late(walk, started).await;
+    // Logged before it is published, so that the line is out before a caller that exits on
+    // the report can end the process.
     if report.is_clean() {
         tracing::info!("{report}");
     } else {
         tracing::warn!("{report}");
     }
+    inner.publish(report.clone());
+    drop(guard);
+    // The callbacks run after the report is published: however slow they are, they do not
+    // lengthen the shutdown.
     for (tasks, aborted) in [(&report.aborted, true), (&report.abandoned, false)] {
         for task in tasks {
             let kind = if aborted {
@@ -186,9 +224,24 @@ async fn drive(inner: Arc<Inner>, started: Instant) {
             inner.report_failure(&TaskFailure::new(task.id, task.name.clone(), kind));
         }
     }
-    // `set` fails only if a report was already written, and the driver runs once.
-    let _ = inner.report.set(report);
-    inner.report_ready.notify_waiters();
+}
+
+/// Publishes a report from wherever the shutdown is, if the driver did not.
+struct PublishOnDrop {
+    inner: Arc<Inner>,
+    started: Instant,
+}
+
+impl Drop for PublishOnDrop {
+    fn drop(&mut self) {
+        if self.inner.report.get().is_some() {
+            return;
+        }
+        let walk = self.inner.abort_remaining();
+        let report = self.inner.close_report(walk, self.started);
+        tracing::warn!("the shutdown was cut short: {report}");
+        self.inner.publish(report);
+    }
 }
 
 /// Resolves at `deadline`, or when `force` fires.

@@ -79,19 +79,33 @@ impl Inner {
             drop(slab);
             return Err(SpawnError::ShuttingDown);
         }
-        let guard = TaskGuard::new(self.clone(), id, None, Some(slab.next_key()));
-        let join = runtime.spawn_blocking(move || run_blocking(guard, span, function));
-        slab.insert(Entry {
+        let key = slab.insert(Entry {
             id,
             name,
             started,
             kind: Kind::Blocking {
-                abort: join.abort_handle(),
+                abort: None,
                 stage: Blocking::Queued,
             },
         });
         drop(slab);
+        // From here on the task is registered and counted: its guard accounts for its end.
         admission.keep();
+        let guard = TaskGuard::new(self.clone(), id, None, Some(key));
+        // Spawned without the shard lock: tokio may start a thread here, or drop the closure
+        // (and so end the task, which takes the shard lock) at once when its pool is shut down.
+        let join = runtime.spawn_blocking(move || run_blocking(guard, span, function));
+        if let Some(Entry {
+            id: registered,
+            kind: Kind::Blocking { abort, .. },
+            ..
+        }) = self.registry.lock(id).get_mut(key)
+        {
+            // The slot may already hold another task if this one ended at once.
+            if *registered == id {
+                *abort = Some(join.abort_handle());
+            }
+        }
         Ok(TaskHandle::new(id, join))
     }
 
@@ -118,8 +132,15 @@ impl Inner {
         let left = match self.state.end_if_running() {
             Some(left) => left,
             None => {
-                let _log = self.lock_shutdown();
-                self.state.end_in_shutdown().1
+                let mut log = self.lock_shutdown();
+                let (phase, left) = self.state.end_in_shutdown();
+                // The abort walk counted this admission as a running task it could not see:
+                // tell it that no such task will report itself.
+                if phase == Phase::Done && log.late.is_some() {
+                    log.released += 1;
+                    self.late.notify_waiters();
+                }
+                left
             }
         };
         self.notify_if_idle(left);

@@ -114,6 +114,9 @@ pub(crate) struct ShutdownLog {
     /// Between the abort walk and the report: the aborted tasks the walk could not see, as they
     /// report themselves.
     pub(crate) late: Option<Vec<TaskRecord>>,
+    /// Between the abort walk and the report: admissions the walk counted that were given back
+    /// unspawned.
+    pub(crate) released: usize,
 }
 
 impl Inner {
@@ -152,6 +155,9 @@ impl Inner {
             // Registered before the count is read, so that a drop to zero in between still
             // wakes this future.
             notified.as_mut().enable();
+            // SeqCst fence against the fence in `notify_if_idle`: the increment of
+            // `idle_waiters` above must be ordered before this load of the count.
+            std::sync::atomic::fence(Ordering::SeqCst);
             if self.state.running() == 0 {
                 return true;
             }

@@ -223,7 +223,8 @@ impl BackgroundTasks {
     ///
     /// Exactly one supervised task is spawned, at once, named `after-response`: shutdown waits
     /// for it from this call on. It starts `future` when the response body has been sent in
-    /// full, or dropped (the client went away, or the handler panicked). Several such tasks run
+    /// full (the server took its last frame, which it may still be writing to the socket), or
+    /// dropped (the client went away, or the handler panicked). Several such tasks run
     /// concurrently, and one that panics does not stop the others. Called once the response is
     /// already gone (from a task holding a clone), it starts `future` at once.
     ///

@@ -187,8 +187,9 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        // The one allocation per request: shared by the extractor, the after-response tasks
-        // and the guard that opens their gate.
+        // Shared by the extractor, the after-response tasks and the guard that opens their
+        // gate. With the extension it goes into and the body wrapper, the layer costs a few
+        // small allocations per request.
         let state = RequestState::new(self.supervisor.clone());
         request
             .extensions_mut()

@@ -29,15 +29,18 @@ use crate::signals::{BoxSignal, Event, Signals};
 ///    to finish the request in flight and close. Those requests may still spawn tasks: the
 ///    supervisor is still open;
 /// 2. it waits up to [`request_drain_timeout`](Serve::request_drain_timeout) for the
-///    connections to close, and closes those still open, dropping their requests;
+///    connections to close, and closes those still open, dropping their requests. A
+///    connection upgraded to another protocol (a WebSocket) leaves the server's hands, as with
+///    `axum::serve`: close it from its handler, on [`TaskSupervisor`] tasks or your own signal;
 /// 3. it shuts the supervisor down ([`TaskSupervisor::shutdown`]: drain, cancel, abort) and
 ///    returns its report, which the supervisor logs;
 /// 4. a force signal at any point (by default a second SIGINT or SIGTERM) skips to the end:
 ///    connections are closed and [`TaskSupervisor::shutdown_now`] aborts the tasks at once.
 ///
 /// So the whole shutdown takes at most `drain_delay + request_drain_timeout +
-/// shutdown_timeout + cancel_grace`, plus the few milliseconds the abort takes, whatever
-/// handlers and tasks do. Each step is logged at INFO level.
+/// shutdown_timeout + cancel_grace`, plus the few milliseconds the abort takes (and, when
+/// connections had to be closed, the moment it takes them to drop their handlers: 100 ms at
+/// most), whatever handlers and tasks do. Each step is logged at INFO level.
 ///
 /// Blocking tasks that the report lists as abandoned still run on their threads, and dropping
 /// a Tokio runtime waits for those threads, as `#[tokio::main]` does when `main` returns: to
@@ -335,6 +338,7 @@ impl<L: Listener> Serve<L> {
                 connections.len(),
             );
             connections.close();
+            wait_closed(&connections).await;
         }
 
         // 3. The supervisor's own phased shutdown, which logs its report.
@@ -359,7 +363,27 @@ async fn force(connections: &Connections, supervisor: &TaskSupervisor) -> Shutdo
         connections.len(),
     );
     connections.close();
+    wait_closed(connections).await;
     supervisor.shutdown_now().await
+}
+
+/// How long to wait for closed connections to stop: each needs one more poll to drop its
+/// handler.
+const CLOSE_WAIT: Duration = Duration::from_millis(100);
+
+/// Waits, briefly, for closed connections to drop their handlers, so that none outlives
+/// `serve` and their after-response tasks are scheduled before the supervisor shuts down.
+async fn wait_closed(connections: &Connections) {
+    if tokio::time::timeout(CLOSE_WAIT, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = connections.len(),
+            "{} closed connections had not stopped after {CLOSE_WAIT:?}; going on without them",
+            connections.len(),
+        );
+    }
 }
 
 impl<L> fmt::Debug for Serve<L> {

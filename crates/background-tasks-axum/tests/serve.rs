@@ -505,3 +505,52 @@ async fn over_tcp_every_idle_keep_alive_connection_closes_promptly_on_shutdown()
         drop(clients);
     }
 }
+
+/// Sets its flag when dropped: tells whether a handler's future is gone.
+struct DroppedFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DroppedFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tcp_no_handler_outlives_serve_after_the_request_drain_timeout() {
+    let supervisor = supervisor(Duration::from_millis(50), Duration::from_millis(50));
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let entered = Arc::new(Notify::new());
+    let app = Router::new().route(
+        "/hold",
+        get({
+            let (dropped, entered) = (dropped.clone(), entered.clone());
+            move || async move {
+                let _flag = DroppedFlag(dropped);
+                entered.notify_one();
+                std::future::pending::<()>().await
+            }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (mut shutdown, shutdown_signal) = trigger();
+    let server = tokio::spawn(
+        serve(listener, app, supervisor)
+            .request_drain_timeout(Duration::from_millis(200))
+            .shutdown_signal(shutdown_signal)
+            .into_future(),
+    );
+    let in_flight = entered.notified();
+    let held = tokio::spawn(async move {
+        let io = TcpStream::connect(address).await.unwrap();
+        send(io, request("GET", "/hold")).await.map(drop)
+    });
+    in_flight.await;
+    shutdown.fire();
+    server.await.unwrap().unwrap();
+    assert!(
+        dropped.load(std::sync::atomic::Ordering::SeqCst),
+        "the stuck handler was dropped before serve returned"
+    );
+    assert!(held.await.unwrap().is_err());
+}

@@ -121,6 +121,10 @@ impl Inner {
                 kept: false,
             }),
             Err(Refused::ShuttingDown) => Err(SpawnError::ShuttingDown),
+            Err(Refused::Undo) => {
+                self.release();
+                Err(SpawnError::ShuttingDown)
+            }
             Err(Refused::AtCapacity) => Err(SpawnError::AtCapacity {
                 limit: self.config.max_tasks.unwrap_or(usize::MAX),
             }),

@@ -46,6 +46,8 @@ pub(crate) enum Origin {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refused {
     ShuttingDown,
+    /// Shutting down, and the count was raised: it must be given back.
+    Undo,
     AtCapacity,
 }
 
@@ -86,18 +88,38 @@ impl State {
     }
 
     /// Counts one more running task, unless the phase or the limit forbids it.
+    ///
+    /// Without a limit, the count is raised first and the phase checked after: one atomic
+    /// read-modify-write instead of a read and a compare-exchange, which matters on the hot
+    /// path of every spawn. A refused admission is then given back through
+    /// [`Refused::Undo`], which the caller must pass on to its own release path, since the
+    /// shutdown may have counted it meanwhile.
     pub(crate) fn admit(&self, origin: Origin, limit: Option<usize>) -> Result<(), Refused> {
+        let admits = |word: u64| {
+            matches!(
+                (Phase::of(word), origin),
+                (Phase::Running, _) | (Phase::Draining, Origin::Task)
+            )
+        };
+        let Some(limit) = limit else {
+            // AcqRel: the admission is ordered with the phase change it raced with.
+            let word = self.word.fetch_add(1, Ordering::AcqRel);
+            return if admits(word) {
+                Ok(())
+            } else {
+                Err(Refused::Undo)
+            };
+        };
         // Relaxed first read: the compare-exchange below validates it.
         let mut word = self.word.load(Ordering::Relaxed);
         loop {
-            match (Phase::of(word), origin) {
-                (Phase::Running, _) | (Phase::Draining, Origin::Task) => {}
-                _ => return Err(Refused::ShuttingDown),
+            if !admits(word) {
+                return Err(Refused::ShuttingDown);
             }
-            if limit.is_some_and(|limit| (word & COUNT_MASK) as usize >= limit) {
+            if (word & COUNT_MASK) as usize >= limit {
                 return Err(Refused::AtCapacity);
             }
-            // AcqRel: the admission is ordered with the phase change it raced with.
+            // AcqRel: as above.
             match self.word.compare_exchange_weak(
                 word,
                 word + 1,
@@ -166,13 +188,21 @@ mod tests {
         let state = State::default();
         assert_eq!(state.admit(Origin::Outside, None), Ok(()));
         assert_eq!(state.advance(Phase::Draining), Phase::Running);
+        // Without a limit, a refusal has raised the count, and says it must be given back.
+        assert_eq!(state.admit(Origin::Outside, None), Err(Refused::Undo));
+        assert_eq!(state.end_in_shutdown(), (Phase::Draining, 1));
         assert_eq!(
-            state.admit(Origin::Outside, None),
+            state.admit(Origin::Outside, Some(9)),
             Err(Refused::ShuttingDown)
         );
         assert_eq!(state.admit(Origin::Task, None), Ok(()));
         state.advance(Phase::Cancelling);
-        assert_eq!(state.admit(Origin::Task, None), Err(Refused::ShuttingDown));
+        assert_eq!(state.admit(Origin::Task, None), Err(Refused::Undo));
+        assert_eq!(state.end_in_shutdown(), (Phase::Cancelling, 2));
+        assert_eq!(
+            state.admit(Origin::Task, Some(9)),
+            Err(Refused::ShuttingDown)
+        );
         assert_eq!(state.running(), 2);
     }
 

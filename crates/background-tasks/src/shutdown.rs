@@ -3,7 +3,7 @@
 use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::{Instant, sleep_until};
@@ -62,6 +62,17 @@ impl Inner {
     /// Returns the aborted and abandoned tasks the walk found, and how many running tasks it
     /// could not see: async tasks that had not suspended yet, which report themselves.
     fn abort_remaining(&self) -> Walk {
+        let mut wakers = Vec::new();
+        let walk = self.walk(&mut wakers);
+        // Woken once the locks are released: a woken task ends at once, and its end takes the
+        // shutdown lock, which the walk holds.
+        for waker in wakers {
+            waker.wake();
+        }
+        walk
+    }
+
+    fn walk(&self, wakers: &mut Vec<Waker>) -> Walk {
         let mut log = self.lock_shutdown();
         self.state.advance(Phase::Done);
         // Before any shard is locked: see `TaskGuard::register`.
@@ -85,7 +96,7 @@ impl Inner {
                     // Woken to see the abort flag; it stops at once unless it is stuck inside
                     // a poll, where tokio's abort could not stop it either.
                     Kind::Async(waker) => {
-                        waker.wake_by_ref();
+                        wakers.push(std::mem::replace(waker, Waker::noop().clone()));
                         walk.aborted.push(record);
                     }
                     Kind::Blocking {

@@ -77,7 +77,8 @@ pub(crate) struct Config {
 
 // `repr(C)` keeps the fields in this order: the two words every spawn writes come first, on
 // one cache line, and the abort flag every poll reads sits on lines of its own (its type is
-// aligned to 128 bytes), so that the busy words never evict it.
+// aligned to 128 bytes), so that writes to the busy words do not invalidate it in every
+// other core's cache.
 #[repr(C)]
 pub(crate) struct Inner {
     pub(crate) state: State,

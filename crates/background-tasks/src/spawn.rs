@@ -273,13 +273,20 @@ impl Drop for Admission<'_> {
 struct TaskGuard {
     inner: Arc<Inner>,
     id: TaskId,
+    /// What a short, unnamed task never needs, boxed so that such a task stays as small as a
+    /// tracked one: tokio rounds task cells up to multiples of 128 bytes, and a guard holding
+    /// all of it inline doubled the memory of every task, and slowed spawning measurably.
+    cold: Option<Box<Cold>>,
+}
+
+#[derive(Default)]
+struct Cold {
     /// The task's name until it registers, when the registry entry takes it.
     name: Option<Cow<'static, str>>,
     /// The task's slot in the registry, once it has one.
     key: Option<usize>,
-    /// Set when the task panicked, with the panic message if it had one. Boxed to keep every
-    /// task small: tokio moves task futures around, and most tasks never panic.
-    panic: Option<Box<Option<String>>>,
+    /// Set when the task panicked, with the panic message if it had one.
+    panic: Option<Option<String>>,
 }
 
 impl TaskGuard {
@@ -289,29 +296,34 @@ impl TaskGuard {
         name: Option<Cow<'static, str>>,
         key: Option<usize>,
     ) -> Self {
-        Self {
-            inner,
-            id,
-            name,
-            key,
-            panic: None,
-        }
+        let cold = (name.is_some() || key.is_some()).then(|| {
+            Box::new(Cold {
+                name,
+                key,
+                panic: None,
+            })
+        });
+        Self { inner, id, cold }
+    }
+
+    fn key(&self) -> Option<usize> {
+        self.cold.as_ref().and_then(|cold| cold.key)
+    }
+
+    fn cold(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_with(Box::default)
     }
 
     /// Counts the end of the task; returns its name.
     fn end(&mut self) -> Option<Cow<'static, str>> {
-        let TaskGuard {
-            inner,
-            id,
-            name,
-            key,
-            ..
-        } = self;
-        match *key {
+        let key = self.key();
+        let TaskGuard { inner, id, cold } = self;
+        let mut take_name = || cold.as_mut().and_then(|cold| cold.name.take());
+        match key {
             None => {
                 if let Some(left) = inner.state.end_if_running() {
                     inner.notify_if_idle(left);
-                    return name.take();
+                    return take_name();
                 }
             }
             Some(key) => {
@@ -330,13 +342,13 @@ impl TaskGuard {
         // so that it is counted in exactly the phase it happened in.
         let mut log = inner.lock_shutdown();
         let (phase, left) = inner.state.end_in_shutdown();
-        let name = match *key {
+        let name = match key {
             Some(key) => inner
                 .registry
                 .lock(*id)
                 .remove(key)
                 .and_then(|entry| entry.name),
-            None => name.take(),
+            None => take_name(),
         };
         match phase {
             Phase::Draining => log.completed += 1,
@@ -345,7 +357,7 @@ impl TaskGuard {
                 // A task the abort walk could not see, because it had not suspended yet,
                 // reports itself while the report is still open. Its age is only known from
                 // its first suspension on, so it has none.
-                if let (None, Some(late)) = (*key, &mut log.late) {
+                if let (None, Some(late)) = (key, &mut log.late) {
                     late.push(TaskRecord {
                         id: *id,
                         name: name.clone(),
@@ -363,33 +375,34 @@ impl TaskGuard {
     }
 
     fn panicked(&mut self, payload: &(dyn std::any::Any + Send)) {
-        self.panic = Some(Box::new(panic_message(payload).map(str::to_owned)));
+        self.cold().panic = Some(panic_message(payload).map(str::to_owned));
     }
 
     /// Registers a suspended async task, so that shutdown can name it and wake it to abort
     /// it; returns `false` if shutdown is already aborting, and the task must stop.
     fn register(&mut self, waker: &Waker) -> bool {
-        let mut slab = self.inner.registry.lock(self.id);
+        let TaskGuard { inner, id, cold } = self;
+        let cold = cold.get_or_insert_with(Box::default);
+        let mut slab = inner.registry.lock(*id);
         // Checked under the shard lock: the abort walk sets the flag before it locks any
         // shard, so either it finds this entry, or this task sees the flag.
-        if self.inner.aborting.is_set() {
+        if inner.aborting.is_set() {
             return false;
         }
         // The clock is read here rather than at spawn: a task that never suspends never needs
         // it, and a clock read per spawn is a measurable share of a short task's cost.
-        let key = slab.insert(Entry {
-            id: self.id,
-            name: self.name.take(),
+        cold.key = Some(slab.insert(Entry {
+            id: *id,
+            name: cold.name.take(),
             started: Instant::now(),
             kind: Kind::Async(waker.clone()),
-        });
-        self.key = Some(key);
+        }));
         true
     }
 
     /// Marks a blocking task as started, unless shutdown aborted it first.
     fn start_blocking(&self) -> bool {
-        let Some(key) = self.key else {
+        let Some(key) = self.key() else {
             return false;
         };
         let mut slab = self.inner.registry.lock(self.id);
@@ -409,11 +422,11 @@ impl TaskGuard {
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         let name = self.end();
-        if let Some(message) = self.panic.take() {
+        if let Some(message) = self.cold.as_mut().and_then(|cold| cold.panic.take()) {
             self.inner.fail(TaskFailure::new(
                 self.id,
                 name,
-                FailureKind::Panic { message: *message },
+                FailureKind::Panic { message },
             ));
         }
     }
@@ -448,7 +461,7 @@ impl<F: Future> Future for Supervised<F> {
             Ok(Poll::Pending) => {
                 // The waker of a task's top-level future is the task's own and never changes,
                 // so registering once is enough.
-                if this.guard.key.is_none() && !this.guard.register(cx.waker()) {
+                if this.guard.key().is_none() && !this.guard.register(cx.waker()) {
                     return Poll::Ready(Err(Failure::Aborted));
                 }
                 Poll::Pending

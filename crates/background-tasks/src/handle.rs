@@ -1,6 +1,5 @@
 //! Handles to running tasks.
 
-use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -56,13 +55,10 @@ impl fmt::Display for TaskId {
     }
 }
 
-/// Why the supervisor's wrapper ended a task without its output.
-pub(crate) enum Failure {
-    Panic(Box<dyn Any + Send + 'static>),
-    /// Shutdown aborted the task: an async task saw the abort flag, or a blocking task was
-    /// picked up by a thread just as shutdown aborted it.
-    Aborted,
-}
+/// The payload a supervised task unwinds with when shutdown aborts it. Unwinding, rather than
+/// a `Result` output, keeps the task's output exactly `T`, and so its tokio cell as small as
+/// a bare task's; it is caught by tokio and turned back into a cancellation by the handle.
+pub(crate) struct AbortedByShutdown;
 
 /// An owned permission to await a supervised task's output or abort it.
 ///
@@ -84,11 +80,11 @@ pub(crate) enum Failure {
 /// ```
 pub struct TaskHandle<T> {
     id: TaskId,
-    join: JoinHandle<Result<T, Failure>>,
+    join: JoinHandle<T>,
 }
 
 impl<T> TaskHandle<T> {
-    pub(crate) fn new(id: TaskId, join: JoinHandle<Result<T, Failure>>) -> Self {
+    pub(crate) fn new(id: TaskId, join: JoinHandle<T>) -> Self {
         Self { id, join }
     }
 
@@ -160,13 +156,16 @@ impl<T> Future for TaskHandle<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Poll::Ready(match ready!(Pin::new(&mut self.join).poll(cx)) {
-            Ok(Ok(output)) => Ok(output),
-            Ok(Err(Failure::Panic(payload))) => Err(TaskError::panic(payload)),
-            Ok(Err(Failure::Aborted)) => Err(TaskError::cancelled()),
+            Ok(output) => Ok(output),
             Err(error) if error.is_cancelled() => Err(TaskError::cancelled()),
-            // The task body catches the task's own panics; what reaches here panicked in a
-            // drop or in the failure callback, and is reported the same way.
-            Err(error) => Err(TaskError::panic(error.into_panic())),
+            Err(error) => {
+                let payload = error.into_panic();
+                if payload.is::<AbortedByShutdown>() {
+                    Err(TaskError::cancelled())
+                } else {
+                    Err(TaskError::panic(payload))
+                }
+            }
         })
     }
 }

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
@@ -16,7 +16,7 @@ use tracing::Span;
 
 use crate::error::{SpawnError, panic_message};
 use crate::failure::{Kind as FailureKind, TaskFailure};
-use crate::handle::{Failure, TaskHandle, TaskId};
+use crate::handle::{AbortedByShutdown, TaskHandle, TaskId};
 use crate::registry::{Blocking, Entry, Kind};
 use crate::report::TaskRecord;
 use crate::state::{Origin, Phase, Refused};
@@ -43,8 +43,7 @@ impl Inner {
         let span = task_span(id, name.as_deref());
         let supervised = Supervised {
             future,
-            guard: TaskGuard::new(self.clone(), id, name, None),
-            span,
+            guard: TaskGuard::new(self.clone(), id, name, None, span),
         };
         let join = runtime.spawn(supervised);
         admission.keep();
@@ -91,10 +90,10 @@ impl Inner {
         drop(slab);
         // From here on the task is registered and counted: its guard accounts for its end.
         admission.keep();
-        let guard = TaskGuard::new(self.clone(), id, None, Some(key));
+        let guard = TaskGuard::new(self.clone(), id, None, Some(key), span);
         // Spawned without the shard lock: tokio may start a thread here, or drop the closure
         // (and so end the task, which takes the shard lock) at once when its pool is shut down.
-        let join = runtime.spawn_blocking(move || run_blocking(guard, span, function));
+        let join = runtime.spawn_blocking(move || run_blocking(guard, function));
         if let Some(Entry {
             id: registered,
             kind: Kind::Blocking { abort, .. },
@@ -240,11 +239,10 @@ impl Runtime {
     }
 }
 
-/// The task's span, boxed so that tasks stay small when no subscriber wants it, the common
-/// case in benchmarks and a measurable one: tokio moves every task's future a few times.
-fn task_span(id: TaskId, name: Option<&str>) -> Option<Box<Span>> {
+/// The task's span, when a subscriber wants it: kept out of line otherwise (see `Cold`).
+fn task_span(id: TaskId, name: Option<&str>) -> Option<Span> {
     let span = tracing::info_span!("background_task", task.id = id.as_u64(), task.name = name);
-    (!span.is_disabled()).then(|| Box::new(span))
+    (!span.is_disabled()).then_some(span)
 }
 
 /// An admitted task that is not spawned yet: dropped before [`Admission::keep`], it gives its
@@ -287,6 +285,8 @@ struct Cold {
     key: Option<usize>,
     /// Set when the task panicked, with the panic message if it had one.
     panic: Option<Option<String>>,
+    /// The task's span, when a subscriber wants it.
+    span: Option<Span>,
 }
 
 impl TaskGuard {
@@ -295,12 +295,14 @@ impl TaskGuard {
         id: TaskId,
         name: Option<Cow<'static, str>>,
         key: Option<usize>,
+        span: Option<Span>,
     ) -> Self {
-        let cold = (name.is_some() || key.is_some()).then(|| {
+        let cold = (name.is_some() || key.is_some() || span.is_some()).then(|| {
             Box::new(Cold {
                 name,
                 key,
                 panic: None,
+                span,
             })
         });
         Self { inner, id, cold }
@@ -435,58 +437,66 @@ impl Drop for TaskGuard {
 pin_project! {
     /// A task's future as the supervisor runs it: inside the task's span, with panics caught,
     /// registered when it first suspends, stopped when shutdown aborts, and accounted for when
-    /// it is dropped.
+    /// it is dropped. Its output is the future's own, so that the task is no larger than a
+    /// tracked one: a panic or an abort unwinds to tokio, and the handle sorts them out.
     struct Supervised<F> {
         // Declared first so that it is dropped first: the task ends once its future is gone.
         #[pin]
         future: F,
         guard: TaskGuard,
-        span: Option<Box<Span>>,
     }
 }
 
 impl<F: Future> Future for Supervised<F> {
-    type Output = Result<F::Output, Failure>;
+    type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if this.guard.inner.aborting.is_set() {
-            return Poll::Ready(Err(Failure::Aborted));
+            // Unwinding without a panic: `resume_unwind` runs no panic hook, so nothing is
+            // printed.
+            resume_unwind(Box::new(AbortedByShutdown));
         }
-        let _entered = this.span.as_deref().map(Span::enter);
-        // A panic while polling is caught here rather than by tokio, so that it is logged and
-        // reported even when nobody awaits the handle.
-        match catch_unwind(AssertUnwindSafe(|| this.future.poll(cx))) {
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+        let span = this
+            .guard
+            .cold
+            .as_deref()
+            .and_then(|cold| cold.span.as_ref());
+        let entered = span.map(Span::enter);
+        // A panic while polling is caught here rather than only by tokio, so that it is logged
+        // and reported even when nobody awaits the handle; it then goes on to tokio, which
+        // hands it to the handle.
+        let polled = catch_unwind(AssertUnwindSafe(|| this.future.poll(cx)));
+        drop(entered);
+        match polled {
+            Ok(Poll::Ready(output)) => Poll::Ready(output),
             Ok(Poll::Pending) => {
                 // The waker of a task's top-level future is the task's own and never changes,
                 // so registering once is enough.
                 if this.guard.key().is_none() && !this.guard.register(cx.waker()) {
-                    return Poll::Ready(Err(Failure::Aborted));
+                    resume_unwind(Box::new(AbortedByShutdown));
                 }
                 Poll::Pending
             }
             Err(payload) => {
                 this.guard.panicked(&*payload);
-                Poll::Ready(Err(Failure::Panic(payload)))
+                resume_unwind(payload)
             }
         }
     }
 }
 
-fn run_blocking<R>(
-    mut guard: TaskGuard,
-    span: Option<Box<Span>>,
-    function: impl FnOnce() -> R,
-) -> Result<R, Failure> {
+fn run_blocking<R>(mut guard: TaskGuard, function: impl FnOnce() -> R) -> R {
     if !guard.start_blocking() {
-        return Err(Failure::Aborted);
+        resume_unwind(Box::new(AbortedByShutdown));
     }
-    let run = || {
-        catch_unwind(AssertUnwindSafe(function)).map_err(|payload| {
+    let span = guard.cold.as_ref().and_then(|cold| cold.span.clone());
+    let run = || match catch_unwind(AssertUnwindSafe(function)) {
+        Ok(output) => output,
+        Err(payload) => {
             guard.panicked(&*payload);
-            Failure::Panic(payload)
-        })
+            resume_unwind(payload)
+        }
     };
     let Some(span) = span else {
         return run();

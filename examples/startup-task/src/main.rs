@@ -76,10 +76,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_state(cache)
         .layer(BackgroundTasksLayer::new(supervisor.clone()));
 
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(3000);
+    // A bad PORT is an error, not a silent fallback to the default.
+    let port: u16 = match std::env::var("PORT") {
+        Ok(port) => port
+            .parse()
+            .map_err(|_| format!("PORT must be a port number (0 to 65535), got {port:?}"))?,
+        Err(_) => 3000,
+    };
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     println!("listening on http://{}", listener.local_addr()?);
     // The refresher is part of the same shutdown as the request handlers' tasks: its report

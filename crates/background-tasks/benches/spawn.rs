@@ -8,7 +8,8 @@
 //! - `shutdown_100k`: `shutdown()` with 100 000 idle tasks that all end at the cancellation
 //!   signal, against cancelling a `CancellationToken` and waiting on a `TaskTracker`.
 //! - `abort_30k`: a shutdown with no budget that must abort 30 000 stuck tasks (pending, or
-//!   sleeping on a timer), and formatting its report, which names every aborted task.
+//!   sleeping on a timer), until it reports and until the tasks have ended, and formatting
+//!   its report: the one-line `Display`, and the alternate form that names every task.
 //! - `memory_10k`: heap bytes allocated by the spawning thread for 10 000 tasks that stay
 //!   pending (divan's `AllocProfiler`); divide by 10 000 for bytes per running task.
 //!
@@ -444,6 +445,24 @@ mod abort_30k {
             });
     }
 
+    /// The same shutdown, until every aborted task has also ended on its worker: what the
+    /// process pays before it can exit with nothing left running.
+    #[divan::bench(args = [false, true])]
+    fn shutdown_until_ended(bencher: Bencher<'_, '_>, sleeping: bool) {
+        let tasks = scaled(TASKS);
+        bencher
+            .with_inputs(|| stuck(tasks, sleeping))
+            .bench_local_values(|(runtime, supervisor)| {
+                let report = runtime.block_on(async {
+                    let report = supervisor.shutdown().await;
+                    supervisor.wait_idle().await;
+                    report
+                });
+                assert_eq!(report.aborted(), tasks, "{}", report.aborted());
+                (runtime, supervisor, report)
+            });
+    }
+
     #[divan::bench]
     fn report_to_string(bencher: Bencher<'_, '_>) {
         let tasks = scaled(TASKS);
@@ -455,6 +474,22 @@ mod abort_30k {
             })
             .bench_local_values(|(runtime, supervisor, report)| {
                 let line = report.to_string();
+                (runtime, supervisor, report, line)
+            });
+    }
+
+    /// The alternate form, which names all 30 000 tasks.
+    #[divan::bench]
+    fn report_to_string_alternate(bencher: Bencher<'_, '_>) {
+        let tasks = scaled(TASKS);
+        bencher
+            .with_inputs(|| {
+                let (runtime, supervisor) = stuck(tasks, false);
+                let report = runtime.block_on(supervisor.shutdown());
+                (runtime, supervisor, report)
+            })
+            .bench_local_values(|(runtime, supervisor, report)| {
+                let line = format!("{report:#}");
                 (runtime, supervisor, report, line)
             });
     }

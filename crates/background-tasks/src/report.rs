@@ -173,6 +173,11 @@ impl fmt::Display for TaskRecord {
 ///   blocking their thread inside their very first poll (a bug in the task: it should `.await`
 ///   or use `spawn_blocking`), which are counted but cannot be named.
 ///
+/// Its `Display` is one line, which the supervisor logs: the counts, then the first ten
+/// aborted and abandoned tasks with their ages and how many more there are. The alternate
+/// form, `{report:#}`, names every task; [`aborted_tasks`](Self::aborted_tasks) and
+/// [`abandoned_tasks`](Self::abandoned_tasks) give them all as values.
+///
 /// # Examples
 ///
 /// ```
@@ -407,6 +412,12 @@ impl ShutdownReport {
     }
 }
 
+/// How many tasks of each list the report's `Display` names; its alternate form names all.
+const NAMED: usize = 10;
+
+/// One line: the counts, then the aborted and abandoned tasks with their ages, the first ten
+/// of each list by id followed by how many more there are. The alternate form (`{:#}`) names
+/// every task.
 impl fmt::Display for ShutdownReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -418,11 +429,19 @@ impl fmt::Display for ShutdownReport {
             self.aborted(),
             self.abandoned(),
         )?;
+        // A shutdown that aborts thousands of tasks must not log a line of megabytes, nor
+        // spend the time past its budget formatting it: the list is cut, and `{:#}` or
+        // `aborted_tasks()` give it whole.
+        let named = if f.alternate() { usize::MAX } else { NAMED };
         for (label, tasks) in [("aborted", &self.aborted), ("abandoned", &self.abandoned)] {
             if let Some((first, rest)) = tasks.split_first() {
                 write!(f, "; {label}: {first}")?;
-                for task in rest {
+                for task in rest.iter().take(named - 1) {
                     write!(f, ", {task}")?;
+                }
+                let more = tasks.len().saturating_sub(named);
+                if more > 0 {
+                    write!(f, " and {more} more")?;
                 }
             }
         }
@@ -474,5 +493,44 @@ mod tests {
         );
         assert!(!report.is_clean());
         assert_eq!((report.aborted(), report.abandoned()), (2, 1));
+    }
+
+    #[test]
+    fn display_names_the_first_ten_tasks_of_a_list_and_the_alternate_form_all() {
+        let record = |id| TaskRecord {
+            id: TaskId(id),
+            name: Some("job".into()),
+            age: Some(Duration::from_secs(3)),
+        };
+        let report = ShutdownReport {
+            completed: 0,
+            cancelled: 0,
+            aborted: (1..=12).map(record).collect(),
+            abandoned: vec![record(13)],
+            stuck: 0,
+            elapsed: Duration::from_secs(3),
+        };
+        let named = |tasks: std::ops::RangeInclusive<u64>| {
+            tasks
+                .map(|id| format!("job (task {id}, 3.0s)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let counts = "background tasks shut down in 3.0s: 0 completed, 0 cancelled, \
+                      12 aborted, 1 abandoned";
+        assert_eq!(
+            report.to_string(),
+            format!(
+                "{counts}; aborted: {} and 2 more; abandoned: job (task 13, 3.0s)",
+                named(1..=10)
+            )
+        );
+        assert_eq!(
+            format!("{report:#}"),
+            format!(
+                "{counts}; aborted: {}; abandoned: job (task 13, 3.0s)",
+                named(1..=12)
+            )
+        );
     }
 }

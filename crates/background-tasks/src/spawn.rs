@@ -437,8 +437,8 @@ impl Drop for TaskGuard {
 pin_project! {
     /// A task's future as the supervisor runs it: inside the task's span, with panics caught,
     /// registered when it first suspends, stopped when shutdown aborts, and accounted for when
-    /// it is dropped. Its output is the future's own, so that the task is no larger than a
-    /// tracked one: a panic or an abort unwinds to tokio, and the handle sorts them out.
+    /// it is dropped. A panic, once reported, unwinds on to tokio, which hands it to the
+    /// handle.
     struct Supervised<F> {
         // Declared first so that it is dropped first: the task ends once its future is gone.
         #[pin]
@@ -448,14 +448,12 @@ pin_project! {
 }
 
 impl<F: Future> Future for Supervised<F> {
-    type Output = F::Output;
+    type Output = Result<F::Output, AbortedByShutdown>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if this.guard.inner.aborting.is_set() {
-            // Unwinding without a panic: `resume_unwind` runs no panic hook, so nothing is
-            // printed.
-            resume_unwind(Box::new(AbortedByShutdown));
+            return Poll::Ready(Err(AbortedByShutdown));
         }
         let span = this
             .guard
@@ -469,12 +467,12 @@ impl<F: Future> Future for Supervised<F> {
         let polled = catch_unwind(AssertUnwindSafe(|| this.future.poll(cx)));
         drop(entered);
         match polled {
-            Ok(Poll::Ready(output)) => Poll::Ready(output),
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
             Ok(Poll::Pending) => {
                 // The waker of a task's top-level future is the task's own and never changes,
                 // so registering once is enough.
                 if this.guard.key().is_none() && !this.guard.register(cx.waker()) {
-                    resume_unwind(Box::new(AbortedByShutdown));
+                    return Poll::Ready(Err(AbortedByShutdown));
                 }
                 Poll::Pending
             }
@@ -486,13 +484,16 @@ impl<F: Future> Future for Supervised<F> {
     }
 }
 
-fn run_blocking<R>(mut guard: TaskGuard, function: impl FnOnce() -> R) -> R {
+fn run_blocking<R>(
+    mut guard: TaskGuard,
+    function: impl FnOnce() -> R,
+) -> Result<R, AbortedByShutdown> {
     if !guard.start_blocking() {
-        resume_unwind(Box::new(AbortedByShutdown));
+        return Err(AbortedByShutdown);
     }
     let span = guard.cold.as_ref().and_then(|cold| cold.span.clone());
     let run = || match catch_unwind(AssertUnwindSafe(function)) {
-        Ok(output) => output,
+        Ok(output) => Ok(output),
         Err(payload) => {
             guard.panicked(&*payload);
             resume_unwind(payload)

@@ -77,6 +77,16 @@ class Server:
                 self.port = int(match.group(1))
                 self.port_found.set()
 
+    def cpu_s(self) -> float:
+        """User plus system CPU seconds the server has used, all its threads together: unlike
+        requests per second, CPU time per request hardly moves with what else the machine
+        runs."""
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        # Fields after the command name, which is in parentheses and may contain spaces:
+        # utime and stime are fields 14 and 15 of the whole line.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def peak_rss_kib(self) -> int:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
         match = re.search(r"VmHWM:\s+(\d+) kB", status)
@@ -265,6 +275,10 @@ def ratio(value: float, base: float | None) -> float | None:
     return value / base if base else None
 
 
+# The figures of each HTTP round that get a median and a ratio to the quickstart.
+FIGURES = ("rps", "p50_us", "p99_us", "cpu_us_per_req", "peak_rss_kib")
+
+
 def run_http(commands: dict, names: list[str], args, env: dict) -> list[dict]:
     """`args.rounds` rounds, each starting every system afresh in turn (so that a drift of the
     machine's load hits all of them alike); each figure is the median over the rounds."""
@@ -275,7 +289,10 @@ def run_http(commands: dict, names: list[str], args, env: dict) -> list[dict]:
             server = Server(name, commands[name], env)
             try:
                 wrk(server.port, args.warmup, args.connections, args.threads)
+                cpu_before = server.cpu_s()
                 result = wrk(server.port, args.duration, args.connections, args.threads)
+                cpu = server.cpu_s() - cpu_before
+                result["cpu_us_per_req"] = cpu * 1e6 / result["requests"] if result["requests"] else 0
                 result["peak_rss_kib"] = server.peak_rss_kib()
                 elapsed, exited = server.terminate_and_time(cap_s=30)
                 result["exit_s"] = elapsed
@@ -283,7 +300,9 @@ def run_http(commands: dict, names: list[str], args, env: dict) -> list[dict]:
                 runs[name].append(result)
                 print(
                     f"   {result['rps']:.0f} req/s, p50 {result['p50_us'] / 1e3:.2f} ms, "
-                    f"p99 {result['p99_us'] / 1e3:.2f} ms, peak RSS {result['peak_rss_kib']} KiB",
+                    f"p99 {result['p99_us'] / 1e3:.2f} ms, "
+                    f"CPU {result['cpu_us_per_req']:.2f} µs/request, "
+                    f"peak RSS {result['peak_rss_kib']} KiB",
                     flush=True,
                 )
             finally:
@@ -291,7 +310,7 @@ def run_http(commands: dict, names: list[str], args, env: dict) -> list[dict]:
     rows = []
     for name, results in runs.items():
         row = {"system": name, "rounds": results, "command": results[0]["command"]}
-        for key in ("rps", "p50_us", "p99_us", "peak_rss_kib"):
+        for key in FIGURES:
             row[key] = statistics.median(result[key] for result in results)
         for key in [key for key in results[0] if key.startswith("errors_")]:
             row[key] = sum(result[key] for result in results)
@@ -300,7 +319,7 @@ def run_http(commands: dict, names: list[str], args, env: dict) -> list[dict]:
     # median over rounds: a drift of the machine's load between rounds cancels out.
     base = next((row for row in rows if row["system"] == "quickstart"), None)
     for row in rows:
-        for key in ("rps", "p50_us", "p99_us", "peak_rss_kib"):
+        for key in FIGURES:
             if base is None:
                 row[f"{key}_ratio"] = None
                 continue
@@ -381,26 +400,28 @@ def markdown(data: dict) -> str:
         out += [f"`{data['http'][0]['command']}` (after a {data['warmup_s']} s warm-up run; "
                 f"medians of {data['settings']['rounds']} rounds; each ratio is the median of the "
                 "per-round ratios)", "",
-                "| system | requests/s | p50 | p99 | peak RSS | rps vs (a) | p50 vs (a) "
-                "| p99 vs (a) | RSS vs (a) | errors |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                "| system | requests/s | p50 | p99 | CPU/request | peak RSS | rps vs (a) "
+                "| p50 vs (a) | p99 vs (a) | CPU vs (a) | RSS vs (a) | errors |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for row in data["http"]:
             errors = sum(row[key] for key in row if key.startswith("errors_"))
             out.append(
                 f"| {row['system']} | {row['rps']:,.0f} | {row['p50_us'] / 1e3:.2f} ms "
-                f"| {row['p99_us'] / 1e3:.2f} ms | {row['peak_rss_kib'] / 1024:.1f} MiB "
+                f"| {row['p99_us'] / 1e3:.2f} ms | {row['cpu_us_per_req']:.2f} µs "
+                f"| {row['peak_rss_kib'] / 1024:.1f} MiB "
                 f"| {fmt_ratio(row['rps_ratio'])} | {fmt_ratio(row['p50_us_ratio'])} "
-                f"| {fmt_ratio(row['p99_us_ratio'])} | {fmt_ratio(row['peak_rss_kib_ratio'])} "
-                f"| {errors} |"
+                f"| {fmt_ratio(row['p99_us_ratio'])} | {fmt_ratio(row['cpu_us_per_req_ratio'])} "
+                f"| {fmt_ratio(row['peak_rss_kib_ratio'])} | {errors} |"
             )
         out.append("")
-        out += ["Each round (requests/s; p99):", "",
+        out += ["Each round (requests/s; p99; CPU per request):", "",
                 "| system | " + " | ".join(f"round {i + 1}"
                                          for i in range(len(data["http"][0]["rounds"]))) + " |",
                 "|---|" + "---:|" * len(data["http"][0]["rounds"])]
         for row in data["http"]:
             out.append(f"| {row['system']} | " + " | ".join(
-                f"{r['rps']:,.0f}; {r['p99_us'] / 1e3:.1f} ms" for r in row["rounds"]) + " |")
+                f"{r['rps']:,.0f}; {r['p99_us'] / 1e3:.1f} ms; {r['cpu_us_per_req']:.2f} µs"
+                for r in row["rounds"]) + " |")
         out.append("")
     if data["shutdown"]:
         out += ["| system | jobs accepted | running at SIGTERM | budget | report printed after "
@@ -438,18 +459,27 @@ def plots(data: dict) -> list[Path]:
     made = []
     colours = {"quickstart": "#d9534f", "bare-axum": "#5b8def", "quart": "#6c9a3b"}
     if data["http"]:
-        fig, ax = plt.subplots(figsize=(6, 3.6))
+        fig, (ax, cpu_ax) = plt.subplots(1, 2, figsize=(9, 3.6))
         names = [row["system"] for row in data["http"]]
-        values = [row["rps"] for row in data["http"]]
-        bars = ax.bar(names, values, color=[colours.get(n, "grey") for n in names])
-        for bar, row in zip(bars, data["http"]):
-            ax.annotate(f"{row['rps']:,.0f}\np99 {row['p99_us'] / 1e3:.1f} ms",
-                        (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center", va="bottom", fontsize=8)
-        ax.set_ylabel("requests/s (higher is better)")
-        ax.set_title(f"POST /jobs?duration_ms=10, same wrk command on each; median of "
+        for axis, key, label, text in (
+            (ax, "rps", "requests/s (higher is better)",
+             lambda row: f"{row['rps']:,.0f}\np99 {row['p99_us'] / 1e3:.1f} ms"),
+            (cpu_ax, "cpu_us_per_req", "server CPU µs per request (lower is better)",
+             lambda row: f"{row['cpu_us_per_req']:.2f} µs"),
+        ):
+            values = [row[key] for row in data["http"]]
+            bars = axis.bar(names, values, color=[colours.get(n, "grey") for n in names])
+            for bar, row in zip(bars, data["http"]):
+                axis.annotate(text(row), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                              ha="center", va="bottom", fontsize=8)
+            axis.set_ylabel(label, fontsize=9)
+            axis.set_ylim(0, max(values) * 1.25)
+        # Quart's CPU per request dwarfs the two Rust servers: a log scale keeps them visible.
+        cpu_ax.set_yscale("log")
+        cpu_ax.set_ylim(min(row["cpu_us_per_req"] for row in data["http"]) / 2,
+                        max(row["cpu_us_per_req"] for row in data["http"]) * 4)
+        fig.suptitle(f"POST /jobs?duration_ms=10, same wrk command on each; median of "
                      f"{data['settings']['rounds']} rounds", fontsize=10)
-        ax.set_ylim(0, max(values) * 1.25)
         fig.tight_layout()
         path = IMAGES / "http-rps.png"
         fig.savefig(path, dpi=120)
@@ -501,7 +531,7 @@ def main() -> int:
     parser.add_argument("--shutdown-systems", default="quickstart,quart")
     parser.add_argument("--duration", type=int, default=10, help="wrk seconds per system")
     parser.add_argument("--warmup", type=int, default=2, help="wrk warm-up seconds")
-    parser.add_argument("--rounds", type=int, default=3, help="HTTP rounds; medians reported")
+    parser.add_argument("--rounds", type=int, default=5, help="HTTP rounds; medians reported")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--jobs-per-kind", type=int, default=10_000)

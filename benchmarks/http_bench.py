@@ -260,6 +260,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "quart": dist_version("quart"),
         "hypercorn": dist_version("hypercorn"),
+        "load_average_at_start": os.getloadavg()[0],
     }
 
 
@@ -389,13 +390,54 @@ def run_shutdown(commands: dict, names: list[str], args, env: dict) -> list[dict
     return rows
 
 
+def targets(data: dict) -> list[dict]:
+    """Issue 4's HTTP and shutdown targets, turned the way they read: the quickstart against
+    bare axum (medians of the per-round ratios), and the quickstart's overshoot."""
+    rows = {row["system"]: row for row in data["http"]}
+    out = []
+    if "quickstart" in rows and "bare-axum" in rows:
+        pairs = list(zip(rows["quickstart"]["rounds"], rows["bare-axum"]["rounds"]))
+        for key, label, bound, at_least in (
+            ("rps", "quickstart requests/s ≥ 0.9x bare axum", 0.9, True),
+            ("p99_us", "quickstart p99 ≤ 1.2x bare axum", 1.2, False),
+        ):
+            per_round = [mine[key] / theirs[key] for mine, theirs in pairs if theirs[key]]
+            if not per_round:
+                continue
+            value = statistics.median(per_round)
+            out.append({"target": label, "measured": f"{value:.2f}x",
+                        "per_round": [round(r, 3) for r in per_round],
+                        "pass": value >= bound if at_least else value <= bound})
+    for row in data["shutdown"]:
+        if row["system"] != "quickstart":
+            continue
+        for key, what in (("report_overshoot_ms", "report"), ("overshoot_ms", "exit")):
+            value = row[key]
+            out.append({"target": f"quickstart shutdown overshoot ({what}) < 50 ms, "
+                                  f"{row['jobs_per_kind']:,} jobs of each kind",
+                        "measured": "none" if value is None else f"{value:.0f} ms",
+                        "pass": value is not None and value < 50 and row["exited"]})
+    return out
+
+
 def fmt_ratio(value: float | None) -> str:
     return f"{value:.2f}x" if value is not None else "-"
 
 
 def markdown(data: dict) -> str:
     out = [f"Run at {data['ran_at']} on {data['machine']['nproc']} × {data['machine']['cpu']}, "
-           f"{data['machine']['memory_gib']} GiB.", ""]
+           f"{data['machine']['memory_gib']} GiB; load average "
+           f"{data['machine']['load_average_at_start']:.2f} at the start, "
+           f"{data['machine']['load_average_at_end']:.2f} at the end.", ""]
+    if data["targets"]:
+        out += ["| target (issue 4) | measured | result |", "|---|---:|---|"]
+        for target in data["targets"]:
+            per_round = target.get("per_round")
+            detail = (" (per round " + ", ".join(f"{r:.2f}x" for r in per_round) + ")"
+                      if per_round else "")
+            out.append(f"| {target['target']} | {target['measured']}{detail} "
+                       f"| {'PASS' if target['pass'] else 'MISS'} |")
+        out.append("")
     if data["http"]:
         out += [f"`{data['http'][0]['command']}` (after a {data['warmup_s']} s warm-up run; "
                 f"medians of {data['settings']['rounds']} rounds; each ratio is the median of the "
@@ -564,6 +606,9 @@ def main() -> int:
         data["shutdown"] = run_shutdown(commands, shutdown_names, args, env)
     finally:
         kill_all()
+    data["targets"] = targets(data)
+    # Other work on the same two cores moves every figure: say how busy the machine was.
+    data["machine"]["load_average_at_end"] = os.getloadavg()[0]
     (RESULTS / "http.json").write_text(json.dumps(data, indent=2) + "\n")
     table = markdown(data)
     (RESULTS / "http.md").write_text(table)

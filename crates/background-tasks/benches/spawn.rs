@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use background_tasks::TaskSupervisor;
+use background_tasks::{ShutdownReport, TaskSupervisor};
 use divan::{AllocProfiler, Bencher};
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
@@ -435,27 +435,26 @@ mod abort_30k {
 
     #[divan::bench(args = [false, true])]
     fn shutdown_aborting_all(bencher: Bencher<'_, '_>, sleeping: bool) {
-        let tasks = scaled(TASKS);
-        bencher
-            .with_inputs(|| stuck(tasks, sleeping))
-            .bench_local_values(|(runtime, supervisor)| {
-                let report = runtime.block_on(supervisor.shutdown());
-                assert_eq!(report.aborted(), tasks, "{}", report.aborted());
-                (runtime, supervisor, report)
-            });
+        bench_shutdown(bencher, sleeping, false);
     }
 
     /// The same shutdown, until every aborted task has also ended on its worker: what the
     /// process pays before it can exit with nothing left running.
     #[divan::bench(args = [false, true])]
     fn shutdown_until_ended(bencher: Bencher<'_, '_>, sleeping: bool) {
+        bench_shutdown(bencher, sleeping, true);
+    }
+
+    fn bench_shutdown(bencher: Bencher<'_, '_>, sleeping: bool, until_ended: bool) {
         let tasks = scaled(TASKS);
         bencher
             .with_inputs(|| stuck(tasks, sleeping))
             .bench_local_values(|(runtime, supervisor)| {
                 let report = runtime.block_on(async {
                     let report = supervisor.shutdown().await;
-                    supervisor.wait_idle().await;
+                    if until_ended {
+                        supervisor.wait_idle().await;
+                    }
                     report
                 });
                 assert_eq!(report.aborted(), tasks, "{}", report.aborted());
@@ -465,22 +464,16 @@ mod abort_30k {
 
     #[divan::bench]
     fn report_to_string(bencher: Bencher<'_, '_>) {
-        let tasks = scaled(TASKS);
-        bencher
-            .with_inputs(|| {
-                let (runtime, supervisor) = stuck(tasks, false);
-                let report = runtime.block_on(supervisor.shutdown());
-                (runtime, supervisor, report)
-            })
-            .bench_local_values(|(runtime, supervisor, report)| {
-                let line = report.to_string();
-                (runtime, supervisor, report, line)
-            });
+        bench_report(bencher, |report| report.to_string());
     }
 
     /// The alternate form, which names all 30 000 tasks.
     #[divan::bench]
     fn report_to_string_alternate(bencher: Bencher<'_, '_>) {
+        bench_report(bencher, |report| format!("{report:#}"));
+    }
+
+    fn bench_report(bencher: Bencher<'_, '_>, format: fn(&ShutdownReport) -> String) {
         let tasks = scaled(TASKS);
         bencher
             .with_inputs(|| {
@@ -489,7 +482,7 @@ mod abort_30k {
                 (runtime, supervisor, report)
             })
             .bench_local_values(|(runtime, supervisor, report)| {
-                let line = format!("{report:#}");
+                let line = format(&report);
                 (runtime, supervisor, report, line)
             });
     }

@@ -415,9 +415,7 @@ impl ShutdownReport {
 /// How many tasks of each list the report's `Display` names; its alternate form names all.
 const NAMED: usize = 10;
 
-/// One line: the counts, then the aborted and abandoned tasks with their ages, the first ten
-/// of each list by id followed by how many more there are. The alternate form (`{:#}`) names
-/// every task.
+/// One line, naming ten tasks of each list; `{:#}` names them all (see [`ShutdownReport`]).
 impl fmt::Display for ShutdownReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -430,8 +428,7 @@ impl fmt::Display for ShutdownReport {
             self.abandoned(),
         )?;
         // A shutdown that aborts thousands of tasks must not log a line of megabytes, nor
-        // spend the time past its budget formatting it: the list is cut, and `{:#}` or
-        // `aborted_tasks()` give it whole.
+        // spend the time past its budget formatting it.
         let named = if f.alternate() { usize::MAX } else { NAMED };
         for (label, tasks) in [("aborted", &self.aborted), ("abandoned", &self.abandoned)] {
             if let Some((first, rest)) = tasks.split_first() {

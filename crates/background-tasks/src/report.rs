@@ -458,7 +458,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn display_names_every_aborted_and_abandoned_task_with_its_age() {
+    fn display_names_aborted_and_abandoned_tasks_with_their_age() {
         let report = ShutdownReport {
             completed: 3,
             cancelled: 1,
@@ -529,5 +529,43 @@ mod tests {
                 named(1..=12)
             )
         );
+    }
+
+    #[test]
+    fn display_cuts_each_list_after_ten_tasks_only() {
+        let record = |id| TaskRecord {
+            id: TaskId(id),
+            name: None,
+            age: None,
+        };
+        for (tasks, more) in [(1, ""), (10, ""), (11, " and 1 more")] {
+            let list = |first: u64| (first..first + tasks).map(record).collect::<Vec<_>>();
+            let report = ShutdownReport {
+                completed: 0,
+                cancelled: 0,
+                aborted: list(1),
+                abandoned: list(100),
+                stuck: 0,
+                elapsed: Duration::ZERO,
+            };
+            let line = report.to_string();
+            let aborted_more = format!("task 10 (not started){more}; abandoned");
+            let last_abandoned = 100 + tasks.min(10) - 1;
+            assert!(
+                line.ends_with(&format!("task {last_abandoned} (not started){more}")),
+                "{tasks} abandoned: {line}"
+            );
+            if tasks >= 10 {
+                assert!(line.contains(&aborted_more), "{tasks} aborted: {line}");
+            }
+            assert_eq!(
+                line.matches("(not started)").count(),
+                2 * tasks.min(10) as usize,
+                "{line}"
+            );
+            if tasks <= 10 {
+                assert_eq!(format!("{report:#}"), line, "nothing to cut");
+            }
+        }
     }
 }

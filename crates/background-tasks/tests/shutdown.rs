@@ -145,6 +145,38 @@ async fn tasks_that_ignore_every_signal_are_aborted_within_the_budget() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_aborted_task_is_dropped_outside_of_an_unwind() {
+    // An abort used to unwind through tokio, which dropped the future during the unwind: its
+    // destructors saw `std::thread::panicking()`, and one that panicked aborted the process.
+    let supervisor = supervisor(0, 0);
+    let unwinding = Arc::new(AtomicUsize::new(0));
+    struct Probe(Arc<AtomicUsize>);
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            // 1 for a drop outside of an unwind, 2 for one during an unwind.
+            let seen = if std::thread::panicking() { 2 } else { 1 };
+            self.0.store(seen, Ordering::SeqCst);
+        }
+    }
+    let probe = Probe(unwinding.clone());
+    let handle = supervisor
+        .spawn(async move {
+            let _probe = probe;
+            std::future::pending::<()>().await;
+        })
+        .unwrap();
+    tokio::task::yield_now().await;
+    let report = supervisor.shutdown().await;
+    assert_eq!(report.aborted(), 1);
+    assert!(handle.await.unwrap_err().is_cancelled());
+    assert_eq!(
+        unwinding.load(Ordering::SeqCst),
+        1,
+        "the aborted future is dropped, and not during an unwind"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn every_task_is_counted_exactly_once_across_phases() {
     let supervisor = supervisor(1_000, 1_000);
     // Ends during the drain, during the grace, and not at all.

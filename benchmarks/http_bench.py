@@ -78,8 +78,8 @@ class Server:
                 self.port_found.set()
 
     def cpu_s(self) -> float:
-        """User plus system CPU seconds the server has used, all its threads together: unlike
-        requests per second, CPU time per request hardly moves with what else the machine
+        """User plus system CPU seconds the server has used, all its threads together. CPU
+        time per request moves less than requests per second with what else the machine
         runs."""
         stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
         # Fields after the command name, which is in parentheses and may contain spaces:

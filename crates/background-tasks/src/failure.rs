@@ -1,10 +1,9 @@
 //! What the failure callback is told.
 
+use crate::handle::TaskId;
+use crate::report::Age;
 use std::borrow::Cow;
 use std::fmt;
-use std::time::Duration;
-
-use crate::handle::TaskId;
 
 /// A task that ended badly: it panicked, or shutdown had to abort or abandon it.
 ///
@@ -41,16 +40,9 @@ pub struct TaskFailure {
 
 #[derive(Debug, Clone)]
 pub(crate) enum Kind {
-    Panic {
-        message: Option<String>,
-    },
-    /// `age` is `None` for a task that had not started.
-    Aborted {
-        age: Option<Duration>,
-    },
-    Abandoned {
-        age: Duration,
-    },
+    Panic { message: Option<String> },
+    Aborted { age: Age },
+    Abandoned { age: Age },
 }
 
 impl TaskFailure {
@@ -248,16 +240,24 @@ impl fmt::Display for TaskFailure {
                 message: Some(message),
             } => write!(f, " panicked: {message}"),
             Kind::Panic { message: None } => f.write_str(" panicked with a non-string payload"),
-            Kind::Aborted { age: Some(age) } => {
-                write!(f, " was aborted by shutdown after running {age:.1?}")
-            }
-            Kind::Aborted { age: None } => {
-                f.write_str(" was aborted by shutdown before it started")
-            }
-            Kind::Abandoned { age } => write!(
+            Kind::Aborted {
+                age: Age::Known(age),
+            } => write!(f, " was aborted by shutdown after running {age:.1?}"),
+            Kind::Aborted {
+                age: Age::NotStarted,
+            } => f.write_str(" was aborted by shutdown before it started"),
+            Kind::Aborted {
+                age: Age::FirstPoll,
+            } => f.write_str(" was aborted by shutdown in its first poll"),
+            Kind::Abandoned {
+                age: Age::Known(age),
+            } => write!(
                 f,
                 " was abandoned by shutdown, still running on a blocking thread after {age:.1?}"
             ),
+            Kind::Abandoned { age: _ } => {
+                f.write_str(" was abandoned by shutdown, blocking its thread inside its first poll")
+            }
         }
     }
 }

@@ -63,6 +63,7 @@ mod shutdown;
 mod spawn;
 mod state;
 mod supervisor;
+mod sync;
 mod task_builder;
 
 pub use builder::SupervisorBuilder;

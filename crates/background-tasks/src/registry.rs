@@ -8,13 +8,15 @@
 //! removed when their task ends, so the registry only ever holds running tasks.
 
 use std::borrow::Cow;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::collections::BTreeSet;
+use std::sync::PoisonError;
 use std::task::Waker;
 
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::handle::TaskId;
+use crate::sync::{Mutex, MutexGuard};
 
 /// A running task.
 #[derive(Debug)]
@@ -48,91 +50,122 @@ pub(crate) enum Blocking {
     Aborted,
 }
 
-/// A slab that gives its memory back once it is empty, so that a burst of tasks leaves no
-/// lasting footprint.
+/// Slots per page of a [`Slab`], one bit each in [`Page::vacant`].
+const PAGE: usize = 32;
+
+/// A slab that gives its memory back as it empties, so that a burst of tasks leaves no lasting
+/// footprint, even while some long-lived tasks stay: entries live in pages of [`PAGE`] slots,
+/// each page is freed once it holds no entry (all but one, kept to spare a shard that goes
+/// from zero to one task and back an allocation each time), and new entries fill the
+/// lowest-numbered page with room, so that the survivors of a burst gather in few pages.
 #[derive(Debug)]
 pub(crate) struct Slab<T> {
-    slots: Vec<Slot<T>>,
-    /// The first vacant slot, or `slots.len()` when there is none.
-    next_free: usize,
+    pages: Vec<Option<Box<Page<T>>>>,
+    /// The pages with a vacant slot. Ordered, so that inserts go to the lowest one.
+    open: BTreeSet<usize>,
+    /// The empty page kept for reuse, if any.
+    spare: Option<Box<Page<T>>>,
     len: usize,
 }
 
 #[derive(Debug)]
-enum Slot<T> {
-    Occupied(T),
-    Vacant { next_free: usize },
+struct Page<T> {
+    slots: [Option<T>; PAGE],
+    /// One bit per slot, set when the slot is vacant.
+    vacant: u32,
 }
 
-/// Capacity above which an emptied slab frees its memory rather than keep it for reuse.
-const KEEP_CAPACITY: usize = 64;
+impl<T> Page<T> {
+    fn new() -> Box<Self> {
+        Box::new(Self {
+            slots: [const { None }; PAGE],
+            vacant: u32::MAX,
+        })
+    }
+}
 
 impl<T> Slab<T> {
     const fn new() -> Self {
         Self {
-            slots: Vec::new(),
-            next_free: 0,
+            pages: Vec::new(),
+            open: BTreeSet::new(),
+            spare: None,
             len: 0,
         }
     }
 
     pub(crate) fn insert(&mut self, value: T) -> usize {
-        let key = self.next_free;
-        match self.slots.get_mut(key) {
-            Some(slot) => {
-                let Slot::Vacant { next_free } = *slot else {
-                    unreachable!("the free list only links vacant slots")
-                };
-                self.next_free = next_free;
-                *slot = Slot::Occupied(value);
-            }
+        let index = match self.open.first() {
+            Some(&index) => index,
             None => {
-                self.slots.push(Slot::Occupied(value));
-                self.next_free = self.slots.len();
+                let page = self.spare.take().unwrap_or_else(Page::new);
+                let index = match self.pages.iter().position(Option::is_none) {
+                    Some(index) => index,
+                    None => {
+                        self.pages.push(None);
+                        self.pages.len() - 1
+                    }
+                };
+                self.pages[index] = Some(page);
+                self.open.insert(index);
+                index
             }
+        };
+        let Some(page) = self.pages[index].as_deref_mut() else {
+            unreachable!("open pages exist")
+        };
+        let slot = page.vacant.trailing_zeros() as usize;
+        page.vacant &= !(1 << slot);
+        page.slots[slot] = Some(value);
+        if page.vacant == 0 {
+            self.open.remove(&index);
         }
         self.len += 1;
-        key
+        index * PAGE + slot
     }
 
     pub(crate) fn get_mut(&mut self, key: usize) -> Option<&mut T> {
-        match self.slots.get_mut(key) {
-            Some(Slot::Occupied(value)) => Some(value),
-            _ => None,
-        }
+        let page = self.pages.get_mut(key / PAGE)?.as_deref_mut()?;
+        page.slots[key % PAGE].as_mut()
     }
 
     pub(crate) fn remove(&mut self, key: usize) -> Option<T> {
-        let slot = self.slots.get_mut(key)?;
-        if !matches!(slot, Slot::Occupied(_)) {
-            return None;
+        let (index, slot) = (key / PAGE, key % PAGE);
+        let page = self.pages.get_mut(index)?.as_deref_mut()?;
+        let value = page.slots[slot].take()?;
+        if page.vacant == 0 {
+            self.open.insert(index);
         }
-        let Slot::Occupied(value) = std::mem::replace(
-            slot,
-            Slot::Vacant {
-                next_free: self.next_free,
-            },
-        ) else {
-            unreachable!("checked to be occupied just above")
-        };
-        self.next_free = key;
+        page.vacant |= 1 << slot;
         self.len -= 1;
-        if self.len == 0 && self.slots.capacity() > KEEP_CAPACITY {
-            *self = Self::new();
+        if page.vacant == u32::MAX {
+            self.open.remove(&index);
+            let page = self.pages[index].take();
+            if self.spare.is_none() {
+                self.spare = page;
+            }
+            // Pages past the last one in use, and the spare room of the page table, go too.
+            while self.pages.last().is_some_and(Option::is_none) {
+                self.pages.pop();
+            }
+            if self.pages.capacity() > 2 * self.pages.len() + 4 {
+                self.pages.shrink_to_fit();
+            }
         }
         Some(value)
     }
 
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
-        self.slots.iter_mut().filter_map(|slot| match slot {
-            Slot::Occupied(value) => Some(value),
-            Slot::Vacant { .. } => None,
-        })
+        self.pages
+            .iter_mut()
+            .flatten()
+            .flat_map(|page| page.slots.iter_mut().flatten())
     }
 
+    /// How many entries the slab could hold without allocating.
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
-        self.slots.capacity()
+        (self.pages.iter().flatten().count() + usize::from(self.spare.is_some())) * PAGE
     }
 }
 
@@ -150,8 +183,14 @@ impl Registry {
     pub(crate) fn new() -> Self {
         // Four shards per core keep two spawners and the workers ending tasks apart; more only
         // cost memory and a longer walk at shutdown.
-        let cores = std::thread::available_parallelism().map_or(4, usize::from);
-        let shards = (cores * 4).next_power_of_two().clamp(4, 64);
+        // Under loom, two are enough for the models to see tasks on different shards: every
+        // shard is a lock the walk takes, and each lock multiplies what loom must explore.
+        let shards = if cfg!(all(loom, test)) {
+            2
+        } else {
+            let cores = std::thread::available_parallelism().map_or(4, usize::from);
+            (cores * 4).next_power_of_two().clamp(4, 64)
+        };
         Self {
             shards: (0..shards)
                 .map(|_| Shard(Mutex::new(Slab::new())))
@@ -179,7 +218,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
@@ -204,15 +243,35 @@ mod tests {
         for key in keys {
             slab.remove(key);
         }
-        assert_eq!(slab.capacity(), 0);
+        assert_eq!(slab.capacity(), PAGE, "one spare page");
+        assert_eq!(slab.pages.capacity(), 0);
         assert_eq!(slab.insert(1), 0);
     }
 
     #[test]
-    fn small_slabs_keep_their_memory() {
+    fn long_lived_entries_keep_only_their_own_pages() {
+        let mut slab = Slab::new();
+        let keys: Vec<_> = (0..10_000).map(|i| slab.insert(i)).collect();
+        // One entry at the start, one in the middle and the last one outlive the burst.
+        let survivors = [keys[0], keys[5_000], keys[9_999]];
+        for &key in keys.iter().filter(|key| !survivors.contains(key)) {
+            slab.remove(key);
+        }
+        assert_eq!(slab.capacity(), 4 * PAGE, "three pages and the spare");
+        assert!(slab.pages.capacity() < 2 * 10_000 / PAGE);
+        let mut left: Vec<_> = slab.iter_mut().map(|value| *value).collect();
+        left.sort_unstable();
+        assert_eq!(left, [0, 5_000, 9_999]);
+        // New entries fill the lowest page with room first.
+        assert_eq!(slab.insert(7), 1);
+    }
+
+    #[test]
+    fn a_slab_that_goes_from_one_entry_to_none_keeps_its_page() {
         let mut slab = Slab::new();
         let key = slab.insert(1);
         slab.remove(key);
-        assert!(slab.capacity() > 0);
+        assert_eq!(slab.capacity(), PAGE);
+        assert_eq!(slab.insert(2), 0);
     }
 }

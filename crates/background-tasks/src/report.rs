@@ -31,9 +31,19 @@ use crate::handle::TaskId;
 pub struct TaskRecord {
     pub(crate) id: TaskId,
     pub(crate) name: Option<Cow<'static, str>>,
-    /// `None` for an async task that had never suspended, such as one still waiting for its
-    /// first poll.
-    pub(crate) age: Option<Duration>,
+    pub(crate) age: Age,
+}
+
+/// How long a task named in a report had been running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Age {
+    /// Counted from an async task's first suspension, or a blocking task's spawn.
+    Known(Duration),
+    /// Still waiting for its first poll.
+    NotStarted,
+    /// Inside its first poll: it never suspended, so its start was never recorded (a clock
+    /// read per spawn would cost every short task).
+    FirstPoll,
 }
 
 impl TaskRecord {
@@ -91,7 +101,8 @@ impl TaskRecord {
 
     /// How long the task had been running when shutdown aborted or abandoned it, counted for
     /// async tasks from their first suspension; zero for a task that had not started (see
-    /// [`is_started`](Self::is_started)).
+    /// [`is_started`](Self::is_started)) and for one still inside its first poll, which had
+    /// never suspended.
     ///
     /// # Examples
     ///
@@ -114,7 +125,10 @@ impl TaskRecord {
     /// ```
     #[must_use]
     pub fn age(&self) -> Duration {
-        self.age.unwrap_or_default()
+        match self.age {
+            Age::Known(age) => age,
+            Age::NotStarted | Age::FirstPoll => Duration::ZERO,
+        }
     }
 
     /// Returns `false` for an async task that had never suspended when shutdown aborted it:
@@ -141,7 +155,7 @@ impl TaskRecord {
     /// ```
     #[must_use]
     pub fn is_started(&self) -> bool {
-        self.age.is_some()
+        self.age != Age::NotStarted
     }
 }
 
@@ -152,8 +166,9 @@ impl fmt::Display for TaskRecord {
             None => write!(f, "task {} (", self.id)?,
         }
         match self.age {
-            Some(age) => write!(f, "{age:.1?})"),
-            None => f.write_str("not started)"),
+            Age::Known(age) => write!(f, "{age:.1?})"),
+            Age::NotStarted => f.write_str("not started)"),
+            Age::FirstPoll => f.write_str("in its first poll)"),
         }
     }
 }
@@ -171,7 +186,8 @@ impl fmt::Display for TaskRecord {
 /// - [`abandoned`](Self::abandoned): tasks still running on their thread when the grace ran out,
 ///   which nothing can stop, so shutdown returned without them: blocking tasks, and async tasks
 ///   blocking their thread inside their very first poll (a bug in the task: it should `.await`
-///   or use `spawn_blocking`), which are counted but cannot be named.
+///   or use `spawn_blocking`). Those are named when their poll returns before the report is
+///   written, and only counted when it does not.
 ///
 /// Its `Display` is one line, which the supervisor logs: the counts, then the first ten
 /// aborted and abandoned tasks with their ages and how many more there are. The alternate
@@ -199,8 +215,8 @@ pub struct ShutdownReport {
     pub(crate) cancelled: usize,
     pub(crate) aborted: Vec<TaskRecord>,
     pub(crate) abandoned: Vec<TaskRecord>,
-    /// Async tasks abandoned inside their first poll, which blocked the thread past the
-    /// budget: they never suspended, so nothing could name them.
+    /// Async tasks abandoned inside their first poll, whose poll had not returned when the
+    /// report was written: they never suspended, so nothing could name them.
     pub(crate) stuck: usize,
     pub(crate) elapsed: Duration,
 }
@@ -466,18 +482,18 @@ mod tests {
                 TaskRecord {
                     id: TaskId(4),
                     name: Some("send-mail".into()),
-                    age: Some(Duration::from_millis(6000)),
+                    age: Age::Known(Duration::from_millis(6000)),
                 },
                 TaskRecord {
                     id: TaskId(7),
                     name: None,
-                    age: None,
+                    age: Age::NotStarted,
                 },
             ],
             abandoned: vec![TaskRecord {
                 id: TaskId(9),
                 name: Some("resize".into()),
-                age: Some(Duration::from_secs(6)),
+                age: Age::Known(Duration::from_secs(6)),
             }],
             stuck: 0,
             elapsed: Duration::from_millis(6002),
@@ -497,7 +513,7 @@ mod tests {
         let record = |id| TaskRecord {
             id: TaskId(id),
             name: Some("job".into()),
-            age: Some(Duration::from_secs(3)),
+            age: Age::Known(Duration::from_secs(3)),
         };
         let report = ShutdownReport {
             completed: 0,
@@ -536,7 +552,7 @@ mod tests {
         let record = |id| TaskRecord {
             id: TaskId(id),
             name: None,
-            age: None,
+            age: Age::NotStarted,
         };
         for (tasks, more) in [(1, ""), (10, ""), (11, " and 1 more")] {
             let list = |first: u64| (first..first + tasks).map(record).collect::<Vec<_>>();

@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::failure::{Kind as FailureKind, TaskFailure};
 use crate::registry::{Blocking, Kind};
-use crate::report::{ShutdownReport, TaskRecord};
+use crate::report::{Age, ShutdownReport, TaskRecord};
 use crate::state::Phase;
-use crate::supervisor::Inner;
+use crate::supervisor::{AbortLog, Inner};
 
 impl Inner {
     /// Closes admission and starts the shutdown driver, the first time only.
@@ -24,13 +24,8 @@ impl Inner {
         // would leave the supervisor closed and the report never written.
         drop(sleep_until(Instant::now()));
         let started = Instant::now();
-        {
-            let mut log = self.lock_shutdown();
-            if log.started.is_some() {
-                return;
-            }
-            log.started = Some(started);
-            self.state.advance(Phase::Draining);
+        if !self.close_admission(started) {
+            return;
         }
         self.drain.cancel();
         tracing::info!(
@@ -38,8 +33,31 @@ impl Inner {
             "background task shutdown started"
         );
         // The phases run in a task of their own, so that dropping a `shutdown` future cannot
-        // leave the supervisor half shut down.
-        tokio::spawn(drive(self.clone(), started));
+        // leave the supervisor half shut down. The guard is made here, not inside the driver,
+        // so that it is part of the driver's future from the start: should the runtime drop
+        // the driver before its first poll, the report is still written.
+        let guard = PublishOnDrop {
+            inner: self.clone(),
+            started,
+        };
+        tokio::spawn(drive(guard));
+    }
+
+    /// Moves from `Running` to `Draining`; returns `false` if shutdown had begun already.
+    pub(crate) fn close_admission(&self, started: Instant) -> bool {
+        let mut log = self.lock_shutdown();
+        if log.started.is_some() {
+            return false;
+        }
+        log.started = Some(started);
+        self.state.advance(Phase::Draining);
+        true
+    }
+
+    /// Moves to `Cancelling`, under the shutdown lock, as every phase change.
+    pub(crate) fn begin_cancel(&self) {
+        let _log = self.lock_shutdown();
+        self.state.advance(Phase::Cancelling);
     }
 
     /// The report, once the driver has written it.
@@ -57,111 +75,128 @@ impl Inner {
         }
     }
 
-    /// Aborts what still runs, and names it: the first part of the report.
-    ///
-    /// Returns the aborted and abandoned tasks the walk found, and how many running tasks it
-    /// could not see: async tasks that had not suspended yet, which report themselves.
-    fn abort_remaining(&self) -> Walk {
+    /// Aborts what still runs and names it, the first time only: the first part of the
+    /// report, kept in the shutdown log.
+    pub(crate) fn abort_remaining(&self) {
         let mut wakers = Vec::new();
-        let walk = self.walk(&mut wakers);
+        self.walk(&mut wakers);
         // Woken once the locks are released: a woken task ends at once, and its end takes the
         // shutdown lock, which the walk holds.
         for waker in wakers {
             waker.wake();
         }
-        walk
     }
 
-    fn walk(&self, wakers: &mut Vec<Waker>) -> Walk {
+    fn walk(&self, wakers: &mut Vec<Waker>) {
         let mut log = self.lock_shutdown();
-        self.state.advance(Phase::Done);
+        if log.abort.is_some() {
+            return;
+        }
+        // The count at the instant of the move: ends and give-backs wait for the shutdown
+        // lock, which this holds, and admissions from now on are refused without being part
+        // of it (see `Phase::counted_by_walk`).
+        let (_, running) = self.state.advance(Phase::Done);
         // Before any shard is locked: see `TaskGuard::register`.
         self.aborting.set();
-        let running = self.state.running();
         let now = Instant::now();
-        let mut walk = Walk::default();
+        let mut abort = AbortLog::default();
         let mut seen = 0;
         // Under the shutdown lock, which every task ending now must take, and each shard's lock
-        // in turn, which every registration must take: the count is stable, and every
-        // registered task is found.
+        // in turn, which every registration must take: every registered task is found, and
+        // each is one of the `running` places.
         for mut slab in self.registry.lock_all() {
             for entry in slab.iter_mut() {
                 seen += 1;
                 let record = TaskRecord {
                     id: entry.id,
                     name: entry.name.clone(),
-                    age: Some(now.saturating_duration_since(entry.started)),
+                    age: Age::Known(now.saturating_duration_since(entry.started)),
                 };
                 match &mut entry.kind {
                     // Woken to see the abort flag; it stops at once unless it is stuck inside
                     // a poll, where tokio's abort could not stop it either.
                     Kind::Async(waker) => {
                         wakers.push(std::mem::replace(waker, Waker::noop().clone()));
-                        walk.aborted.push(record);
+                        abort.aborted.push(record);
                     }
                     Kind::Blocking {
                         stage: Blocking::Running,
                         ..
-                    } => walk.abandoned.push(record),
-                    Kind::Blocking { abort, stage } => {
+                    } => abort.abandoned.push(record),
+                    Kind::Blocking {
+                        abort: handle,
+                        stage,
+                    } => {
                         // Not started yet: abort it, and make sure that a thread picking it up
                         // right now does not run it after all.
                         *stage = Blocking::Aborted;
-                        if let Some(abort) = abort {
-                            abort.abort();
+                        if let Some(handle) = handle {
+                            handle.abort();
                         }
-                        walk.aborted.push(record);
+                        abort.aborted.push(record);
                     }
                 }
             }
         }
-        walk.unseen = running.saturating_sub(seen);
-        walk.completed = log.completed;
-        walk.cancelled = log.cancelled;
-        log.late = Some(Vec::new());
-        walk
+        debug_assert!(
+            seen <= running,
+            "{seen} registered tasks, {running} counted"
+        );
+        abort.unseen = running.saturating_sub(seen);
+        log.abort = Some(abort);
     }
 
-    /// Waits a little for the tasks the walk could not see to report themselves, then closes
-    /// the report.
-    async fn collect_late(&self, walk: Walk, started: Instant) -> ShutdownReport {
-        let deadline = deadline(Instant::now(), LATE_WAIT);
+    /// Waits for the places the walk could not see to be accounted for, as long as tasks keep
+    /// ending: the wait ends when they all are, when no task has ended for [`LATE_QUIET`]
+    /// (what is left blocks its thread in a first poll), or [`LATE_CAP`] after the walk.
+    async fn collect_late(&self) {
+        let cap = deadline(Instant::now(), LATE_CAP);
+        let mut progress = None;
         loop {
             let notified = self.late.notified();
             let mut notified = pin!(notified);
-            // Registered before the list is read, so that a report in between still wakes it.
+            // Registered before the log is read, so that a report in between still wakes it.
             notified.as_mut().enable();
-            let accounted = {
+            let (done, ended) = {
                 let log = self.lock_shutdown();
-                log.late.as_ref().map_or(0, Vec::len) + log.released
+                log.abort.as_ref().map_or((true, 0), |abort| {
+                    (abort.accounted >= abort.unseen, abort.ended)
+                })
             };
-            if accounted >= walk.unseen
-                || tokio::time::timeout_at(deadline, notified).await.is_err()
-            {
-                break;
+            let now = Instant::now();
+            if done || progress == Some(ended) || now >= cap {
+                return;
             }
+            progress = Some(ended);
+            let quiet = deadline(now, LATE_QUIET).min(cap);
+            // Woken early by each unseen place accounted for; otherwise, once the quiet period
+            // is over, to see whether tasks are still ending.
+            let _ = tokio::time::timeout_at(quiet, notified).await;
         }
-        self.close_report(walk, started)
     }
 
-    /// Writes the report from the walk and the late reports so far.
-    fn close_report(&self, mut walk: Walk, started: Instant) -> ShutdownReport {
-        let (late, released) = {
-            let mut log = self.lock_shutdown();
-            (log.late.take().unwrap_or_default(), log.released)
-        };
-        let stuck = walk.unseen.saturating_sub(late.len() + released);
-        walk.aborted.extend(late);
-        walk.aborted.sort_unstable_by_key(|task| task.id);
-        walk.abandoned.sort_unstable_by_key(|task| task.id);
-        ShutdownReport {
-            completed: walk.completed,
-            cancelled: walk.cancelled,
-            aborted: walk.aborted,
-            abandoned: walk.abandoned,
-            stuck,
-            elapsed: Instant::now().saturating_duration_since(started),
+    /// Writes the report from the shutdown log, the first time only; returns it.
+    fn close_report(&self, started: Instant) -> ShutdownReport {
+        let mut log = self.lock_shutdown();
+        let (completed, cancelled) = (log.completed, log.cancelled);
+        let abort = log.abort.get_or_insert_with(AbortLog::default);
+        if let Some(report) = &abort.report {
+            return report.clone();
         }
+        let mut aborted = std::mem::take(&mut abort.aborted);
+        let mut abandoned = std::mem::take(&mut abort.abandoned);
+        aborted.sort_unstable_by_key(|task| task.id);
+        abandoned.sort_unstable_by_key(|task| task.id);
+        let report = ShutdownReport {
+            completed,
+            cancelled,
+            aborted,
+            abandoned,
+            stuck: abort.unseen.saturating_sub(abort.accounted),
+            elapsed: Instant::now().saturating_duration_since(started),
+        };
+        abort.report = Some(report.clone());
+        report
     }
 
     /// Makes the report visible to every `shutdown` call, the first time only.
@@ -172,28 +207,17 @@ impl Inner {
     }
 }
 
-/// How long shutdown waits, after the abort, for running tasks that had never suspended to
-/// report themselves: they are queued to be polled, and stop at their first poll.
-const LATE_WAIT: Duration = Duration::from_millis(20);
+/// How long the wait for tasks the walk could not see goes on without any task ending: they
+/// are queued to be polled, and stop at their first poll, unless the runtime is stuck.
+const LATE_QUIET: Duration = Duration::from_millis(10);
 
-/// What the abort walk found.
-#[derive(Debug, Default)]
-struct Walk {
-    completed: usize,
-    cancelled: usize,
-    aborted: Vec<TaskRecord>,
-    abandoned: Vec<TaskRecord>,
-    unseen: usize,
-}
+/// The longest the wait for tasks the walk could not see goes on, however busy the runtime:
+/// what shutdown may take past its budget.
+const LATE_CAP: Duration = Duration::from_millis(80);
 
 /// Runs the phases and publishes the report.
-async fn drive(inner: Arc<Inner>, started: Instant) {
-    // Should the driver be dropped before it publishes (its runtime shut down), the report is
-    // written all the same, so that no `shutdown` call waits forever.
-    let guard = PublishOnDrop {
-        inner: inner.clone(),
-        started,
-    };
+async fn drive(guard: PublishOnDrop) {
+    let (inner, started) = (guard.inner.clone(), guard.started);
     let config = &inner.config;
     let drain_deadline = deadline(started, config.shutdown_timeout);
     let cancel_deadline = deadline(drain_deadline, config.cancel_grace);
@@ -201,10 +225,7 @@ async fn drive(inner: Arc<Inner>, started: Instant) {
     let idle = inner
         .wait_until_idle(until(drain_deadline, &inner.force))
         .await;
-    {
-        let _log = inner.lock_shutdown();
-        inner.state.advance(Phase::Cancelling);
-    }
+    inner.begin_cancel();
     inner.cancel.cancel();
     if !idle {
         inner
@@ -212,8 +233,9 @@ async fn drive(inner: Arc<Inner>, started: Instant) {
             .await;
     }
 
-    let walk = inner.abort_remaining();
-    let report = inner.collect_late(walk, started).await;
+    inner.abort_remaining();
+    inner.collect_late().await;
+    let report = inner.close_report(started);
     // Logged before it is published, so that the line is out before a caller that exits on
     // the report can end the process.
     if report.is_clean() {
@@ -230,14 +252,16 @@ async fn drive(inner: Arc<Inner>, started: Instant) {
             let kind = if aborted {
                 FailureKind::Aborted { age: task.age }
             } else {
-                FailureKind::Abandoned { age: task.age() }
+                FailureKind::Abandoned { age: task.age }
             };
             inner.report_failure(&TaskFailure::new(task.id, task.name.clone(), kind));
         }
     }
 }
 
-/// Publishes a report from wherever the shutdown is, if the driver did not.
+/// Publishes a report from wherever the shutdown is, if the driver did not: when the driver is
+/// dropped before it publishes, whether it never ran (its runtime shut down first), was
+/// waiting out a phase, or was collecting late reports.
 struct PublishOnDrop {
     inner: Arc<Inner>,
     started: Instant,
@@ -248,8 +272,11 @@ impl Drop for PublishOnDrop {
         if self.inner.report.get().is_some() {
             return;
         }
-        let walk = self.inner.abort_remaining();
-        let report = self.inner.close_report(walk, self.started);
+        // The walk and the report do nothing if the driver got that far: what was found and
+        // collected stands.
+        self.inner.cancel.cancel();
+        self.inner.abort_remaining();
+        let report = self.inner.close_report(self.started);
         tracing::warn!("the shutdown was cut short: {report}");
         self.inner.publish(report);
     }

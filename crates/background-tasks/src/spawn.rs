@@ -18,7 +18,7 @@ use crate::error::{SpawnError, panic_message};
 use crate::failure::{Kind as FailureKind, TaskFailure};
 use crate::handle::{AbortedByShutdown, TaskHandle, TaskId};
 use crate::registry::{Blocking, Entry, Kind};
-use crate::report::TaskRecord;
+use crate::report::{Age, TaskRecord};
 use crate::state::{Origin, Phase, Refused};
 use crate::supervisor::Inner;
 
@@ -39,14 +39,13 @@ impl Inner {
         let runtime = Runtime::get();
         let admission = self.admit(origin)?;
         let id = self.next_id();
+        // User code: should it panic, the admission gives its place back as it unwinds.
         let future = make(id);
         let span = task_span(id, name.as_deref());
-        let supervised = Supervised {
-            future,
-            guard: TaskGuard::new(self.clone(), id, name, None, span),
-        };
-        let join = runtime.spawn(supervised);
-        admission.keep();
+        // From here on the guard owns the place, and gives it back exactly once however the
+        // task ends, even if tokio's spawn panics and drops the future.
+        let guard = admission.into_guard(id, name, None, span);
+        let join = runtime.spawn(Supervised { future, guard });
         Ok(TaskHandle::new(id, join))
     }
 
@@ -89,8 +88,7 @@ impl Inner {
         });
         drop(slab);
         // From here on the task is registered and counted: its guard accounts for its end.
-        admission.keep();
-        let guard = TaskGuard::new(self.clone(), id, None, Some(key), span);
+        let guard = admission.into_guard(id, None, Some(key), span);
         // Spawned without the shard lock: tokio may start a thread here, or drop the closure
         // (and so end the task, which takes the shard lock) at once when its pool is shut down.
         let join = runtime.spawn_blocking(move || run_blocking(guard, function));
@@ -113,15 +111,12 @@ impl Inner {
         TaskId(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn admit(&self, origin: Origin) -> Result<Admission<'_>, SpawnError> {
+    fn admit(self: &Arc<Self>, origin: Origin) -> Result<Admission<'_>, SpawnError> {
         match self.state.admit(origin, self.config.max_tasks) {
-            Ok(()) => Ok(Admission {
-                inner: self,
-                kept: false,
-            }),
+            Ok(()) => Ok(Admission { inner: self }),
             Err(Refused::ShuttingDown) => Err(SpawnError::ShuttingDown),
-            Err(Refused::Undo) => {
-                self.release();
+            Err(Refused::Undo(phase)) => {
+                self.release(phase.counted_by_walk());
                 Err(SpawnError::ShuttingDown)
             }
             Err(Refused::AtCapacity) => Err(SpawnError::AtCapacity {
@@ -130,18 +125,23 @@ impl Inner {
         }
     }
 
-    /// Undoes an admission whose task was never spawned.
-    fn release(&self) {
+    /// Gives back the place of an admission whose task was never spawned; `counted` says
+    /// whether the abort walk's snapshot of the count included it.
+    fn release(&self, counted: bool) {
         let left = match self.state.end_if_running() {
             Some(left) => left,
             None => {
                 let mut log = self.lock_shutdown();
                 let (phase, left) = self.state.end_in_shutdown();
-                // The abort walk counted this admission as a running task it could not see:
-                // tell it that no such task will report itself.
-                if phase == Phase::Done && log.late.is_some() {
-                    log.released += 1;
-                    self.late.notify_waiters();
+                // One of the places the walk could not see, and no task will report for it:
+                // tell the wait for them. Refusals after the walk were never part of it, and
+                // are no progress of the abort either.
+                if let (Phase::Done, Some(abort), true) = (phase, &mut log.abort, counted) {
+                    abort.ended += 1;
+                    if abort.report.is_none() {
+                        abort.accounted += 1;
+                        self.late.notify_waiters();
+                    }
                 }
                 left
             }
@@ -245,24 +245,33 @@ fn task_span(id: TaskId, name: Option<&str>) -> Option<Span> {
     (!span.is_disabled()).then_some(span)
 }
 
-/// An admitted task that is not spawned yet: dropped before [`Admission::keep`], it gives its
-/// place back.
+/// An admitted task that is not spawned yet: dropped before [`Admission::into_guard`], it
+/// gives its place back.
 struct Admission<'a> {
-    inner: &'a Inner,
-    kept: bool,
+    inner: &'a Arc<Inner>,
 }
 
 impl Admission<'_> {
-    fn keep(mut self) {
-        self.kept = true;
+    /// Hands the place over to the guard of the task: from now on, the task's end gives it
+    /// back, and only that.
+    fn into_guard(
+        self,
+        id: TaskId,
+        name: Option<Cow<'static, str>>,
+        key: Option<usize>,
+        span: Option<Span>,
+    ) -> TaskGuard {
+        let inner = self.inner.clone();
+        // Not dropped: the place is the guard's now. Forgetting a reference leaks nothing.
+        std::mem::forget(self);
+        TaskGuard::new(inner, id, name, key, span)
     }
 }
 
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
-        if !self.kept {
-            self.inner.release();
-        }
+        // Admitted places are taken before the walk's snapshot, which admits no one.
+        self.inner.release(true);
     }
 }
 
@@ -270,12 +279,19 @@ impl Drop for Admission<'_> {
 /// dropped by an abort.
 struct TaskGuard {
     inner: Arc<Inner>,
-    id: TaskId,
+    /// The task's id, with [`POLLED`] set once its future was first polled.
+    tagged_id: u64,
     /// What a short, unnamed task never needs, boxed so that such a task stays as small as a
     /// tracked one: tokio rounds task cells up to multiples of 128 bytes, and a guard holding
     /// all of it inline doubled the memory of every task, and slowed spawning measurably.
     cold: Option<Box<Cold>>,
 }
+
+/// Set in [`TaskGuard::tagged_id`] once the task's future was first polled, which the abort
+/// needs to know of a task that never suspended: was it waiting for its first poll, or inside
+/// it? Kept in the id's top bit, which ids never reach (2^63 spawns), because a field of its
+/// own would take the guard past 24 bytes, and a bare task past tokio's 128-byte cell.
+const POLLED: u64 = 1 << 63;
 
 #[derive(Default)]
 struct Cold {
@@ -305,7 +321,15 @@ impl TaskGuard {
                 span,
             })
         });
-        Self { inner, id, cold }
+        Self {
+            inner,
+            tagged_id: id.0,
+            cold,
+        }
+    }
+
+    fn id(&self) -> TaskId {
+        TaskId(self.tagged_id & !POLLED)
     }
 
     fn key(&self) -> Option<usize> {
@@ -318,8 +342,8 @@ impl TaskGuard {
 
     /// Counts the end of the task; returns its name.
     fn end(&mut self) -> Option<Cow<'static, str>> {
-        let key = self.key();
-        let TaskGuard { inner, id, cold } = self;
+        let (id, key, polled) = (self.id(), self.key(), self.tagged_id & POLLED != 0);
+        let TaskGuard { inner, cold, .. } = self;
         let mut take_name = || cold.as_mut().and_then(|cold| cold.name.take());
         match key {
             None => {
@@ -329,7 +353,7 @@ impl TaskGuard {
                 }
             }
             Some(key) => {
-                let mut slab = inner.registry.lock(*id);
+                let mut slab = inner.registry.lock(id);
                 if let Some(left) = inner.state.end_if_running() {
                     // Removed under the same shard lock as the count drops, so that the
                     // registry and the count agree for the shutdown walking the shards.
@@ -347,29 +371,38 @@ impl TaskGuard {
         let name = match key {
             Some(key) => inner
                 .registry
-                .lock(*id)
+                .lock(id)
                 .remove(key)
                 .and_then(|entry| entry.name),
             None => take_name(),
         };
-        match phase {
-            Phase::Draining => log.completed += 1,
-            Phase::Cancelling => log.cancelled += 1,
-            Phase::Done => {
-                // A task the abort walk could not see, because it had not suspended yet,
-                // reports itself while the report is still open. Its age is only known from
-                // its first suspension on, so it has none.
-                if let (None, Some(late)) = (key, &mut log.late) {
-                    late.push(TaskRecord {
-                        id: *id,
+        match (phase, &mut log.abort) {
+            (Phase::Draining, _) => log.completed += 1,
+            (Phase::Cancelling, _) => log.cancelled += 1,
+            (Phase::Done, Some(abort)) => {
+                abort.ended += 1;
+                // A task the abort walk could not see, because it had never suspended, reports
+                // itself while the report is still open. Its age is only known from its first
+                // suspension on, so it has none. One whose first poll was under way when the
+                // abort came held its thread then: abandoned, as the walk would have said.
+                if key.is_none() && abort.report.is_none() {
+                    abort.accounted += 1;
+                    let (list, age) = if polled {
+                        (&mut abort.abandoned, Age::FirstPoll)
+                    } else {
+                        (&mut abort.aborted, Age::NotStarted)
+                    };
+                    list.push(TaskRecord {
+                        id,
                         name: name.clone(),
-                        age: None,
+                        age,
                     });
                     inner.late.notify_waiters();
                 }
             }
-            // Running cannot come back once shutdown has begun.
-            Phase::Running => {}
+            // Running cannot come back once shutdown has begun, and the walk that moves to
+            // `Done` writes the abort log under this lock.
+            (Phase::Running, _) | (Phase::Done, None) => {}
         }
         drop(log);
         inner.notify_if_idle(left);
@@ -383,9 +416,10 @@ impl TaskGuard {
     /// Registers a suspended async task, so that shutdown can name it and wake it to abort
     /// it; returns `false` if shutdown is already aborting, and the task must stop.
     fn register(&mut self, waker: &Waker) -> bool {
-        let TaskGuard { inner, id, cold } = self;
+        let id = self.id();
+        let TaskGuard { inner, cold, .. } = self;
         let cold = cold.get_or_insert_with(Box::default);
-        let mut slab = inner.registry.lock(*id);
+        let mut slab = inner.registry.lock(id);
         // Checked under the shard lock: the abort walk sets the flag before it locks any
         // shard, so either it finds this entry, or this task sees the flag.
         if inner.aborting.is_set() {
@@ -394,7 +428,7 @@ impl TaskGuard {
         // The clock is read here rather than at spawn: a task that never suspends never needs
         // it, and a clock read per spawn is a measurable share of a short task's cost.
         cold.key = Some(slab.insert(Entry {
-            id: *id,
+            id,
             name: cold.name.take(),
             started: Instant::now(),
             kind: Kind::Async(waker.clone()),
@@ -407,7 +441,7 @@ impl TaskGuard {
         let Some(key) = self.key() else {
             return false;
         };
-        let mut slab = self.inner.registry.lock(self.id);
+        let mut slab = self.inner.registry.lock(self.id());
         match slab.get_mut(key) {
             Some(Entry {
                 kind: Kind::Blocking { stage, .. },
@@ -426,7 +460,7 @@ impl Drop for TaskGuard {
         let name = self.end();
         if let Some(message) = self.cold.as_mut().and_then(|cold| cold.panic.take()) {
             self.inner.fail(TaskFailure::new(
-                self.id,
+                self.id(),
                 name,
                 FailureKind::Panic { message },
             ));
@@ -455,6 +489,8 @@ impl<F: Future> Future for Supervised<F> {
         if this.guard.inner.aborting.is_set() {
             return Poll::Ready(Err(AbortedByShutdown));
         }
+        // A plain store to the task's own memory: cheaper than testing whether it is needed.
+        this.guard.tagged_id |= POLLED;
         let span = this
             .guard
             .cold

@@ -5,7 +5,9 @@
 //! admission closed, and every task that ends is counted in exactly one phase. That is what makes
 //! the [`ShutdownReport`](crate::ShutdownReport) counts exact, and the `max_tasks` limit race-free.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+
+use crate::sync::{AtomicBool, AtomicU64};
 
 const PHASE_SHIFT: u32 = 61;
 const COUNT_MASK: u64 = (1 << PHASE_SHIFT) - 1;
@@ -24,6 +26,13 @@ pub(crate) enum Phase {
 }
 
 impl Phase {
+    /// Whether a place in the count taken in this phase is part of the abort walk's snapshot:
+    /// the walk takes the count atomically with the move to `Done`, so exactly the places
+    /// taken before it are.
+    pub(crate) fn counted_by_walk(self) -> bool {
+        self < Phase::Done
+    }
+
     fn of(word: u64) -> Self {
         match word >> PHASE_SHIFT {
             0 => Phase::Running,
@@ -46,18 +55,23 @@ pub(crate) enum Origin {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refused {
     ShuttingDown,
-    /// Shutting down, and the count was raised: it must be given back.
-    Undo,
+    /// Shutting down, and the count was raised in `phase`: it must be given back, and the abort
+    /// walk must be told if its snapshot of the count included it (see [`Phase::counted_by_walk`]).
+    Undo(Phase),
     AtCapacity,
 }
 
 /// Set once, when shutdown aborts what is left; read by every poll of every task, so it sits
 /// on cache lines of its own, away from the busy [`State`] word.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[repr(align(128))]
 pub(crate) struct AbortFlag(AtomicBool);
 
 impl AbortFlag {
+    pub(crate) fn new() -> Self {
+        Self(AtomicBool::new(false))
+    }
+
     pub(crate) fn is_set(&self) -> bool {
         // Acquire pairs with the release in `set`: a task that sees the flag also sees the
         // phase it was set in.
@@ -69,12 +83,18 @@ impl AbortFlag {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct State {
     word: AtomicU64,
 }
 
 impl State {
+    pub(crate) fn new() -> Self {
+        Self {
+            word: AtomicU64::new(0),
+        }
+    }
+
     pub(crate) fn phase(&self) -> Phase {
         // Acquire pairs with the release in `advance`, so whoever sees a phase also sees the
         // cancellation tokens that were fired before it.
@@ -93,7 +113,7 @@ impl State {
     /// read-modify-write instead of a read and a compare-exchange, which matters on the hot
     /// path of every spawn. A refused admission is then given back through
     /// [`Refused::Undo`], which the caller must pass on to its own release path, since the
-    /// shutdown may have counted it meanwhile.
+    /// abort walk may have counted it meanwhile.
     pub(crate) fn admit(&self, origin: Origin, limit: Option<usize>) -> Result<(), Refused> {
         let admits = |word: u64| {
             matches!(
@@ -107,7 +127,7 @@ impl State {
             return if admits(word) {
                 Ok(())
             } else {
-                Err(Refused::Undo)
+                Err(Refused::Undo(Phase::of(word)))
             };
         };
         // Relaxed first read: the compare-exchange below validates it.
@@ -162,20 +182,25 @@ impl State {
         (Phase::of(word), (word & COUNT_MASK) as usize)
     }
 
-    /// Moves to `to` if that is forward; returns the phase it was in. Callers hold the
+    /// Moves to `to` if that is forward; returns the phase it was in and the count at the
+    /// instant of the move, which no admission or end can fall between. Callers hold the
     /// shutdown lock, so phases never race with each other.
-    pub(crate) fn advance(&self, to: Phase) -> Phase {
-        let from = self.phase();
-        if to > from {
-            // Phases only grow, so adding the difference of the phase bits moves the phase
-            // without touching the count, atomically with concurrent admissions and ends.
-            // AcqRel pairs with the acquire in `phase` and `admit`.
-            self.word.fetch_add(
-                ((to as u64) - (from as u64)) << PHASE_SHIFT,
-                Ordering::AcqRel,
-            );
+    pub(crate) fn advance(&self, to: Phase) -> (Phase, usize) {
+        // Relaxed: under the shutdown lock the phase cannot change, so this read is exact; the
+        // count it reads is not used.
+        let from = Phase::of(self.word.load(Ordering::Relaxed));
+        if to <= from {
+            return (from, self.running());
         }
-        from
+        // Phases only grow, so adding the difference of the phase bits moves the phase without
+        // touching the count, atomically with concurrent admissions and ends: the word it
+        // returns holds the count at that instant. AcqRel pairs with the acquire in `phase` and
+        // the read-modify-writes of `admit`.
+        let word = self.word.fetch_add(
+            ((to as u64) - (from as u64)) << PHASE_SHIFT,
+            Ordering::AcqRel,
+        );
+        (from, (word & COUNT_MASK) as usize)
     }
 }
 
@@ -185,11 +210,14 @@ mod tests {
 
     #[test]
     fn admission_follows_phase_and_origin() {
-        let state = State::default();
+        let state = State::new();
         assert_eq!(state.admit(Origin::Outside, None), Ok(()));
-        assert_eq!(state.advance(Phase::Draining), Phase::Running);
+        assert_eq!(state.advance(Phase::Draining), (Phase::Running, 1));
         // Without a limit, a refusal has raised the count, and says it must be given back.
-        assert_eq!(state.admit(Origin::Outside, None), Err(Refused::Undo));
+        assert_eq!(
+            state.admit(Origin::Outside, None),
+            Err(Refused::Undo(Phase::Draining))
+        );
         assert_eq!(state.end_in_shutdown(), (Phase::Draining, 1));
         assert_eq!(
             state.admit(Origin::Outside, Some(9)),
@@ -197,7 +225,10 @@ mod tests {
         );
         assert_eq!(state.admit(Origin::Task, None), Ok(()));
         state.advance(Phase::Cancelling);
-        assert_eq!(state.admit(Origin::Task, None), Err(Refused::Undo));
+        assert_eq!(
+            state.admit(Origin::Task, None),
+            Err(Refused::Undo(Phase::Cancelling))
+        );
         assert_eq!(state.end_in_shutdown(), (Phase::Cancelling, 2));
         assert_eq!(
             state.admit(Origin::Task, Some(9)),
@@ -208,7 +239,7 @@ mod tests {
 
     #[test]
     fn limit_counts_running_tasks() {
-        let state = State::default();
+        let state = State::new();
         assert_eq!(state.admit(Origin::Outside, Some(1)), Ok(()));
         assert_eq!(
             state.admit(Origin::Outside, Some(1)),
@@ -220,17 +251,17 @@ mod tests {
 
     #[test]
     fn ends_after_shutdown_began_are_left_to_the_shutdown_lock() {
-        let state = State::default();
+        let state = State::new();
         state.admit(Origin::Outside, None).unwrap();
         state.admit(Origin::Outside, None).unwrap();
         state.advance(Phase::Draining);
         assert_eq!(state.end_if_running(), None);
         assert_eq!(state.running(), 2);
         assert_eq!(state.end_in_shutdown(), (Phase::Draining, 1));
-        state.advance(Phase::Done);
+        assert_eq!(state.advance(Phase::Done), (Phase::Draining, 1));
         assert_eq!(
             state.advance(Phase::Cancelling),
-            Phase::Done,
+            (Phase::Done, 1),
             "phases never go back"
         );
         assert_eq!(state.end_in_shutdown(), (Phase::Done, 0));

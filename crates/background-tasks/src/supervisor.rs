@@ -3,8 +3,8 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -19,6 +19,7 @@ use crate::handle::TaskHandle;
 use crate::registry::{Registry, lock};
 use crate::report::{ShutdownReport, TaskRecord};
 use crate::state::{AbortFlag, Origin, Phase, State};
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard, fence};
 use crate::task_builder::TaskBuilder;
 
 /// Spawns background tasks, tracks them, and shuts them down within a budget.
@@ -96,10 +97,10 @@ pub(crate) struct Inner {
     pub(crate) force: CancellationToken,
     /// Set when shutdown aborts what is left; read by every poll, so on lines of its own.
     pub(crate) aborting: AbortFlag,
-    /// Notified when a task the abort walk could not see reports itself.
+    /// Notified when a place in the count that the abort walk could not see is accounted for.
     pub(crate) late: Notify,
-    /// Taken to change phase and to count tasks that end during shutdown; always before a
-    /// shard lock of the registry, never after.
+    /// Taken to change phase, to count tasks that end during shutdown, and to give back
+    /// admissions once it has begun; always before a shard lock of the registry, never after.
     pub(crate) shutdown: Mutex<ShutdownLog>,
     pub(crate) report: OnceLock<ShutdownReport>,
     pub(crate) report_ready: Notify,
@@ -109,21 +110,43 @@ pub(crate) struct Inner {
 #[derive(Debug, Default)]
 pub(crate) struct ShutdownLog {
     pub(crate) started: Option<Instant>,
+    /// Tasks that ended during the drain.
     pub(crate) completed: usize,
+    /// Tasks that ended during the cancel phase.
     pub(crate) cancelled: usize,
-    /// Between the abort walk and the report: the aborted tasks the walk could not see, as they
-    /// report themselves.
-    pub(crate) late: Option<Vec<TaskRecord>>,
-    /// Between the abort walk and the report: admissions the walk counted that were given back
-    /// unspawned.
-    pub(crate) released: usize,
+    /// Everything from the abort walk on; `None` before it.
+    pub(crate) abort: Option<AbortLog>,
+}
+
+/// What the abort walk found, and what has been learnt since about the places in the count it
+/// could not see.
+///
+/// At the walk, every place in the count is either a registered task, which the walk names,
+/// or one of the `unseen`: an async task that has not suspended yet (queued for its first
+/// poll, or inside it), or an admission that will be given back (a refused spawn, or a
+/// blocking task refused at its registration). Each unseen place is accounted for once: the
+/// task reports itself when it ends (named, in `aborted` or `abandoned`), or the admission is
+/// given back; what is still unaccounted for when the report is written blocks its thread
+/// inside a first poll, and is counted as abandoned, without a name.
+#[derive(Debug, Default)]
+pub(crate) struct AbortLog {
+    pub(crate) aborted: Vec<TaskRecord>,
+    pub(crate) abandoned: Vec<TaskRecord>,
+    pub(crate) unseen: usize,
+    /// Unseen places accounted for so far; never more than `unseen`.
+    pub(crate) accounted: usize,
+    /// Places of the walk's count given back since the walk, seen or not: the progress that
+    /// the wait for unseen tasks watches. Refusals after the walk are not among them.
+    pub(crate) ended: usize,
+    /// The report, once written: later ends are not in it, and change nothing.
+    pub(crate) report: Option<ShutdownReport>,
 }
 
 impl Inner {
     pub(crate) fn new(config: Config) -> Self {
         Self {
             config,
-            state: State::default(),
+            state: State::new(),
             registry: Registry::new(),
             next_id: AtomicU64::new(1),
             idle_waiters: AtomicUsize::new(0),
@@ -131,7 +154,7 @@ impl Inner {
             drain: CancellationToken::new(),
             cancel: CancellationToken::new(),
             force: CancellationToken::new(),
-            aborting: AbortFlag::default(),
+            aborting: AbortFlag::new(),
             late: Notify::new(),
             shutdown: Mutex::new(ShutdownLog::default()),
             report: OnceLock::new(),
@@ -157,7 +180,7 @@ impl Inner {
             notified.as_mut().enable();
             // SeqCst fence against the fence in `notify_if_idle`: the increment of
             // `idle_waiters` above must be ordered before this load of the count.
-            std::sync::atomic::fence(Ordering::SeqCst);
+            fence(Ordering::SeqCst);
             if self.state.running() == 0 {
                 return true;
             }

@@ -32,8 +32,14 @@ static GLOBAL: Counting = Counting;
 
 const TASKS: usize = 1_000_000;
 
+/// The tests measure the whole process's allocations: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_million_short_tasks_leave_the_supervisor_as_small_as_they_found_it() {
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -64,5 +70,43 @@ fn a_million_short_tasks_leave_the_supervisor_as_small_as_they_found_it() {
             grown < 64 * 1024,
             "{grown} bytes are still held after {TASKS} tasks ended"
         );
+    });
+}
+
+/// Failed before (megabytes held): a registry shard gave its memory back only once completely
+/// empty, so one long-lived task kept its shard at the size of the burst it was spawned with.
+#[test]
+fn a_long_lived_task_does_not_keep_the_memory_of_a_burst() {
+    const BURST: usize = 200_000;
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let supervisor = TaskSupervisor::new();
+        let handles: Vec<_> = (0..BURST)
+            .map(|_| tokio::spawn(tokio::task::yield_now()))
+            .collect();
+        for handle in handles {
+            handle.await.unwrap();
+        }
+        let before = LIVE_BYTES.load(Ordering::Relaxed);
+
+        for _ in 0..BURST {
+            drop(supervisor.spawn(tokio::task::yield_now()).unwrap());
+        }
+        // Spawned last, so that it registers last, in the last slot its shard grew to.
+        let long_lived = supervisor.spawn(std::future::pending::<()>()).unwrap();
+        while supervisor.len() > 1 {
+            tokio::task::yield_now().await;
+        }
+        let grown = LIVE_BYTES.load(Ordering::Relaxed) - before;
+        assert!(
+            grown < 64 * 1024,
+            "{grown} bytes are still held with one task left of {BURST}"
+        );
+        long_lived.abort();
     });
 }

@@ -2,18 +2,22 @@
 //! to close.
 
 use std::future::{Future, poll_fn};
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::task::{Poll, Waker};
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
+use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 use tokio_util::task::TaskTracker;
+
+use crate::sync::AtomicU8;
 
 /// Serving requests.
 const SERVING: u8 = 0;
@@ -26,16 +30,94 @@ const CLOSE: u8 = 2;
 #[derive(Debug)]
 struct Stage {
     value: AtomicU8,
+    /// The highest stage whose `notify_waiters` has returned: see [`StageWatch::poll_stage`].
+    announced: AtomicU8,
     changed: Notify,
 }
 
 impl Stage {
+    fn new() -> Self {
+        Self {
+            value: AtomicU8::new(SERVING),
+            announced: AtomicU8::new(SERVING),
+            changed: Notify::new(),
+        }
+    }
+
     fn advance(&self, to: u8) {
-        // SeqCst, with the load in `serve_connection`: a connection that read the old stage
-        // created its `Notified` before this store, and so before `notify_waiters` below,
-        // which it will therefore see.
-        self.value.fetch_max(to, Ordering::SeqCst);
+        // SeqCst, with the loads in `StageWatch::poll_stage`: a watch that reads the new stage
+        // also reads whether its notification is out.
+        if self.value.fetch_max(to, Ordering::SeqCst) >= to {
+            // Nothing changed: a notification now would only spend the watches' `Notified`s.
+            return;
+        }
         self.changed.notify_waiters();
+        self.announced.fetch_max(to, Ordering::SeqCst);
+    }
+}
+
+pin_project! {
+    /// One connection's view of the [`Stage`], cheap to poll: a `Notified` locks its `Notify`
+    /// on every poll while it waits, and all connections share this one, while a connection is
+    /// polled on every read and write. So the `Notified` is polled only to register, and again
+    /// only if the task's waker changes; otherwise a poll reads one atomic.
+    struct StageWatch<'a> {
+        stage: &'a Stage,
+        #[pin]
+        changed: Notified<'a>,
+        registered: Option<Waker>,
+        seen: u8,
+    }
+}
+
+impl<'a> StageWatch<'a> {
+    fn new(stage: &'a Stage) -> Self {
+        Self {
+            stage,
+            changed: stage.changed.notified(),
+            registered: None,
+            seen: SERVING,
+        }
+    }
+
+    /// Ready with the stage when it has moved since the last call; otherwise registered to
+    /// be woken when it moves.
+    fn poll_stage(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u8> {
+        let mut this = self.project();
+        loop {
+            // SeqCst: see `Stage::advance`.
+            let current = this.stage.value.load(Ordering::SeqCst);
+            if current != *this.seen {
+                if this.stage.announced.load(Ordering::SeqCst) < current {
+                    // The notification of this stage is still on its way: a `Notified` made
+                    // now could be spent by it, and then miss the next stage, since the
+                    // shortcut below does not poll it again. It is a few instructions away:
+                    // come back once it is out.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                *this.seen = current;
+                // Made once the notification of `current` is out: only a later stage can
+                // complete it.
+                this.changed.set(this.stage.changed.notified());
+                *this.registered = None;
+                return Poll::Ready(current);
+            }
+            if this
+                .registered
+                .as_ref()
+                .is_some_and(|waker| waker.will_wake(cx.waker()))
+            {
+                return Poll::Pending;
+            }
+            if this.changed.as_mut().poll(cx).is_pending() {
+                *this.registered = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            // Notified: watch again, and read the stage that caused it.
+            this.changed.set(this.stage.changed.notified());
+            *this.registered = None;
+        }
     }
 }
 
@@ -50,10 +132,7 @@ impl Connections {
     pub(crate) fn new() -> Self {
         Self {
             tracker: TaskTracker::new(),
-            stage: Arc::new(Stage {
-                value: AtomicU8::new(SERVING),
-                changed: Notify::new(),
-            }),
+            stage: Arc::new(Stage::new()),
         }
     }
 
@@ -108,13 +187,7 @@ where
     let service = TowerToHyperService::new(router);
     let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
 
-    // Watching the stage must cost next to nothing per poll, since the connection is polled on
-    // every read and write: a `Notified` locks its `Notify` on every poll while it waits, and
-    // all connections share this one. So it is polled only to register, and again only if the
-    // task's waker changes; otherwise a poll reads one atomic.
-    let mut changed = pin!(stage.changed.notified());
-    let mut registered: Option<Waker> = None;
-    let mut seen = SERVING;
+    let mut watch = pin!(StageWatch::new(&stage));
     poll_fn(|cx| {
         loop {
             if let Poll::Ready(result) = conn.as_mut().poll(cx) {
@@ -123,33 +196,12 @@ where
                 }
                 return Poll::Ready(());
             }
-            // SeqCst: see `Stage::advance`.
-            let current = stage.value.load(Ordering::SeqCst);
-            if current == seen {
-                if registered
-                    .as_ref()
-                    .is_some_and(|waker| waker.will_wake(cx.waker()))
-                {
-                    return Poll::Pending;
-                }
-                if changed.as_mut().poll(cx).is_pending() {
-                    registered = Some(cx.waker().clone());
-                    return Poll::Pending;
-                }
-                // Notified: watch again, and read the stage that caused it.
-                changed.set(stage.changed.notified());
-                registered = None;
-                continue;
-            }
-            seen = current;
-            // A fresh `Notified` before the next read of the stage, for the next change.
-            changed.set(stage.changed.notified());
-            registered = None;
-            if current >= CLOSE {
+            match watch.as_mut().poll_stage(cx) {
+                Poll::Pending => return Poll::Pending,
                 // Dropping the connection closes it.
-                return Poll::Ready(());
+                Poll::Ready(stage) if stage >= CLOSE => return Poll::Ready(()),
+                Poll::Ready(_) => conn.as_mut().graceful_shutdown(),
             }
-            conn.as_mut().graceful_shutdown();
         }
     })
     .await;

@@ -69,6 +69,7 @@ mod layer;
 mod readiness;
 mod serve;
 mod signals;
+mod sync;
 
 pub use body::AfterResponseBody;
 pub use error::BackgroundTaskError;

@@ -163,7 +163,7 @@ impl<T> Slab<T> {
     }
 
     /// How many entries the slab could hold without allocating.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn capacity(&self) -> usize {
         (self.pages.iter().flatten().count() + usize::from(self.spare.is_some())) * PAGE
     }

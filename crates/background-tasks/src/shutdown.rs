@@ -24,14 +24,11 @@ impl Inner {
         // would leave the supervisor closed and the report never written.
         drop(sleep_until(Instant::now()));
         let started = Instant::now();
-        if !self.close_admission(started) {
+        let Some(running) = self.close_admission(started) else {
             return;
-        }
+        };
         self.drain.cancel();
-        tracing::info!(
-            running = self.state.running(),
-            "background task shutdown started"
-        );
+        tracing::info!(running, "background task shutdown started");
         // The phases run in a task of their own, so that dropping a `shutdown` future cannot
         // leave the supervisor half shut down. The guard is made here, not inside the driver,
         // so that it is part of the driver's future from the start: should the runtime drop
@@ -43,15 +40,15 @@ impl Inner {
         tokio::spawn(drive(guard));
     }
 
-    /// Moves from `Running` to `Draining`; returns `false` if shutdown had begun already.
-    pub(crate) fn close_admission(&self, started: Instant) -> bool {
+    /// Moves from `Running` to `Draining`; returns the number of tasks running at that
+    /// instant, or `None` if shutdown had begun already.
+    pub(crate) fn close_admission(&self, started: Instant) -> Option<usize> {
         let mut log = self.lock_shutdown();
         if log.started.is_some() {
-            return false;
+            return None;
         }
         log.started = Some(started);
-        self.state.advance(Phase::Draining);
-        true
+        Some(self.state.advance(Phase::Draining).1)
     }
 
     /// Moves to `Cancelling`, under the shutdown lock, as every phase change.
@@ -176,7 +173,7 @@ impl Inner {
     }
 
     /// Writes the report from the shutdown log, the first time only; returns it.
-    fn close_report(&self, started: Instant) -> ShutdownReport {
+    pub(crate) fn close_report(&self, started: Instant) -> ShutdownReport {
         let mut log = self.lock_shutdown();
         let (completed, cancelled) = (log.completed, log.cancelled);
         let abort = log.abort.get_or_insert_with(AbortLog::default);
@@ -304,4 +301,164 @@ fn deadline(start: Instant, budget: Duration) -> Instant {
         .checked_add(budget)
         .or_else(|| start.checked_add(FAR))
         .unwrap_or(start)
+}
+
+/// Models of the accounting protocol: admission, task ends and registration racing the phase
+/// changes and the abort walk, on the real code, with the real atomics and locks swapped for
+/// loom's. `.ci/run` runs them:
+/// `RUSTFLAGS="--cfg loom" cargo test -p background-tasks --lib --release loom_models`.
+///
+/// Each model checks the invariant the report rests on: once every task has ended, the report
+/// counts exactly the tasks that were running when admission closed (nobody else may spawn in
+/// these models), and every place the walk could not see was accounted for exactly once.
+#[cfg(all(loom, test))]
+mod loom_models {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake};
+
+    use loom::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::spawn::Supervised;
+    use crate::state::Origin;
+    use crate::supervisor::Config;
+
+    fn inner() -> Arc<Inner> {
+        Arc::new(Inner::new(Config {
+            shutdown_timeout: Duration::ZERO,
+            cancel_grace: Duration::ZERO,
+            max_tasks: None,
+            on_failure: None,
+        }))
+    }
+
+    /// A waker that records that it was woken.
+    struct Flag(AtomicBool);
+
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Pending once, then ready: a task that suspends, and so registers, once.
+    #[derive(Default)]
+    struct YieldOnce(bool);
+
+    impl Future for YieldOnce {
+        type Output = ();
+
+        fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            if std::mem::replace(&mut self.0, true) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Polls `task` once, as tokio would, with a waker of its own; returns the waker's flag
+    /// if the task is left waiting.
+    fn poll_once<F: Future>(task: Pin<&mut F>) -> Option<Arc<Flag>> {
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = std::task::Waker::from(flag.clone());
+        task.poll(&mut Context::from_waker(&waker))
+            .is_pending()
+            .then_some(flag)
+    }
+
+    fn is_woken(flag: &Flag) -> bool {
+        flag.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Shuts down as the driver does, without its waits: admission closes, the cancel phase
+    /// begins, the walk aborts what is left. Returns the count when admission closed.
+    fn shut_down(inner: &Inner) -> usize {
+        let at_close = inner
+            .close_admission(Instant::now())
+            .expect("first shutdown");
+        inner.begin_cancel();
+        inner.abort_remaining();
+        at_close
+    }
+
+    /// Writes the report once every task has ended, and checks it against the count.
+    fn check(inner: &Inner, at_close: usize) {
+        {
+            let log = inner.lock_shutdown();
+            let abort = log.abort.as_ref().expect("walked");
+            assert_eq!(
+                abort.accounted, abort.unseen,
+                "every place the walk could not see is accounted for once"
+            );
+        }
+        let report = inner.close_report(Instant::now());
+        let total = report.completed() + report.cancelled() + report.aborted() + report.abandoned();
+        assert_eq!(total, at_close, "{report}");
+        assert_eq!(inner.state.running(), 0);
+    }
+
+    /// Admits a task that suspends once, as a spawn from outside does.
+    fn admit(inner: &Arc<Inner>) -> Option<Supervised<YieldOnce>> {
+        let admitted = inner.supervise(Origin::Outside, None, |_| YieldOnce::default());
+        admitted.ok().map(|(_, task)| task)
+    }
+
+    /// A spawn racing the shutdown, its first poll racing the abort flag, while a registered
+    /// task ends during the walk.
+    #[test]
+    fn spawns_first_polls_and_ends_racing_the_walk_are_counted_once() {
+        loom::model(|| {
+            let inner = inner();
+            let mut waiting = admit(&inner).unwrap();
+            // Registered before the shutdown: the walk finds it, unless it ends first.
+            assert!(poll_once(Pin::new(&mut waiting)).is_some());
+            let spawner = loom::thread::spawn({
+                let inner = inner.clone();
+                move || {
+                    let mut task = admit(&inner)?;
+                    let waiting = poll_once(Pin::new(&mut task));
+                    Some((task, waiting))
+                }
+            });
+            let ender = loom::thread::spawn(move || drop(waiting));
+            let at_close = shut_down(&inner);
+            ender.join().unwrap();
+            if let Some((mut task, Some(flag))) = spawner.join().unwrap() {
+                // Left waiting, so registered before the flag was set: the walk found it and
+                // woke it, and its next poll stops it without polling its future.
+                assert!(is_woken(&flag), "a registered task escaped the walk");
+                assert!(poll_once(Pin::new(&mut task)).is_none());
+            }
+            check(&inner, at_close);
+        });
+    }
+
+    /// Refused spawns during the walk, beside a task the walk cannot see (admitted, not polled
+    /// yet) whose first poll races the abort flag.
+    #[test]
+    fn refusals_during_the_walk_do_not_account_for_unseen_tasks() {
+        loom::model(|| {
+            let inner = inner();
+            let queued = admit(&inner).unwrap();
+            let refuser = loom::thread::spawn({
+                let inner = inner.clone();
+                move || {
+                    for _ in 0..2 {
+                        drop(admit(&inner));
+                    }
+                }
+            });
+            let poller = loom::thread::spawn(move || {
+                let mut queued = queued;
+                drop(poll_once(Pin::new(&mut queued)));
+            });
+            let at_close = shut_down(&inner);
+            refuser.join().unwrap();
+            poller.join().unwrap();
+            check(&inner, at_close);
+        });
+    }
 }

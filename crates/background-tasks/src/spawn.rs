@@ -37,6 +37,22 @@ impl Inner {
         F::Output: Send + 'static,
     {
         let runtime = Runtime::get();
+        let (id, supervised) = self.supervise(origin, name, make)?;
+        let join = runtime.spawn(supervised);
+        Ok(TaskHandle::new(id, join))
+    }
+
+    /// Admits a task and wraps the future `make` builds for its id, ready to be spawned.
+    #[inline]
+    pub(crate) fn supervise<F, M>(
+        self: &Arc<Self>,
+        origin: Origin,
+        name: Option<Cow<'static, str>>,
+        make: M,
+    ) -> Result<(TaskId, Supervised<F>), SpawnError>
+    where
+        M: FnOnce(TaskId) -> F,
+    {
         let admission = self.admit(origin)?;
         let id = self.next_id();
         // User code: should it panic, the admission gives its place back as it unwinds.
@@ -45,8 +61,7 @@ impl Inner {
         // From here on the guard owns the place, and gives it back exactly once however the
         // task ends, even if tokio's spawn panics and drops the future.
         let guard = admission.into_guard(id, name, None, span);
-        let join = runtime.spawn(Supervised { future, guard });
-        Ok(TaskHandle::new(id, join))
+        Ok((id, Supervised { future, guard }))
     }
 
     /// Spawns the closure `make` builds for the new task's id on tokio's blocking pool.
@@ -473,7 +488,7 @@ pin_project! {
     /// registered when it first suspends, stopped when shutdown aborts, and accounted for when
     /// it is dropped. A panic, once reported, unwinds on to tokio, which hands it to the
     /// handle.
-    struct Supervised<F> {
+    pub(crate) struct Supervised<F> {
         // Declared first so that it is dropped first: the task ends once its future is gone.
         #[pin]
         future: F,

@@ -507,6 +507,9 @@ impl TaskSupervisor {
     /// Waits until no task is running, counting tasks spawned while it waits, without closing
     /// the supervisor: the test helper that Quart's `test_app` gives.
     ///
+    /// Call it from outside the supervisor's tasks: awaited inside a supervised task, it counts
+    /// that task too, and so waits until shutdown aborts it.
+    ///
     /// # Examples
     ///
     /// ```
@@ -542,6 +545,13 @@ impl TaskSupervisor {
     /// at INFO level when it is clean and at WARN level when it is not.
     ///
     /// Calling it again, or concurrently, waits for the same shutdown and gives the same report.
+    ///
+    /// Call it from outside the supervisor's tasks (`main`, or `serve`): awaited inside a
+    /// supervised task, it waits for that task too, so the shutdown takes its whole budget and
+    /// then aborts its caller, which never sees the report (other callers do). On a
+    /// `current_thread` runtime, the phases run on the same thread as the tasks: a task that
+    /// blocks that thread (inside a poll, without `.await`) holds up the shutdown's timers
+    /// too, and so the shutdown ends only once that poll returns.
     ///
     /// # Examples
     ///

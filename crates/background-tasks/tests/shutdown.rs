@@ -365,3 +365,47 @@ async fn zero_budgets_abort_at_once() {
     assert_eq!(report.elapsed(), Duration::ZERO);
     assert_eq!((report.cancelled(), report.aborted()), (0, 2));
 }
+
+/// Documented misuse: `wait_idle` inside a supervised task counts that task, so it returns only
+/// when shutdown aborts the task.
+#[tokio::test(start_paused = true)]
+async fn wait_idle_inside_a_task_waits_for_that_task_too() {
+    let supervisor = TaskSupervisor::builder()
+        .shutdown_timeout(Duration::from_secs(1))
+        .cancel_grace(Duration::ZERO)
+        .build();
+    let inside = supervisor.clone();
+    let handle = supervisor
+        .task("waits-for-itself")
+        .spawn(async move {
+            tokio::time::timeout(Duration::from_secs(60), inside.wait_idle())
+                .await
+                .is_ok()
+        })
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(!handle.is_finished(), "still waiting for itself");
+    let report = supervisor.shutdown().await;
+    assert_eq!(report.aborted(), 1);
+    assert!(handle.await.unwrap_err().is_cancelled());
+}
+
+/// Documented misuse: `shutdown` awaited inside a supervised task takes the whole budget and
+/// aborts its caller; other callers get the report.
+#[tokio::test(start_paused = true)]
+async fn shutdown_inside_a_task_takes_the_budget_and_aborts_its_caller() {
+    let supervisor = TaskSupervisor::builder()
+        .shutdown_timeout(Duration::from_secs(2))
+        .cancel_grace(Duration::from_secs(1))
+        .build();
+    let inside = supervisor.clone();
+    let handle = supervisor
+        .task("shuts-down")
+        .spawn(async move { inside.shutdown().await })
+        .unwrap();
+    tokio::task::yield_now().await;
+    let report = supervisor.shutdown().await;
+    assert_eq!(report.elapsed(), Duration::from_secs(3));
+    assert_eq!(report.aborted_tasks()[0].name(), Some("shuts-down"));
+    assert!(handle.await.unwrap_err().is_cancelled());
+}

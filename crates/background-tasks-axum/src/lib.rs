@@ -69,7 +69,6 @@ mod layer;
 mod readiness;
 mod serve;
 mod signals;
-mod sync;
 
 pub use body::AfterResponseBody;
 pub use error::BackgroundTaskError;

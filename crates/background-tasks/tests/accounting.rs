@@ -19,16 +19,20 @@ fn multi_thread() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
 fn total(report: &ShutdownReport) -> usize {
     report.completed() + report.cancelled() + report.aborted() + report.abandoned()
 }
 
 /// Waits for `shutdown()` on a runtime of its own, failing rather than hanging.
 fn report_within(supervisor: &TaskSupervisor, limit: Duration) -> ShutdownReport {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let runtime = current_thread();
     runtime
         .block_on(async { tokio::time::timeout(limit, supervisor.shutdown()).await })
         .expect("shutdown() returned a report")
@@ -83,10 +87,7 @@ fn refused_spawns_during_the_abort_do_not_hide_a_task_stuck_in_its_first_poll() 
 #[test]
 fn a_driver_dropped_before_its_first_poll_still_publishes_the_report() {
     let supervisor = TaskSupervisor::new();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = current_thread();
     runtime.block_on(async {
         supervisor.spawn(std::future::pending::<()>()).unwrap();
         let mut shutdown = pin!(supervisor.shutdown());
@@ -124,10 +125,7 @@ fn a_spawn_that_panics_inside_tokio_gives_its_place_back_once() {
     assert!(panicked, "tokio::spawn panics without a runtime");
     assert_eq!(supervisor.len(), 0);
     assert!(!supervisor.is_shutting_down());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = current_thread();
     runtime.block_on(async {
         assert_eq!(supervisor.spawn(async { 7 }).unwrap().await.unwrap(), 7);
         assert!(supervisor.shutdown().await.is_clean());
@@ -180,10 +178,7 @@ fn a_driver_dropped_while_it_collects_late_reports_keeps_what_the_walk_found() {
 fn tasks_queued_behind_thousands_of_aborted_ones_are_still_reported_aborted() {
     const WAITING: usize = 10_000;
     const QUEUED: usize = 1_000;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = current_thread();
     let supervisor = TaskSupervisor::new();
     let report = runtime.block_on(async {
         for _ in 0..WAITING {

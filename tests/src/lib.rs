@@ -1,4 +1,4 @@
-//! Helpers for the end-to-end tests in `tests/tests/`: the quickstart binary as a child process,
+//! Helpers for the end-to-end tests in `tests/tests/`: the examples as child processes,
 //! an HTTP client that opens a fresh connection per request, and a parser for the report line.
 //!
 //! # How the quickstart binary is found
@@ -16,52 +16,63 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// The quickstart binary, built on first use in the test executable's target dir and profile.
 ///
 /// # Panics
 ///
+/// As [`example_binary`].
+pub fn quickstart_binary() -> PathBuf {
+    example_binary("example-quickstart")
+}
+
+/// The binary of the example package `package` (`example-…`), built on first use in the test
+/// executable's target dir and profile.
+///
+/// # Panics
+///
 /// When the build fails; the panic message carries cargo's output.
-pub fn quickstart_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test executable's path");
-        // <target>/<profile>/deps/<test>-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test executable lives in <target>/<profile>/deps");
-        let target_dir = profile_dir
-            .parent()
-            .expect("the profile directory lives in the target directory");
-        let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
-            Some("debug") | None => "dev".to_owned(),
-            Some(other) => other.to_owned(),
-        };
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let output = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "example-quickstart", "--profile"])
-            .arg(&profile)
-            .arg("--manifest-path")
-            .arg(&manifest)
-            .env("CARGO_TARGET_DIR", target_dir)
-            .output()
-            .expect("cargo runs");
-        assert!(
-            output.status.success(),
-            "cargo build -p example-quickstart failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let binary = profile_dir.join(format!(
-            "example-quickstart{}",
-            std::env::consts::EXE_SUFFIX
-        ));
-        assert!(binary.is_file(), "{} was not built", binary.display());
-        binary
-    })
+pub fn example_binary(package: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    // Held during the build: two tests asking for the same binary build it once.
+    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, binary)) = built.iter().find(|(name, _)| name == package) {
+        return binary.clone();
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // <target>/<profile>/deps/<test>-<hash>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lives in <target>/<profile>/deps");
+    let target_dir = profile_dir
+        .parent()
+        .expect("the profile directory lives in the target directory");
+    let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
+        Some("debug") | None => "dev".to_owned(),
+        Some(other) => other.to_owned(),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let output = Command::new(cargo)
+        .args(["build", "--quiet", "-p", package, "--profile"])
+        .arg(&profile)
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .output()
+        .expect("cargo runs");
+    assert!(
+        output.status.success(),
+        "cargo build -p {package} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let binary = profile_dir.join(format!("{package}{}", std::env::consts::EXE_SUFFIX));
+    assert!(binary.is_file(), "{} was not built", binary.display());
+    built.push((package.to_owned(), binary.clone()));
+    binary
 }
 
 /// An HTTP client that opens a new connection for every request, as clients behind a load
@@ -76,29 +87,42 @@ pub fn client() -> reqwest::Client {
         .expect("a client")
 }
 
-/// The quickstart running as a child process; killed when dropped, so that a failing test
-/// leaves nothing behind.
+/// A server (the quickstart, another example, or a binary of this package) running as a child
+/// process; killed when dropped, so that a failing test leaves nothing behind.
 #[derive(Debug)]
-pub struct Quickstart {
+pub struct Server {
     child: Child,
     /// `http://127.0.0.1:NNNN`.
     pub base: String,
     stdout: Receiver<String>,
     stderr: Arc<Mutex<String>>,
+    /// The thread copying stderr into `stderr`, until the process closes it.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Quickstart {
+impl Server {
     /// Starts the quickstart on a free port with the given environment, and waits for its
     /// `listening on` line (up to 10 s).
     ///
     /// # Panics
     ///
+    /// As [`start`](Self::start).
+    pub fn quickstart(env: &[(&str, &str)]) -> Self {
+        Self::start(&quickstart_binary(), env)
+    }
+
+    /// Starts `binary` with `PORT=0`, without the caller's `RUST_LOG` (so that the binary's
+    /// default shows, unless `env` sets it) and with `env`, and waits for its
+    /// `listening on <url>` line on stdout (up to 10 s).
+    ///
+    /// # Panics
+    ///
     /// When it cannot start or does not print the line in time.
-    pub fn start(env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(quickstart_binary());
+    pub fn start(binary: &Path, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(binary);
         command
             .env("PORT", "0")
-            .env("RUST_LOG", "info")
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -120,7 +144,7 @@ impl Quickstart {
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut err = child.stderr.take().expect("piped stderr");
         let log = stderr.clone();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             let mut buffer = [0; 4096];
             while let Ok(read @ 1..) = err.read(&mut buffer) {
                 let text = String::from_utf8_lossy(&buffer[..read]);
@@ -133,6 +157,7 @@ impl Quickstart {
             base: String::new(),
             stdout,
             stderr,
+            stderr_reader: Some(stderr_reader),
         };
         let line = quickstart.line_starting_with("listening on ", Duration::from_secs(10));
         quickstart.base = line["listening on ".len()..].trim().to_owned();
@@ -203,7 +228,26 @@ impl Quickstart {
     }
 }
 
-impl Drop for Quickstart {
+impl Server {
+    /// Waits up to `timeout` for the process to exit, then for the end of its stderr; returns
+    /// how it exited and all it wrote to stderr.
+    ///
+    /// # Panics
+    ///
+    /// When it does not exit in time, with its logs in the message.
+    pub fn finish(mut self, timeout: Duration) -> (ExitStatus, String) {
+        let Some(status) = self.wait_exit(timeout) else {
+            panic!("still running after {timeout:?}; logs:\n{}", self.logs())
+        };
+        if let Some(reader) = self.stderr_reader.take() {
+            // The pipe closes when the process exits: the reader ends at once.
+            let _ = reader.join();
+        }
+        (status, self.logs())
+    }
+}
+
+impl Drop for Server {
     fn drop(&mut self) {
         // Only our own child, by its handle; errors mean it has exited already.
         let _ = self.child.kill();

@@ -10,13 +10,13 @@
 
 use std::time::{Duration, Instant};
 
-use background_tasks_e2e::{Counts, Quickstart, client, eventually};
+use background_tasks_e2e::{Counts, Server, client, eventually};
 use reqwest::StatusCode;
 
 /// Slack on top of the budgets for process exit, scheduling and debug builds.
 const MARGIN: Duration = Duration::from_millis(1500);
 
-async fn post_job(client: &reqwest::Client, server: &Quickstart, kind: &str, ms: u64) -> u64 {
+async fn post_job(client: &reqwest::Client, server: &Server, kind: &str, ms: u64) -> u64 {
     let response = client
         .post(server.url(&format!("/jobs?duration_ms={ms}&kind={kind}")))
         .send()
@@ -45,7 +45,7 @@ async fn sigterm_drains_every_kind_of_job_within_the_budget_and_reports_each_one
     let drain_delay = Duration::from_millis(1500);
     let shutdown_timeout = Duration::from_millis(2000);
     let cancel_grace = Duration::from_millis(500);
-    let mut server = Quickstart::start(&[
+    let mut server = Server::quickstart(&[
         ("DRAIN_DELAY_MS", "1500"),
         ("SHUTDOWN_TIMEOUT_MS", "2000"),
         ("CANCEL_GRACE_MS", "500"),
@@ -154,7 +154,7 @@ async fn sigterm_drains_every_kind_of_job_within_the_budget_and_reports_each_one
 /// A second SIGTERM during the drain delay skips the rest of the budgets and aborts at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_sigterm_during_the_drain_delay_aborts_at_once() {
-    let mut server = Quickstart::start(&[
+    let mut server = Server::quickstart(&[
         ("DRAIN_DELAY_MS", "30000"),
         ("SHUTDOWN_TIMEOUT_MS", "30000"),
         ("CANCEL_GRACE_MS", "30000"),
@@ -203,7 +203,7 @@ async fn second_sigterm_during_the_drain_delay_aborts_at_once() {
 /// aborts them at once too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_sigterm_while_tasks_drain_aborts_at_once() {
-    let mut server = Quickstart::start(&[
+    let mut server = Server::quickstart(&[
         ("SHUTDOWN_TIMEOUT_MS", "30000"),
         ("CANCEL_GRACE_MS", "30000"),
     ]);
@@ -256,7 +256,7 @@ async fn second_sigterm_while_tasks_drain_aborts_at_once() {
 /// Bad parameters get a 400 with a JSON error, and start nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_job_parameters_get_400_with_a_json_error() {
-    let mut server = Quickstart::start(&[]);
+    let mut server = Server::quickstart(&[]);
     let client = client();
     for query in [
         "duration_ms=soon",
@@ -294,7 +294,7 @@ async fn bad_job_parameters_get_400_with_a_json_error() {
 /// up admits jobs again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_past_max_tasks_get_503_with_retry_after() {
-    let mut server = Quickstart::start(&[("MAX_TASKS", "2"), ("SHUTDOWN_TIMEOUT_MS", "300")]);
+    let mut server = Server::quickstart(&[("MAX_TASKS", "2"), ("SHUTDOWN_TIMEOUT_MS", "300")]);
     let client = client();
     post_job(&client, &server, "cooperative", 60_000).await;
     post_job(&client, &server, "async", 300).await;
@@ -339,7 +339,7 @@ async fn jobs_past_max_tasks_get_503_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_right_after_the_listening_line_shuts_down_gracefully() {
     for attempt in 1..=30 {
-        let mut server = Quickstart::start(&[]);
+        let mut server = Server::quickstart(&[]);
         server.sigterm();
         let status = server.wait_exit(Duration::from_secs(5)).expect("exits");
         assert!(

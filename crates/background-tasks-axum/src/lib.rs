@@ -2,20 +2,25 @@
 //! run work after the response has been sent, and serve an app with one shutdown budget that
 //! covers its connections and its tasks.
 //!
-//! - [`BackgroundTasksLayer`] makes a [`TaskSupervisor`](background_tasks::TaskSupervisor) reachable from every request under it;
+//! - [`BackgroundTasksLayer`] makes a [`TaskSupervisor`] reachable from every request under it;
 //! - the [`BackgroundTasks`] extractor spawns tasks from handlers, with errors that answer
 //!   `503` and `Retry-After` through `?`, and [`after_response`](BackgroundTasks::after_response)
 //!   tasks that start once the response has been sent;
 //! - [`serve`] runs the app like [`axum::serve()`], then on SIGINT or SIGTERM flips its
 //!   [`Readiness`] to `503`, drains requests within a timeout, and shuts the supervisor down,
-//!   returning its [`ShutdownReport`](background_tasks::ShutdownReport); a second signal aborts at once.
+//!   returning its [`ShutdownReport`]; a second signal aborts at once.
+//!
+//! The core's types an app needs are re-exported here, as axum re-exports axum-core's, so
+//! that this crate is the only dependency an axum app needs: [`TaskSupervisor`] and its
+//! [`SupervisorBuilder`], [`TaskContext`], [`TaskHandle`], [`ShutdownReport`], the errors
+//! ([`SpawnError`], [`TaskError`]) and [`TaskFailure`] for `on_failure`.
 //!
 //! ```
 //! use std::time::Duration;
 //! use axum::{Router, http::StatusCode, routing::post};
-//! use background_tasks::TaskSupervisor;
 //! use background_tasks_axum::{
-//!     BackgroundTaskError, BackgroundTasks, BackgroundTasksLayer, Readiness, serve,
+//!     BackgroundTaskError, BackgroundTasks, BackgroundTasksLayer, Readiness, TaskSupervisor,
+//!     serve,
 //! };
 //!
 //! async fn sign_up(tasks: BackgroundTasks) -> Result<StatusCode, BackgroundTaskError> {
@@ -77,3 +82,18 @@ pub use future::ResponseFuture;
 pub use layer::{BackgroundTasksLayer, BackgroundTasksService};
 pub use readiness::Readiness;
 pub use serve::{Serve, ServeError, ServeFuture, serve};
+
+// The core's public types, so that an app needs this crate only.
+pub use background_tasks::{
+    ShutdownReport, SpawnError, SupervisorBuilder, TaskBuilder, TaskContext, TaskError,
+    TaskFailure, TaskHandle, TaskId, TaskRecord, TaskSupervisor,
+};
+
+// The examples of the README and the guide, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/guide.md")]
+struct GuideDoctests;

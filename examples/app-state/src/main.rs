@@ -19,9 +19,11 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use background_tasks::TaskSupervisor;
-use background_tasks_axum::{BackgroundTaskError, BackgroundTasks, BackgroundTasksLayer, serve};
+use background_tasks_axum::{
+    BackgroundTaskError, BackgroundTasks, BackgroundTasksLayer, TaskSupervisor, serve,
+};
 use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
 
 /// The app's state, shared by handlers and by the tasks they spawn: clone it into the task.
 #[derive(Debug, Clone, Default)]
@@ -60,8 +62,10 @@ async fn show(Path(article): Path<String>, State(state): State<AppState>) -> Str
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Logs to stderr, so that stdout carries only the address and the report.
+    // Logs to stderr, so that stdout carries only the address and the report; at `info`
+    // unless RUST_LOG says otherwise, so that the shutdown's phases show.
     tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let supervisor = TaskSupervisor::new();

@@ -24,8 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use background_tasks::TaskSupervisor;
-use background_tasks_axum::{Readiness, serve};
+use background_tasks_axum::{Readiness, SpawnError, TaskSupervisor, serve};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -47,10 +46,10 @@ impl AppState {
 }
 
 fn main() -> ExitCode {
+    // Logs to stderr, so that stdout carries only the address and the report; at `info`
+    // unless RUST_LOG says otherwise, so that the shutdown's phases show.
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let config = match Config::from_env() {
@@ -126,7 +125,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
 fn spawn_heartbeat(
     supervisor: &TaskSupervisor,
     running: Arc<AtomicUsize>,
-) -> Result<(), background_tasks::SpawnError> {
+) -> Result<(), SpawnError> {
     // Relaxed: see `AppState::startup_tasks_running`.
     running.fetch_add(1, Ordering::Relaxed);
     let spawned = supervisor

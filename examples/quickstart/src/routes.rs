@@ -8,9 +8,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use background_tasks::TaskSupervisor;
 use background_tasks_axum::{
-    BackgroundTaskError, BackgroundTasks, BackgroundTasksLayer, Readiness,
+    BackgroundTaskError, BackgroundTasks, BackgroundTasksLayer, Readiness, TaskSupervisor,
 };
 use serde::Deserialize;
 use serde_json::json;

@@ -14,17 +14,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use background_tasks::TaskSupervisor;
-use background_tasks_axum::{BackgroundTasksLayer, Readiness, serve};
+use background_tasks_axum::{BackgroundTasksLayer, Readiness, SpawnError, TaskSupervisor, serve};
 use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
 
 type Cache = Arc<RwLock<String>>;
 
 /// Spawns the refresher on the supervisor, before any request is served.
-fn spawn_refresher(
-    supervisor: &TaskSupervisor,
-    cache: Cache,
-) -> Result<(), background_tasks::SpawnError> {
+fn spawn_refresher(supervisor: &TaskSupervisor, cache: Cache) -> Result<(), SpawnError> {
     // `spawn_with` hands the task its context: its name, and the shutdown signals.
     let handle = supervisor
         .task("refresh-cache")
@@ -59,8 +56,10 @@ async fn quote(State(cache): State<Cache>) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Logs to stderr, so that stdout carries only the address and the report.
+    // Logs to stderr, so that stdout carries only the address and the report; at `info`
+    // unless RUST_LOG says otherwise, so that the shutdown's phases show.
     tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let supervisor = TaskSupervisor::builder()

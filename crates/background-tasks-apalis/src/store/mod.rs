@@ -1,0 +1,200 @@
+//! The storage behind the jobs: apalis's tables and queries, on SQLite or PostgreSQL.
+//!
+//! Every query apalis ships for what we need is used as it is (its migrations, its insert with
+//! the idempotency key, its fetch-and-lock, its heartbeat, its orphan reclaim, its ack). Three
+//! are ours, because apalis's own do something else: a retry that is scheduled after a backoff
+//! (apalis retries at once, in memory), a release that puts an interrupted job back without
+//! consuming an attempt (apalis's `reenqueue_abandoned` adds one), and a status read that
+//! keeps the last error.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use apalis_core::worker::context::WorkerContext;
+
+use crate::id::JobId;
+use crate::status::JobStatus;
+
+pub(crate) mod sqlite;
+
+/// The result of a storage call; every error is the driver's.
+pub(crate) type StoreResult<T> = Result<T, sqlx::Error>;
+
+/// A job taken from the queue and locked by this worker.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    pub(crate) id: JobId,
+    pub(crate) payload: Vec<u8>,
+    /// Attempts ended before this run.
+    pub(crate) attempts: u32,
+    pub(crate) max_attempts: u32,
+}
+
+/// A job to store.
+#[derive(Debug)]
+pub(crate) struct NewJob<'a> {
+    pub(crate) id: JobId,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) run_at: u64,
+    pub(crate) max_attempts: u32,
+    pub(crate) idempotency_key: Option<&'a str>,
+}
+
+/// How an attempt ended, as stored.
+#[derive(Debug)]
+pub(crate) enum Outcome<'a> {
+    Done,
+    /// Failed; runs again at `run_at` (Unix seconds).
+    Retry {
+        error: &'a str,
+        run_at: u64,
+    },
+    /// Failed its last attempt.
+    Dead {
+        error: &'a str,
+    },
+    /// Will never run: its payload does not deserialize.
+    Killed {
+        error: &'a str,
+    },
+}
+
+/// One of the backends.
+#[derive(Debug, Clone)]
+pub(crate) enum Store {
+    Sqlite(sqlite::SqliteStore),
+}
+
+impl Store {
+    pub(crate) async fn push(&self, queue: &str, job: NewJob<'_>) -> StoreResult<JobId> {
+        match self {
+            Self::Sqlite(store) => store.push(queue, job).await,
+        }
+    }
+
+    pub(crate) async fn status(&self, id: &JobId) -> StoreResult<Option<JobStatus>> {
+        match self {
+            Self::Sqlite(store) => store.status(id).await,
+        }
+    }
+
+    pub(crate) async fn register(&self, worker: &WorkerContext, queue: &str) -> StoreResult<()> {
+        match self {
+            Self::Sqlite(store) => store.register(worker, queue).await,
+        }
+    }
+
+    /// Marks the worker alive and reclaims the jobs of workers silent for `orphan_after`;
+    /// returns how many it reclaimed.
+    pub(crate) async fn heartbeat(
+        &self,
+        worker: &WorkerContext,
+        queue: &str,
+        orphan_after: Duration,
+    ) -> StoreResult<u64> {
+        match self {
+            Self::Sqlite(store) => store.heartbeat(worker, queue, orphan_after).await,
+        }
+    }
+
+    pub(crate) async fn fetch(
+        &self,
+        worker: &WorkerContext,
+        queue: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<Fetched>> {
+        match self {
+            Self::Sqlite(store) => store.fetch(worker, queue, limit).await,
+        }
+    }
+
+    /// Records how an attempt ended; `attempt` counts it. Returns whether the job was still
+    /// this worker's.
+    pub(crate) async fn finish(
+        &self,
+        worker: &str,
+        id: &JobId,
+        attempt: u32,
+        outcome: Outcome<'_>,
+    ) -> StoreResult<bool> {
+        match self {
+            Self::Sqlite(store) => store.finish(worker, id, attempt, outcome).await,
+        }
+    }
+
+    /// Puts jobs this worker runs back in the queue without consuming an attempt; returns the
+    /// ids it released.
+    pub(crate) async fn release(&self, worker: &str, ids: &[JobId]) -> StoreResult<Vec<JobId>> {
+        match self {
+            Self::Sqlite(store) => store.release(worker, ids).await,
+        }
+    }
+}
+
+/// Now, in Unix seconds, as the stores keep time.
+#[cfg(test)]
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+/// The first whole Unix second at or after `delay` from now: a job never runs early.
+pub(crate) fn run_at_after(delay: Duration) -> u64 {
+    let at = SystemTime::now() + delay;
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    since.as_secs() + u64::from(since.subsec_nanos() > 0 && !delay.is_zero())
+}
+
+/// The error text apalis stores in `last_result`: `{"Err": "..."}`.
+pub(crate) fn error_json(error: &str) -> String {
+    serde_json::json!({ "Err": error }).to_string()
+}
+
+/// The error kept in `last_result`, if it holds one.
+pub(crate) fn last_error(last_result: Option<&str>) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(last_result?).ok()?;
+    value.get("Err")?.as_str().map(str::to_owned)
+}
+
+/// apalis's errors carry the driver's; the others are decoding errors.
+pub(crate) fn driver_error(error: impl Into<ApalisError>) -> sqlx::Error {
+    match error.into() {
+        ApalisError::Sqlite(apalis_sqlite::Error::Database(error)) => error,
+        ApalisError::Sqlite(other) => sqlx::Error::Protocol(other.to_string()),
+    }
+}
+
+/// An error of one of the apalis backends.
+#[derive(Debug)]
+pub(crate) enum ApalisError {
+    Sqlite(apalis_sqlite::Error),
+}
+
+impl From<apalis_sqlite::Error> for ApalisError {
+    fn from(error: apalis_sqlite::Error) -> Self {
+        Self::Sqlite(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delay_is_rounded_up_to_the_next_second() {
+        let now = unix_now();
+        let at = run_at_after(Duration::from_millis(1500));
+        assert!((now + 2..=now + 3).contains(&at), "{now} -> {at}");
+        assert!(run_at_after(Duration::ZERO) <= unix_now());
+    }
+
+    #[test]
+    fn the_last_error_is_read_from_apalis_result_json() {
+        assert_eq!(
+            last_error(Some(&error_json("boom"))).as_deref(),
+            Some("boom")
+        );
+        assert_eq!(last_error(Some("null")), None);
+        assert_eq!(last_error(None), None);
+    }
+}

@@ -58,7 +58,7 @@ fn millis(variable: &'static str) -> Result<Option<Duration>, ConfigError> {
 }
 
 /// The variable's value, `None` when it is unset or empty.
-fn var<T: FromStr>(
+pub(crate) fn var<T: FromStr>(
     variable: &'static str,
     expected: &'static str,
 ) -> Result<Option<T>, ConfigError> {

@@ -11,10 +11,13 @@
 //!
 //! Settings (environment): `PORT` (default 3000; 0 picks a free port), `SHUTDOWN_TIMEOUT_MS`
 //! (5000), `CANCEL_GRACE_MS` (1000), `DRAIN_DELAY_MS` (0), `REQUEST_DRAIN_TIMEOUT_MS`
-//! (10000), `MAX_TASKS` (jobs running at once; no limit by default), `RUST_LOG` (info).
-//! A bad value exits with code 2.
+//! (10000), `MAX_TASKS` (jobs running at once; no limit by default), `RUST_LOG` (info);
+//! for durable jobs (see `durable.rs`) `DATABASE_URL` (`sqlite://quickstart.db`, created if
+//! missing), `DURABLE_WORKERS` (4) and `DURABLE_MAX_ATTEMPTS` (3). A bad value, or a
+//! database that cannot be opened, exits with code 2.
 
 mod config;
+mod durable;
 mod routes;
 
 use std::future::IntoFuture;
@@ -59,6 +62,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let durable = match durable::DurableConfig::from_env() {
+        Ok(durable) => durable,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -66,12 +76,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(config));
+    let result = runtime.block_on(run(config, durable));
     // Dropping the runtime would wait for every blocking thread, including those running the
     // blocking tasks that shutdown reported as abandoned: exit without them.
     runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A database that cannot be opened is a setting to fix, as a bad variable is.
+        Err(error) if error.is::<durable::DatabaseError>() => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::FAILURE
@@ -79,7 +94,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(
+    config: Config,
+    durable: durable::DurableConfig,
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = TaskSupervisor::builder()
         .shutdown_timeout(config.shutdown_timeout)
         .cancel_grace(config.cancel_grace);
@@ -97,10 +115,12 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     // A startup task, as Quart's `before_serving`: it runs until shutdown starts, and shutdown
     // waits for it like for any other task.
     spawn_heartbeat(&supervisor, state.startup_tasks.clone())?;
+    let (jobs, workers) = durable::start(&durable, &supervisor).await?;
 
     let listener = TcpListener::bind(("127.0.0.1", config.port)).await?;
     let address = listener.local_addr()?;
-    let app = routes::router(supervisor.clone(), readiness.clone(), state);
+    let app =
+        routes::router(supervisor.clone(), readiness.clone(), state).merge(durable::router(jobs));
     // `into_future` installs the SIGINT and SIGTERM handlers: from the moment the address is
     // announced, a signal shuts the server down gracefully.
     let server = serve(listener, app, supervisor)
@@ -115,7 +135,15 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     stdout.flush()?;
     drop(stdout);
 
-    let report = server.await?;
+    let report = server.await;
+    // The durable jobs the abort ended go back to the queue, even when serving failed.
+    let report = match report {
+        Ok(report) => workers.finish(report).await,
+        Err(error) => {
+            drop(workers);
+            return Err(error.into());
+        }
+    };
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "shutdown report: {report}")?;
     stdout.flush()?;

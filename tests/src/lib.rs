@@ -98,6 +98,8 @@ pub struct Server {
     stderr: Arc<Mutex<String>>,
     /// The thread copying stderr into `stderr`, until the process closes it.
     stderr_reader: Option<std::thread::JoinHandle<()>>,
+    /// The temp directory of the default database, removed when the server is dropped.
+    _database: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -126,6 +128,21 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // Durable jobs go to a database of this test's own unless the test names one, never
+        // to `quickstart.db` in the source tree.
+        let database = if env.iter().any(|(name, _)| *name == "DATABASE_URL") {
+            None
+        } else {
+            let dir = tempfile::tempdir().expect("a temp dir");
+            command.env(
+                "DATABASE_URL",
+                format!("sqlite://{}", dir.path().join("quickstart.db").display()),
+            );
+            Some(dir)
+        };
+        // No durable workers unless the test asks for them: their fetcher is a task of the
+        // supervisor, and the in-process tests count tasks exactly.
+        command.env("DURABLE_WORKERS", "0");
         for (name, value) in env {
             command.env(name, value);
         }
@@ -158,6 +175,7 @@ impl Server {
             stdout,
             stderr,
             stderr_reader: Some(stderr_reader),
+            _database: database,
         };
         let line = quickstart.line_starting_with("listening on ", Duration::from_secs(10));
         quickstart.base = line["listening on ".len()..].trim().to_owned();

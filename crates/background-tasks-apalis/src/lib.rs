@@ -92,4 +92,4 @@ pub use jobs::{DurableJobs, DurableJobsBuilder};
 pub use options::EnqueueOptions;
 pub use report::{DurableShutdownReport, ReturnedJob};
 pub use status::{JobState, JobStatus};
-pub use worker::{Workers, WorkersBuilder};
+pub use worker::{FetchersHandle, Workers, WorkersBuilder};

@@ -6,6 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
@@ -208,6 +209,7 @@ impl WorkersBuilder {
             backoff_max: self.backoff_max,
             running: Mutex::new(HashMap::new()),
             released: Mutex::new(Vec::new()),
+            fetchers: FetchersHandle(Arc::new(AtomicUsize::new(0))),
         });
         let heartbeat = tokio::spawn(heartbeat(
             shared.clone(),
@@ -222,9 +224,16 @@ impl WorkersBuilder {
         };
         for queue in queues {
             let shared = shared.clone();
+            // Counted before the spawn, so that a reader never sees a running fetcher
+            // uncounted; the fetcher's guard takes it back.
+            shared.fetchers.0.fetch_add(1, Ordering::Relaxed);
+            let counted = FetcherGuard(shared.fetchers.clone());
             self.supervisor
                 .task(format!("durable-fetch {}", queue.spec.name))
-                .spawn_with(move |ctx| fetch(shared, queue, ctx))
+                .spawn_with(move |ctx| async move {
+                    let _counted = counted;
+                    fetch(shared, queue, ctx).await;
+                })
                 .map_err(|_| DurableJobError::ShuttingDown)?;
         }
         tracing::info!(worker = %workers.shared.name, "durable workers started");
@@ -262,6 +271,14 @@ impl Workers {
     #[must_use]
     pub fn name(&self) -> &str {
         &self.shared.name
+    }
+
+    /// A handle that counts this process's fetchers still running: one per job type until
+    /// shutdown starts, then none. For status pages that count tasks of the supervisor and
+    /// want to tell the fetchers from jobs.
+    #[must_use]
+    pub fn fetchers(&self) -> FetchersHandle {
+        self.shared.fetchers.clone()
     }
 
     /// How many jobs this process runs now.
@@ -350,6 +367,30 @@ struct Shared {
     running: Mutex<HashMap<JobId, Running>>,
     /// Jobs put back in the queue because shutdown interrupted them, for the report.
     released: Mutex<Vec<ReturnedJob>>,
+    fetchers: FetchersHandle,
+}
+
+/// Counts the fetchers of [`Workers`] that still run; from [`Workers::fetchers`].
+#[derive(Debug, Clone)]
+pub struct FetchersHandle(Arc<AtomicUsize>);
+
+impl FetchersHandle {
+    /// How many fetchers run: each is a task of the supervisor.
+    #[must_use]
+    pub fn running(&self) -> usize {
+        // Relaxed: a count for display, publishing nothing else.
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Takes a fetcher's count back when it ends, however it ends.
+struct FetcherGuard(FetchersHandle);
+
+impl Drop for FetcherGuard {
+    fn drop(&mut self) {
+        // Relaxed: see `FetchersHandle::running`.
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Shared {
@@ -457,7 +498,7 @@ async fn fetch(shared: Arc<Shared>, queue: Arc<Queue>, ctx: TaskContext) {
                 continue;
             }
         };
-        let idle = fetched.is_empty();
+        let mut idle = fetched.is_empty();
         let mut unstarted = Vec::new();
         for job in fetched {
             // Fetching stops at once: what came back after shutdown began goes back.
@@ -485,6 +526,9 @@ async fn fetch(shared: Arc<Shared>, queue: Arc<Queue>, ctx: TaskContext) {
             }
         }
         drop(permits);
+        // Jobs that could not start (the supervisor at capacity) wait for the next poll
+        // instead of being fetched again at once.
+        idle |= !unstarted.is_empty();
         if !unstarted.is_empty()
             && let Err(error) = store.release(queue.worker.name(), &unstarted).await
         {

@@ -53,6 +53,17 @@ impl DurableConfig {
     }
 }
 
+impl DurableConfig {
+    /// How many supervised tasks the durable jobs may take: the fetcher and its jobs.
+    pub(crate) fn supervised_tasks(&self) -> usize {
+        if self.workers == 0 {
+            0
+        } else {
+            self.workers + 1
+        }
+    }
+}
+
 /// The database could not be opened: the process exits with code 2.
 #[derive(Debug)]
 pub(crate) struct DatabaseError(background_tasks_apalis::ConnectError);

@@ -39,12 +39,18 @@ pub(crate) struct AppState {
     readiness: Readiness,
     /// How many startup tasks (the heartbeat) still run: `/tasks` counts jobs only.
     startup_tasks: Arc<AtomicUsize>,
+    /// The durable jobs' fetchers, tasks of the supervisor that are not jobs either.
+    durable_fetchers: Option<background_tasks_apalis::FetchersHandle>,
 }
 
 impl AppState {
     fn startup_tasks_running(&self) -> usize {
         // Relaxed: a count for display, publishing nothing else.
         self.startup_tasks.load(Ordering::Relaxed)
+            + self
+                .durable_fetchers
+                .as_ref()
+                .map_or(0, background_tasks_apalis::FetchersHandle::running)
     }
 }
 
@@ -102,20 +108,26 @@ async fn run(
         .shutdown_timeout(config.shutdown_timeout)
         .cancel_grace(config.cancel_grace);
     if let Some(jobs) = config.max_tasks {
-        // One more than the jobs, for the heartbeat.
-        builder = builder.max_tasks(jobs.saturating_add(1));
+        // One more than the jobs, for the heartbeat, and one for the durable fetcher; durable
+        // jobs running here share the limit.
+        builder = builder.max_tasks(
+            jobs.saturating_add(1)
+                .saturating_add(durable.supervised_tasks()),
+        );
     }
     let supervisor = builder.build();
     let readiness = Readiness::new();
-    let state = AppState {
-        readiness: readiness.clone(),
-        startup_tasks: Arc::new(AtomicUsize::new(0)),
-    };
+    let startup_tasks = Arc::new(AtomicUsize::new(0));
 
     // A startup task, as Quart's `before_serving`: it runs until shutdown starts, and shutdown
     // waits for it like for any other task.
-    spawn_heartbeat(&supervisor, state.startup_tasks.clone())?;
+    spawn_heartbeat(&supervisor, startup_tasks.clone())?;
     let (jobs, workers) = durable::start(&durable, &supervisor).await?;
+    let state = AppState {
+        readiness: readiness.clone(),
+        startup_tasks,
+        durable_fetchers: Some(workers.fetchers()),
+    };
 
     let listener = TcpListener::bind(("127.0.0.1", config.port)).await?;
     let address = listener.local_addr()?;

@@ -150,6 +150,7 @@ mod tests {
         let state = AppState {
             readiness: readiness.clone(),
             startup_tasks: Arc::new(AtomicUsize::new(0)),
+            durable_fetchers: None,
         };
         router(supervisor.clone(), readiness, state)
     }

@@ -18,10 +18,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use background_tasks::TaskSupervisor;
 use background_tasks_apalis::{
     BoxError, DurableJobError, DurableJobs, EnqueueOptions, Job, JobContext, JobId, Workers,
 };
+use background_tasks_axum::TaskSupervisor;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 

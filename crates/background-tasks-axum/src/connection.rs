@@ -4,7 +4,7 @@
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 
 use axum::Router;
@@ -13,9 +13,9 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Notify;
-use tokio::sync::futures::Notified;
 use tokio_util::task::TaskTracker;
+
+use crate::sync::{AtomicU8, Notified, Notify, spin_wait};
 
 /// Serving requests.
 const SERVING: u8 = 0;
@@ -91,6 +91,7 @@ impl<'a> StageWatch<'a> {
                     // now could be spent by it, and then miss the next stage, since the
                     // shortcut below does not poll it again. It is a few instructions away:
                     // come back once it is out.
+                    spin_wait();
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
@@ -203,4 +204,50 @@ where
         }
     })
     .await;
+}
+
+/// A loom model of the stage watch, run by `.ci/run` (only this crate is built with
+/// `--cfg loom`). The model runs the watch's poll at every point of `advance`, between its
+/// `fetch_max` and its `notify_waiters` included.
+#[cfg(all(loom, test))]
+mod loom_models {
+    use std::future::poll_fn;
+    use std::pin::pin;
+    use std::sync::Arc;
+    use std::task::Poll;
+
+    use super::{CLOSE, GRACEFUL, Stage, StageWatch};
+
+    /// A connection that acts on every stage it sees, as `serve_connection` does, is woken for
+    /// the close even when it reads the graceful stage before that stage's notification is out.
+    /// Without `Stage::announced` (defect 4 of issue 8), the `Notified` made then was spent by
+    /// the pending notification, the close never woke the connection, and this model
+    /// deadlocked.
+    #[test]
+    fn loom_models_a_watch_polled_during_advance_sees_the_close() {
+        loom::model(|| {
+            let stage = Arc::new(Stage::new());
+            let advancing = loom::thread::spawn({
+                let stage = stage.clone();
+                move || {
+                    stage.advance(GRACEFUL);
+                    stage.advance(CLOSE);
+                }
+            });
+            loom::future::block_on(async {
+                let mut watch = pin!(StageWatch::new(&stage));
+                poll_fn(|cx| {
+                    loop {
+                        match watch.as_mut().poll_stage(cx) {
+                            Poll::Ready(seen) if seen >= CLOSE => return Poll::Ready(()),
+                            Poll::Ready(_) => continue,
+                            Poll::Pending => return Poll::Pending,
+                        }
+                    }
+                })
+                .await;
+            });
+            advancing.join().unwrap();
+        });
+    }
 }

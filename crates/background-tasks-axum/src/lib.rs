@@ -74,6 +74,7 @@ mod layer;
 mod readiness;
 mod serve;
 mod signals;
+mod sync;
 
 pub use body::AfterResponseBody;
 pub use error::BackgroundTaskError;

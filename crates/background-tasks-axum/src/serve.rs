@@ -46,7 +46,11 @@ use crate::signals::{BoxSignal, Event, Signals};
 /// a Tokio runtime waits for those threads, as `#[tokio::main]` does when `main` returns: to
 /// exit without them, build the runtime yourself and end it with
 /// [`Runtime::shutdown_background`](tokio::runtime::Runtime::shutdown_background), as the
-/// quickstart example does.
+/// quickstart example does. Meanwhile SIGINT and SIGTERM end the process: once no `serve`
+/// listens for them (it returned, or its future was dropped), they have their default action
+/// again, although tokio's handlers stay installed for the life of the process. An app that
+/// listens for them itself after `serve` should set [`Serve::shutdown_signal`], so that
+/// `serve` leaves SIGINT and SIGTERM alone.
 ///
 /// # Examples
 ///

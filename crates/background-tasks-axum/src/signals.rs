@@ -106,15 +106,19 @@ impl std::fmt::Debug for Signals {
 struct OsSignals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
+    _listening: default_action::Listening,
 }
 
 #[cfg(unix)]
 impl OsSignals {
     fn install() -> io::Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
+        // First, so that a signal is never left with neither `serve` nor its default action.
+        let listening = default_action::Listening::start()?;
         Ok(Self {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
+            _listening: listening,
         })
     }
 
@@ -128,6 +132,73 @@ impl OsSignals {
             received += 1;
         }
         received
+    }
+}
+
+/// SIGINT and SIGTERM end the process again once no `serve` listens for them.
+///
+/// tokio's handlers, once installed, stay for the life of the process, and only queue the
+/// signal for a listener that is gone: after `serve` returned, Ctrl-C did nothing, even while
+/// the runtime's drop waited for an abandoned blocking thread. So a second handler, beside
+/// tokio's, does what the signal would do without any handler (end the process), while no
+/// `serve` listens.
+#[cfg(unix)]
+mod default_action {
+    use std::io;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    use signal_hook::consts::{SIGINT, SIGTERM};
+
+    /// How many `serve`s listen, and the flag the signal handlers read.
+    struct Listeners {
+        count: usize,
+        /// `None` until the first `serve` installs the handlers, once per process.
+        idle: Option<Arc<AtomicBool>>,
+    }
+
+    // A mutex, so that the count and the flag change together: a `serve` that starts while
+    // another one ends cannot leave the flag saying that nobody listens.
+    static LISTENERS: Mutex<Listeners> = Mutex::new(Listeners {
+        count: 0,
+        idle: None,
+    });
+
+    /// One `serve` listening for SIGINT and SIGTERM, until dropped.
+    pub(super) struct Listening(());
+
+    impl Listening {
+        pub(super) fn start() -> io::Result<Self> {
+            // The count stays right even if a holder panicked: it is changed in one statement.
+            let mut listeners = LISTENERS.lock().unwrap_or_else(PoisonError::into_inner);
+            let idle = match &listeners.idle {
+                Some(idle) => idle.clone(),
+                None => {
+                    let idle = Arc::new(AtomicBool::new(false));
+                    for signal in [SIGINT, SIGTERM] {
+                        signal_hook::flag::register_conditional_default(signal, idle.clone())?;
+                    }
+                    listeners.idle.insert(idle).clone()
+                }
+            };
+            listeners.count += 1;
+            // SeqCst, as the handler's load: the handler runs on whichever thread the signal
+            // interrupts, with no lock to order it.
+            idle.store(false, Ordering::SeqCst);
+            Ok(Self(()))
+        }
+    }
+
+    impl Drop for Listening {
+        fn drop(&mut self) {
+            let mut listeners = LISTENERS.lock().unwrap_or_else(PoisonError::into_inner);
+            listeners.count -= 1;
+            if listeners.count == 0
+                && let Some(idle) = &listeners.idle
+            {
+                idle.store(true, Ordering::SeqCst);
+            }
+        }
     }
 }
 

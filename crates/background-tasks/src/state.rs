@@ -109,11 +109,13 @@ impl State {
 
     /// Counts one more running task, unless the phase or the limit forbids it.
     ///
-    /// Without a limit, the count is raised first and the phase checked after: one atomic
-    /// read-modify-write instead of a read and a compare-exchange, which matters on the hot
-    /// path of every spawn. A refused admission is then given back through
-    /// [`Refused::Undo`], which the caller must pass on to its own release path, since the
-    /// abort walk may have counted it meanwhile.
+    /// Without a limit, while running, the count is raised first and the phase checked after:
+    /// one atomic read-modify-write instead of a compare-exchange loop, which matters on the
+    /// hot path of every spawn. An admission refused that way (it raced with the start of
+    /// the shutdown) is given back through [`Refused::Undo`], which the caller must pass on
+    /// to its own release path, since the abort walk may have counted it meanwhile. Once
+    /// shutdown has begun, refusals take no place at all, so that the report has no place
+    /// in flight to wait for, only tasks.
     pub(crate) fn admit(&self, origin: Origin, limit: Option<usize>) -> Result<(), Refused> {
         let admits = |word: u64| {
             matches!(
@@ -121,7 +123,9 @@ impl State {
                 (Phase::Running, _) | (Phase::Draining, Origin::Task)
             )
         };
-        let Some(limit) = limit else {
+        // Relaxed: a first read, which the read-modify-write below validates.
+        let mut word = self.word.load(Ordering::Relaxed);
+        if limit.is_none() && Phase::of(word) == Phase::Running {
             // AcqRel: the admission is ordered with the phase change it raced with.
             let word = self.word.fetch_add(1, Ordering::AcqRel);
             return if admits(word) {
@@ -129,9 +133,10 @@ impl State {
             } else {
                 Err(Refused::Undo(Phase::of(word)))
             };
-        };
-        // Relaxed first read: the compare-exchange below validates it.
-        let mut word = self.word.load(Ordering::Relaxed);
+        }
+        // Once shutdown has begun (or under a limit), the phase is checked before the count
+        // moves: a refusal then takes no place, which the report would have to wait for.
+        let limit = limit.unwrap_or(usize::MAX);
         loop {
             if !admits(word) {
                 return Err(Refused::ShuttingDown);
@@ -213,27 +218,20 @@ mod tests {
         let state = State::new();
         assert_eq!(state.admit(Origin::Outside, None), Ok(()));
         assert_eq!(state.advance(Phase::Draining), (Phase::Running, 1));
-        // Without a limit, a refusal has raised the count, and says it must be given back.
-        assert_eq!(
-            state.admit(Origin::Outside, None),
-            Err(Refused::Undo(Phase::Draining))
-        );
-        assert_eq!(state.end_in_shutdown(), (Phase::Draining, 1));
-        assert_eq!(
-            state.admit(Origin::Outside, Some(9)),
-            Err(Refused::ShuttingDown)
-        );
+        // Once shutdown has begun, a refusal takes no place, with a limit or without (only a
+        // fetch-add racing the phase change does, and gives it back through `Undo`).
+        for limit in [None, Some(9)] {
+            assert_eq!(
+                state.admit(Origin::Outside, limit),
+                Err(Refused::ShuttingDown)
+            );
+        }
+        assert_eq!(state.running(), 1);
         assert_eq!(state.admit(Origin::Task, None), Ok(()));
         state.advance(Phase::Cancelling);
-        assert_eq!(
-            state.admit(Origin::Task, None),
-            Err(Refused::Undo(Phase::Cancelling))
-        );
-        assert_eq!(state.end_in_shutdown(), (Phase::Cancelling, 2));
-        assert_eq!(
-            state.admit(Origin::Task, Some(9)),
-            Err(Refused::ShuttingDown)
-        );
+        for limit in [None, Some(9)] {
+            assert_eq!(state.admit(Origin::Task, limit), Err(Refused::ShuttingDown));
+        }
         assert_eq!(state.running(), 2);
     }
 

@@ -1,142 +1,535 @@
-//! Spawns, ends and a shutdown racing on many threads: no task may escape the report.
+//! A randomized stress suite of the accounting protocol: many seeds, every kind of task,
+//! several threads spawning while the supervisor shuts down (refused in every phase, from
+//! outside and, once the cancel phase begins, from inside), tasks that complete, panic,
+//! return on the cancellation signal, ignore it, never suspend, or hold their thread; shut
+//! down by `shutdown`, `shutdown_now`, several callers at once, a force in the middle, or a
+//! driver whose runtime is dropped under it.
+//!
+//! The one assertion, for every seed: `completed + cancelled + aborted + abandoned` equals the
+//! tasks admitted and not ended before the shutdown began, every caller gets that same
+//! report, and no call waits past its budget plus 100 ms. Tasks wait at a gate that opens once
+//! the shutdown has begun, so the only ones that end before it are those the test awaits
+//! first.
+//!
+//! `STRESS_SEEDS` sets how many seeds run (default 48), `STRESS_FIRST_SEED` the first one;
+//! a failure names its seed, which replays with `STRESS_FIRST_SEED=<seed> STRESS_SEEDS=1`.
 
+use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
-use background_tasks::{SpawnError, TaskSupervisor};
+use background_tasks::{ShutdownReport, SpawnError, TaskContext, TaskSupervisor};
+use tokio::sync::Notify;
 
-/// Counts, when a task's future is dropped (however it ends), whether shutdown had begun.
-struct Witness {
-    supervisor: TaskSupervisor,
-    after: Arc<AtomicUsize>,
-    before: Arc<AtomicUsize>,
+/// What a call may take past its budget: the wait for tasks the abort walk could not see
+/// (80 ms at most) and the report.
+const SLACK: Duration = Duration::from_millis(100);
+
+/// How the tasks' own panics start.
+const PANIC: &str = "a stress task's panic";
+
+#[test]
+fn every_admitted_task_is_reported_once_and_no_shutdown_call_outlives_its_budget() {
+    let seeds = env_number("STRESS_SEEDS", 48);
+    let first = env_number("STRESS_FIRST_SEED", 1);
+    // The tasks' own panics are part of the test: only the others are printed.
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.payload().downcast_ref::<&str>().copied().unwrap_or("");
+        if !message.starts_with(PANIC) {
+            print(info);
+        }
+    }));
+    let started = Instant::now();
+    for seed in first..first + seeds {
+        run(seed);
+    }
+    eprintln!("{seeds} seeds from {first} in {:.1?}", started.elapsed());
 }
 
-impl Drop for Witness {
-    fn drop(&mut self) {
-        // A task that sees shutdown under way when it ends ends after the phase changed, so
-        // the report must count it; one that does not may still be counted, as the phase can
-        // change between this check and the end being counted.
-        let counter = if self.supervisor.is_shutting_down() {
-            &self.after
-        } else {
-            &self.before
-        };
-        counter.fetch_add(1, Ordering::SeqCst);
+fn env_number(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(value) => value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
+        Err(_) => default,
     }
 }
 
-#[test]
-fn no_task_escapes_the_report_when_spawns_race_with_shutdown() {
-    for round in 0..20 {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let supervisor = TaskSupervisor::builder()
-            .shutdown_timeout(Duration::from_millis(20))
-            .cancel_grace(Duration::from_millis(20))
-            .build();
-        let after = Arc::new(AtomicUsize::new(0));
-        let before = Arc::new(AtomicUsize::new(0));
-        let admitted = Arc::new(AtomicUsize::new(0));
-        let refused = Arc::new(AtomicUsize::new(0));
-        let spawners: Vec<_> = (0..4)
-            .map(|thread| {
-                let (supervisor, handle) = (supervisor.clone(), runtime.handle().clone());
-                let (after, before) = (after.clone(), before.clone());
-                let (admitted, refused) = (admitted.clone(), refused.clone());
-                std::thread::spawn(move || {
-                    let _runtime = handle.enter();
-                    for i in 0.. {
-                        let witness = Witness {
-                            supervisor: supervisor.clone(),
-                            after: after.clone(),
-                            before: before.clone(),
-                        };
-                        let spawned = match (i + thread) % 5 {
-                            0 => supervisor.spawn(async move { drop(witness) }).map(drop),
-                            1 => supervisor
-                                .spawn(async move {
-                                    let _witness = witness;
-                                    tokio::task::yield_now().await;
-                                })
-                                .map(drop),
-                            2 => supervisor
-                                .spawn_with(|ctx| async move {
-                                    let _witness = witness;
-                                    ctx.cancelled().await;
-                                })
-                                .map(drop),
-                            3 => supervisor
-                                .spawn_with(|ctx| async move {
-                                    let _witness = witness;
-                                    ctx.shutdown_started().await;
-                                    // Follow-ups may still be refused once cancelling; a
-                                    // refused one must leave no trace in the report.
-                                    let _ = ctx.spawn(tokio::task::yield_now());
-                                    let _ = ctx.spawn_blocking(|| ());
-                                    std::future::pending::<()>().await;
-                                })
-                                .map(drop),
-                            _ => supervisor
-                                .spawn_blocking(move || {
-                                    let _witness = witness;
-                                    std::thread::sleep(Duration::from_micros(200));
-                                })
-                                .map(drop),
-                        };
-                        match spawned {
-                            Ok(()) => {
-                                admitted.fetch_add(1, Ordering::SeqCst);
-                            }
-                            // The refused task's witness was dropped, unrun, by the spawn.
-                            Err(SpawnError::ShuttingDown) => {
-                                refused.fetch_add(1, Ordering::SeqCst);
-                                break;
-                            }
-                            Err(other) => panic!("unexpected {other}"),
-                        }
-                        if i % 64 == 0 {
-                            std::thread::yield_now();
-                        }
-                    }
-                })
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(5 + round % 7));
-        let report = runtime.block_on(supervisor.shutdown());
-        for spawner in spawners {
-            spawner.join().unwrap();
-        }
-        runtime.block_on(supervisor.wait_idle());
-        drop(runtime);
+/// How the supervisor is shut down.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    /// One `shutdown()`.
+    Shutdown,
+    /// One `shutdown_now()`.
+    Now,
+    /// `shutdown()`, then `shutdown_now()` from another thread during the phases.
+    ForcedDuring,
+    /// Three `shutdown()` callers on three threads.
+    Concurrent,
+    /// A `shutdown()` on a runtime of its own, dropped with the driver, then `shutdown()`.
+    DroppedDriver,
+}
 
-        // Follow-ups spawned by tasks are neither admitted above nor witnessed.
-        let reported =
-            report.completed() + report.cancelled() + report.aborted() + report.abandoned();
-        let (after, before) = (after.load(Ordering::SeqCst), before.load(Ordering::SeqCst));
-        let admitted = admitted.load(Ordering::SeqCst);
-        let refused = refused.load(Ordering::SeqCst);
+const ENDINGS: [Ending; 5] = [
+    Ending::Shutdown,
+    Ending::Now,
+    Ending::ForcedDuring,
+    Ending::Concurrent,
+    Ending::DroppedDriver,
+];
+
+fn run(seed: u64) {
+    let mut random = Random::new(seed);
+    let shutdown_timeout = Duration::from_millis(random.below(60));
+    let cancel_grace = Duration::from_millis(random.below(40));
+    let ending = ENDINGS[random.below(ENDINGS.len() as u64) as usize];
+    let max_tasks = random.chance(4).then(|| 20 + random.below(200) as usize);
+    let spawners = 1 + random.below(3);
+    let context = format!(
+        "seed {seed}: {ending:?}, shutdown_timeout {shutdown_timeout:?}, cancel_grace \
+         {cancel_grace:?}, max_tasks {max_tasks:?}, {spawners} spawning threads"
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(3)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let mut builder = TaskSupervisor::builder()
+        .shutdown_timeout(shutdown_timeout)
+        .cancel_grace(cancel_grace);
+    if let Some(limit) = max_tasks {
+        builder = builder.max_tasks(limit);
+    }
+    let supervisor = builder.build();
+    let shared = Arc::new(Shared {
+        supervisor: supervisor.clone(),
+        gate: Gate::default(),
+        admitted: AtomicUsize::new(0),
+        stuck_left: AtomicUsize::new(1),
+    });
+
+    // Tasks that end before the shutdown begins, awaited (or aborted and awaited) here: they
+    // are not in the report.
+    let before = runtime.block_on(async {
+        let mut handles = Vec::new();
+        for _ in 0..random.below(20) {
+            let ends = random.below(3);
+            let spawned = match ends {
+                0 => supervisor.spawn(async {}),
+                1 => supervisor
+                    .spawn_with(|_| async { panic!("a stress task's panic, before the shutdown") }),
+                _ => supervisor
+                    .task("waits-forever")
+                    .spawn(std::future::pending::<()>())
+                    .inspect(|handle| handle.abort()),
+            };
+            if let Ok(handle) = spawned {
+                handles.push(handle);
+            }
+        }
+        let count = handles.len();
+        for handle in handles {
+            let _ = handle.await;
+        }
+        count
+    });
+    shared.admitted.fetch_add(before, Ordering::SeqCst);
+
+    // Threads that spawn until the shutdown began and then some more, refused.
+    let spawning = Arc::new(AtomicBool::new(true));
+    let threads: Vec<_> = (0..spawners)
+        .map(|thread| {
+            let (shared, spawning) = (shared.clone(), spawning.clone());
+            let handle = runtime.handle().clone();
+            let mut random = Random::new(seed * 1_000 + thread);
+            std::thread::spawn(move || {
+                let _runtime = handle.enter();
+                let mut refused_after = 0;
+                while refused_after < 50 {
+                    if !spawning.load(Ordering::SeqCst) {
+                        refused_after += 1;
+                    }
+                    spawn_one(&shared, &mut random, None);
+                    if random.chance(8) {
+                        std::thread::yield_now();
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(random.below(15)));
+
+    let budget = match ending {
+        Ending::Now => Duration::ZERO,
+        _ => shutdown_timeout + cancel_grace,
+    };
+    let reports = match ending {
+        Ending::Shutdown => vec![timed(&runtime, &shared, budget, &context, |s| async move {
+            s.shutdown().await
+        })],
+        Ending::Now => vec![timed(&runtime, &shared, budget, &context, |s| async move {
+            s.shutdown_now().await
+        })],
+        Ending::ForcedDuring => {
+            let delay = Duration::from_millis(random.below(budget.as_millis() as u64 + 1));
+            let forcer = std::thread::spawn({
+                let (supervisor, handle) = (supervisor.clone(), runtime.handle().clone());
+                let context = context.clone();
+                move || {
+                    std::thread::sleep(delay);
+                    let called = Instant::now();
+                    let report = handle.block_on(supervisor.shutdown_now());
+                    assert_within(called, Duration::ZERO, &context, "shutdown_now()");
+                    report
+                }
+            });
+            let report = timed(&runtime, &shared, budget, &context, |s| async move {
+                s.shutdown().await
+            });
+            vec![report, forcer.join().expect("the forcing thread")]
+        }
+        Ending::Concurrent => {
+            let callers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (supervisor, handle) = (supervisor.clone(), runtime.handle().clone());
+                    let context = context.clone();
+                    std::thread::spawn(move || {
+                        let called = Instant::now();
+                        let report = handle.block_on(supervisor.shutdown());
+                        assert_within(called, budget, &context, "a concurrent shutdown()");
+                        report
+                    })
+                })
+                .collect();
+            let mut reports = vec![timed(&runtime, &shared, budget, &context, |s| async move {
+                s.shutdown().await
+            })];
+            reports.extend(callers.into_iter().map(|c| c.join().expect("a caller")));
+            reports
+        }
+        Ending::DroppedDriver => {
+            let cut_after = Duration::from_millis(random.below(budget.as_millis() as u64 + 10));
+            let driver_runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            let called = Instant::now();
+            let early = driver_runtime.block_on(async {
+                let mut shutdown = pin!(supervisor.shutdown());
+                // Begun at the first poll; the driver runs on this runtime.
+                std::future::poll_fn(|cx| {
+                    let _ = shutdown.as_mut().poll(cx);
+                    Poll::Ready(())
+                })
+                .await;
+                shared.gate.open();
+                tokio::time::timeout(cut_after, shutdown).await.ok()
+            });
+            drop(driver_runtime);
+            let report = runtime.block_on(supervisor.shutdown());
+            assert_within(
+                called,
+                budget,
+                &context,
+                "shutdown() after the dropped driver",
+            );
+            early.into_iter().chain([report]).collect()
+        }
+    };
+
+    spawning.store(false, Ordering::SeqCst);
+    for thread in threads {
+        thread.join().expect("a spawning thread");
+    }
+    // Every task's thread is given back before the counts are read: a task stuck in a poll
+    // may still be inside the spawn it made just before admission closed.
+    runtime.shutdown_timeout(Duration::from_secs(10));
+
+    let admitted = shared.admitted.load(Ordering::SeqCst) - before;
+    for report in &reports {
         assert_eq!(
-            after + before,
-            admitted + refused,
-            "round {round}: every task ended once"
-        );
-        // Refused spawns drop their witness while shutting down, but were never tasks.
-        let ended_after = after - refused;
-        assert!(
-            reported >= ended_after,
-            "round {round}: {ended_after} tasks ended after shutdown began, the report has {reported}: {report}"
+            report.completed() + report.cancelled() + report.aborted() + report.abandoned(),
+            admitted,
+            "{context}: the report does not count every task admitted and not ended before \
+             the shutdown exactly once: {report:#}"
         );
         assert_eq!(
-            report.abandoned(),
-            report.abandoned_tasks().len(),
-            "round {round}: no task is abandoned unnamed, as none blocks in its first poll: {report}"
+            counts(report),
+            counts(&reports[0]),
+            "{context}: two callers got different reports"
         );
-        assert!(supervisor.is_empty());
+    }
+}
+
+fn counts(report: &ShutdownReport) -> [usize; 4] {
+    [
+        report.completed(),
+        report.cancelled(),
+        report.aborted(),
+        report.abandoned(),
+    ]
+}
+
+/// Calls `shutdown` on the test's runtime, opens the gate once the shutdown has begun, and
+/// checks the time the call took.
+fn timed<F, Fut>(
+    runtime: &tokio::runtime::Runtime,
+    shared: &Shared,
+    budget: Duration,
+    context: &str,
+    shutdown: F,
+) -> ShutdownReport
+where
+    F: FnOnce(TaskSupervisor) -> Fut,
+    Fut: Future<Output = ShutdownReport>,
+{
+    let called = Instant::now();
+    let report = runtime.block_on(async {
+        let mut shutdown = pin!(shutdown(shared.supervisor.clone()));
+        std::future::poll_fn(|cx| {
+            let polled = shutdown.as_mut().poll(cx);
+            // After the first poll, which begins the shutdown.
+            shared.gate.open();
+            polled
+        })
+        .await
+    });
+    assert_within(called, budget, context, "shutdown");
+    report
+}
+
+#[track_caller]
+fn assert_within(called: Instant, budget: Duration, context: &str, call: &str) {
+    let took = called.elapsed();
+    assert!(
+        took <= budget + SLACK,
+        "{context}: {call} took {took:?}, past its budget {budget:?} + {SLACK:?}"
+    );
+}
+
+/// What the tasks of one seed share.
+struct Shared {
+    supervisor: TaskSupervisor,
+    gate: Gate,
+    /// Spawns that returned `Ok`, from every thread and task.
+    admitted: AtomicUsize,
+    /// How many more tasks may hold a runtime worker in their first poll: one, so that the
+    /// runtime always has a free worker for the shutdown's timers.
+    stuck_left: AtomicUsize,
+}
+
+/// Spawns one task of a random kind, from outside (`ctx` is `None`) or from a task.
+fn spawn_one(shared: &Arc<Shared>, random: &mut Random, ctx: Option<&TaskContext>) {
+    let seed = random.next();
+    let behaviour = Behaviour::pick(&mut Random::new(seed), shared);
+    let shared_task = shared.clone();
+    let spawned: Result<(), SpawnError> = match (random.below(6), ctx) {
+        (0, None) => shared
+            .supervisor
+            .spawn(behaviour.run_plain(shared_task))
+            .map(drop),
+        (0, Some(ctx)) => ctx.spawn(behaviour.run_plain(shared_task)).map(drop),
+        (1, None) => shared
+            .supervisor
+            .task("named")
+            .spawn(behaviour.run_plain(shared_task))
+            .map(drop),
+        (1, Some(ctx)) => ctx
+            .task("follow-up")
+            .spawn(behaviour.run_plain(shared_task))
+            .map(drop),
+        (2, None) => shared
+            .supervisor
+            .spawn_with(move |ctx| behaviour.run_with(shared_task, ctx, seed))
+            .map(drop),
+        (2, Some(ctx)) => ctx
+            .spawn_with(move |ctx| behaviour.run_with(shared_task, ctx, seed))
+            .map(drop),
+        (3, _) => shared
+            .supervisor
+            .task("with-name")
+            .spawn_with(move |ctx| behaviour.run_with(shared_task, ctx, seed))
+            .map(drop),
+        (4, _) => shared
+            .supervisor
+            .spawn_blocking(move || behaviour.run_blocking(&shared_task, None))
+            .map(drop),
+        _ => shared
+            .supervisor
+            .spawn_blocking_with(move |ctx| behaviour.run_blocking(&shared_task, Some(&ctx)))
+            .map(drop),
+    };
+    match spawned {
+        Ok(()) => {
+            shared.admitted.fetch_add(1, Ordering::SeqCst);
+        }
+        Err(SpawnError::ShuttingDown | SpawnError::AtCapacity { .. }) => {}
+        Err(error) => panic!("unexpected refusal: {error}"),
+    }
+}
+
+/// What a task does once the gate opens.
+#[derive(Debug, Clone, Copy)]
+enum Behaviour {
+    Return,
+    Panic,
+    /// Sleeps, on the runtime's timer (async) or its thread (blocking).
+    Sleep(Duration),
+    /// Waits for the cancellation signal where it has a context, forever otherwise.
+    UntilCancelled,
+    /// Never ends by itself.
+    Forever,
+    /// Holds its runtime worker in its first poll, never suspending, then returns.
+    StuckInFirstPoll(Duration),
+    /// Spawns follow-ups through its context, then waits for the cancellation signal.
+    FollowUps(u64),
+}
+
+impl Behaviour {
+    fn pick(random: &mut Random, shared: &Shared) -> Self {
+        match random.below(16) {
+            0..=2 => Self::Return,
+            3 => Self::Panic,
+            4..=7 => Self::Sleep(Duration::from_millis(random.below(120))),
+            8..=10 => Self::UntilCancelled,
+            11 | 12 => Self::Forever,
+            13 if shared
+                .stuck_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    left.checked_sub(1)
+                })
+                .is_ok() =>
+            {
+                Self::StuckInFirstPoll(Duration::from_millis(random.below(150)))
+            }
+            _ => Self::FollowUps(1 + random.below(4)),
+        }
+    }
+
+    async fn run_plain(self, shared: Arc<Shared>) {
+        if let Self::StuckInFirstPoll(hold) = self {
+            return stuck_in_first_poll(&shared, hold);
+        }
+        shared.gate.wait().await;
+        match self {
+            Self::Return | Self::FollowUps(_) => {}
+            Self::Panic => panic!("a stress task's panic"),
+            Self::Sleep(duration) => tokio::time::sleep(duration).await,
+            Self::UntilCancelled | Self::Forever => std::future::pending().await,
+            Self::StuckInFirstPoll(_) => unreachable!("handled above"),
+        }
+    }
+
+    async fn run_with(self, shared: Arc<Shared>, ctx: TaskContext, seed: u64) {
+        if let Self::StuckInFirstPoll(hold) = self {
+            return stuck_in_first_poll(&shared, hold);
+        }
+        shared.gate.wait().await;
+        match self {
+            Self::Return => {}
+            Self::Panic => panic!("a stress task's panic"),
+            Self::Sleep(duration) => tokio::time::sleep(duration).await,
+            Self::UntilCancelled => ctx.cancelled().await,
+            Self::Forever => std::future::pending().await,
+            Self::FollowUps(count) => {
+                let mut random = Random::new(seed ^ 0x5eed);
+                for _ in 0..count {
+                    spawn_one(&shared, &mut random, Some(&ctx));
+                    tokio::task::yield_now().await;
+                }
+                ctx.cancelled().await;
+            }
+            Self::StuckInFirstPoll(_) => unreachable!("handled above"),
+        }
+    }
+
+    fn run_blocking(self, shared: &Shared, ctx: Option<&TaskContext>) {
+        shared.gate.wait_blocking();
+        match self {
+            Self::Return | Self::FollowUps(_) => {}
+            Self::Panic => panic!("a stress task's panic, blocking"),
+            Self::Sleep(duration) | Self::StuckInFirstPoll(duration) => {
+                std::thread::sleep(duration);
+            }
+            // Bounded, so that the runtime's drop at the end of the seed does not wait long.
+            Self::UntilCancelled | Self::Forever => {
+                let until = Instant::now() + Duration::from_millis(300);
+                while Instant::now() < until && !ctx.is_some_and(TaskContext::is_cancelled) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+}
+
+/// Never suspends: waits for the gate and then `hold`, on its worker thread.
+fn stuck_in_first_poll(shared: &Shared, hold: Duration) {
+    shared.gate.wait_blocking();
+    std::thread::sleep(hold);
+}
+
+/// Opens once the shutdown has begun.
+#[derive(Default)]
+struct Gate {
+    open: AtomicBool,
+    opened: Notify,
+}
+
+impl Gate {
+    fn open(&self) {
+        if !self.open.swap(true, Ordering::SeqCst) {
+            self.opened.notify_waiters();
+        }
+    }
+
+    async fn wait(&self) {
+        let mut opened = pin!(self.opened.notified());
+        loop {
+            // Registered before the flag is read, so that an open in between still wakes it.
+            opened.as_mut().enable();
+            if self.open.load(Ordering::SeqCst) {
+                return;
+            }
+            opened.as_mut().await;
+            opened.set(self.opened.notified());
+        }
+    }
+
+    fn wait_blocking(&self) {
+        while !self.open.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// splitmix64: enough randomness for a test, and the same for a seed on every machine.
+struct Random(u64);
+
+impl Random {
+    fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        if bound == 0 { 0 } else { self.next() % bound }
+    }
+
+    /// True one time in `n`.
+    fn chance(&mut self, n: u64) -> bool {
+        self.below(n) == 0
     }
 }
 

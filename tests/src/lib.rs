@@ -12,6 +12,8 @@
 //! the caller is honoured without being read. When the binary is fresh the build is a no-op
 //! that takes well under a second.
 
+pub mod postgres;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

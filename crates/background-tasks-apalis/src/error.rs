@@ -80,11 +80,18 @@ pub enum DurableJobError {
     /// The job does not serialize to JSON.
     #[error("the job does not serialize to JSON: {0}")]
     Serialize(#[source] serde_json::Error),
+    /// A job was enqueued in a PostgreSQL transaction, but these jobs are stored elsewhere.
+    #[error(
+        "enqueue_in needs jobs stored in PostgreSQL: connect DurableJobs to a postgres:// URL, \
+         or use enqueue_with"
+    )]
+    NotPostgres,
 }
 
 impl DurableJobError {
     /// `503 Service Unavailable` for [`ShuttingDown`](Self::ShuttingDown) and
-    /// [`Unavailable`](Self::Unavailable), which pass; `500` for a job that does not serialize.
+    /// [`Unavailable`](Self::Unavailable), which pass; `500` for a job that does not serialize
+    /// and for a misuse.
     ///
     /// # Examples
     ///
@@ -97,7 +104,7 @@ impl DurableJobError {
     #[must_use]
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Serialize(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Serialize(_) | Self::NotPostgres => StatusCode::INTERNAL_SERVER_ERROR,
             Self::ShuttingDown | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -110,7 +117,7 @@ impl DurableJobError {
         match self {
             Self::ShuttingDown => Some(Duration::from_secs(5)),
             Self::Unavailable(_) => Some(Duration::from_secs(1)),
-            Self::Serialize(_) => None,
+            Self::Serialize(_) | Self::NotPostgres => None,
         }
     }
 }

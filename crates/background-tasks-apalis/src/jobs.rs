@@ -91,7 +91,8 @@ impl DurableJobs {
     }
 
     /// A builder to open the storage at `url`: `sqlite://<file>` (created if missing), or
-    /// `postgres://…` with the feature `postgres`.
+    /// `postgres://…` (or `postgresql://…`) with the feature `postgres`, whose database must
+    /// exist; apalis's tables are created in it (schema `apalis`) if missing.
     pub fn builder(url: &str) -> DurableJobsBuilder {
         DurableJobsBuilder {
             url: url.to_owned(),
@@ -133,6 +134,75 @@ impl DurableJobs {
         job: J,
         options: EnqueueOptions,
     ) -> Result<JobId, DurableJobError> {
+        let (queue, new) = self.prepare(job, &options)?;
+        let id = self
+            .inner
+            .store
+            .push(queue, new)
+            .await
+            .map_err(DurableJobError::Unavailable)?;
+        self.inner.enqueued.notify_waiters();
+        Ok(id)
+    }
+
+    /// Stores `job` with `options` in the caller's PostgreSQL transaction (or connection), so
+    /// that it is stored exactly when the rest of the transaction is: it becomes visible to
+    /// workers at the commit, and a rollback removes it. `conn` must reach the database these
+    /// jobs were [connected](DurableJobsBuilder::connect) to.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use background_tasks_apalis::{BoxError, DurableJobs, EnqueueOptions, Job, JobContext};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct SendReceipt { order: i64 }
+    /// # impl Job for SendReceipt {
+    /// #     const NAME: &'static str = "send-receipt";
+    /// #     type State = ();
+    /// #     async fn run(self, _: (), _: JobContext) -> Result<(), BoxError> { Ok(()) }
+    /// # }
+    /// # async fn order(jobs: DurableJobs, pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = pool.begin().await?;
+    /// let order: i64 = sqlx::query_scalar("INSERT INTO orders DEFAULT VALUES RETURNING id")
+    ///     .fetch_one(&mut *tx)
+    ///     .await?;
+    /// jobs.enqueue_in(&mut tx, SendReceipt { order }, EnqueueOptions::new()).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`enqueue`](Self::enqueue), and [`DurableJobError::NotPostgres`] when these jobs are
+    /// stored in SQLite. An error leaves the caller's transaction usable.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`enqueue`](Self::enqueue); what the transaction holds is decided by its commit.
+    #[cfg(feature = "postgres")]
+    pub async fn enqueue_in<J: Job>(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        job: J,
+        options: EnqueueOptions,
+    ) -> Result<JobId, DurableJobError> {
+        if !matches!(self.inner.store, Store::Postgres(_)) {
+            return Err(DurableJobError::NotPostgres);
+        }
+        let (queue, new) = self.prepare(job, &options)?;
+        let id = crate::store::postgres::push(conn, queue, new)
+            .await
+            .map_err(DurableJobError::Unavailable)?;
+        // The job is visible at the commit, which this process does not see: the fetchers find
+        // it at their next poll.
+        Ok(id)
+    }
+
+    /// Checks that enqueues are open, and serializes `job` with `options`.
+    fn prepare<'a, J: Job>(
+        &self,
+        job: J,
+        options: &'a EnqueueOptions,
+    ) -> Result<(&'static str, NewJob<'a>), DurableJobError> {
         if self
             .inner
             .supervisor
@@ -142,21 +212,16 @@ impl DurableJobs {
             return Err(DurableJobError::ShuttingDown);
         }
         let payload = serde_json::to_vec(&job).map_err(DurableJobError::Serialize)?;
-        let new = NewJob {
-            id: JobId::generate(),
-            payload,
-            run_at: run_at_after(options.delay),
-            max_attempts: options.max_attempts.unwrap_or(self.inner.max_attempts),
-            idempotency_key: options.idempotency_key.as_deref(),
-        };
-        let id = self
-            .inner
-            .store
-            .push(J::NAME, new)
-            .await
-            .map_err(DurableJobError::Unavailable)?;
-        self.inner.enqueued.notify_waiters();
-        Ok(id)
+        Ok((
+            J::NAME,
+            NewJob {
+                id: JobId::generate(),
+                payload,
+                run_at: run_at_after(options.delay),
+                max_attempts: options.max_attempts.unwrap_or(self.inner.max_attempts),
+                idempotency_key: options.idempotency_key.as_deref(),
+            },
+        ))
     }
 
     /// The job's state, attempts and last error; `None` when no such job is stored.
@@ -243,6 +308,10 @@ impl DurableJobsBuilder {
     pub async fn connect(self) -> Result<DurableJobs, ConnectError> {
         let store = if self.url.starts_with("sqlite:") {
             Store::Sqlite(SqliteStore::connect(&self.url, self.timeout).await?)
+        } else if cfg!(feature = "postgres")
+            && (self.url.starts_with("postgres:") || self.url.starts_with("postgresql:"))
+        {
+            postgres(&self.url, self.timeout).await?
         } else {
             return Err(ConnectError::UnsupportedUrl {
                 url: self.url,
@@ -260,4 +329,23 @@ impl DurableJobsBuilder {
     }
 }
 
+#[cfg(feature = "postgres")]
+const POSTGRES_HINT: &str = " or postgres://<user>:<password>@<host>:<port>/<database>";
+#[cfg(not(feature = "postgres"))]
 const POSTGRES_HINT: &str = " (postgres:// needs the feature `postgres`)";
+
+#[cfg(feature = "postgres")]
+async fn postgres(url: &str, timeout: Duration) -> Result<Store, ConnectError> {
+    crate::store::postgres::PostgresStore::connect(url, timeout)
+        .await
+        .map(Store::Postgres)
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres(url: &str, _timeout: Duration) -> Result<Store, ConnectError> {
+    // Not reached: `connect` only calls it with the feature on.
+    Err(ConnectError::UnsupportedUrl {
+        url: url.to_owned(),
+        postgres: POSTGRES_HINT,
+    })
+}

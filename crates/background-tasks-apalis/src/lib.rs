@@ -7,7 +7,8 @@
 //! - **Enqueue** it in one line from a handler ([`DurableJobs::enqueue`]); `?` turns an
 //!   unreachable database or a shutdown under way into a `503` with `Retry-After`
 //!   ([`DurableJobError`]). Options: a delay, an idempotency key, the attempts
-//!   ([`EnqueueOptions`]).
+//!   ([`EnqueueOptions`]). On PostgreSQL, `DurableJobs::enqueue_in` stores the job in the
+//!   caller's own transaction, so that it exists exactly when the request's data does.
 //! - **Run** it on [`Workers`], a fetcher per job type with its own concurrency and a
 //!   supervised task per job. The supervisor's shutdown drives them: fetching stops at once;
 //!   running jobs may finish in the drain; their handlers see the cancellation
@@ -21,6 +22,11 @@
 //!   the job is dead with its last error ([`JobStatus::last_error`]); a payload that no longer
 //!   deserializes is dead at once. Each failure goes through tracing and the supervisor's
 //!   `on_failure` callback, as a panic of the job's task (the core has no other public way in).
+//!
+//! # Features
+//!
+//! - `postgres`: `postgres://` URLs, on apalis-postgres (for several processes or machines
+//!   sharing the work), and `DurableJobs::enqueue_in`.
 //!
 //! The tables and most queries are apalis's own (`apalis-sqlite`, `apalis-postgres`): the
 //! queue is apalis's queue, readable by its tools.

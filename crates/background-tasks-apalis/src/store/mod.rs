@@ -7,13 +7,19 @@
 //! consuming an attempt (apalis's `reenqueue_abandoned` adds one), and a status read that
 //! keeps the last error.
 
+use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use apalis_core::task::ExecutionContext;
+use apalis_core::task::status::Status;
+use apalis_core::task::task_id::TaskId;
 use apalis_core::worker::context::WorkerContext;
 
 use crate::id::JobId;
-use crate::status::JobStatus;
+use crate::status::{JobState, JobStatus};
 
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
 /// The result of a storage call; every error is the driver's.
@@ -62,25 +68,32 @@ pub(crate) enum Outcome<'a> {
 #[derive(Debug, Clone)]
 pub(crate) enum Store {
     Sqlite(sqlite::SqliteStore),
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PostgresStore),
+}
+
+/// Calls the same method on whichever backend `$store` is.
+macro_rules! dispatch {
+    ($store:expr, $method:ident($($arg:expr),*)) => {
+        match $store {
+            Store::Sqlite(store) => store.$method($($arg),*).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.$method($($arg),*).await,
+        }
+    };
 }
 
 impl Store {
     pub(crate) async fn push(&self, queue: &str, job: NewJob<'_>) -> StoreResult<JobId> {
-        match self {
-            Self::Sqlite(store) => store.push(queue, job).await,
-        }
+        dispatch!(self, push(queue, job))
     }
 
     pub(crate) async fn status(&self, id: &JobId) -> StoreResult<Option<JobStatus>> {
-        match self {
-            Self::Sqlite(store) => store.status(id).await,
-        }
+        dispatch!(self, status(id))
     }
 
     pub(crate) async fn register(&self, worker: &WorkerContext, queue: &str) -> StoreResult<()> {
-        match self {
-            Self::Sqlite(store) => store.register(worker, queue).await,
-        }
+        dispatch!(self, register(worker, queue))
     }
 
     /// Marks the worker alive and reclaims the jobs of workers silent for `orphan_after`;
@@ -91,9 +104,7 @@ impl Store {
         queue: &str,
         orphan_after: Duration,
     ) -> StoreResult<u64> {
-        match self {
-            Self::Sqlite(store) => store.heartbeat(worker, queue, orphan_after).await,
-        }
+        dispatch!(self, heartbeat(worker, queue, orphan_after))
     }
 
     pub(crate) async fn fetch(
@@ -102,9 +113,7 @@ impl Store {
         queue: &str,
         limit: usize,
     ) -> StoreResult<Vec<Fetched>> {
-        match self {
-            Self::Sqlite(store) => store.fetch(worker, queue, limit).await,
-        }
+        dispatch!(self, fetch(worker, queue, limit))
     }
 
     /// Records how an attempt ended; `attempt` counts it. Returns whether the job was still
@@ -116,17 +125,13 @@ impl Store {
         attempt: u32,
         outcome: Outcome<'_>,
     ) -> StoreResult<bool> {
-        match self {
-            Self::Sqlite(store) => store.finish(worker, id, attempt, outcome).await,
-        }
+        dispatch!(self, finish(worker, id, attempt, outcome))
     }
 
     /// Puts jobs this worker runs back in the queue without consuming an attempt; returns the
     /// ids it released.
     pub(crate) async fn release(&self, worker: &str, ids: &[JobId]) -> StoreResult<Vec<JobId>> {
-        match self {
-            Self::Sqlite(store) => store.release(worker, ids).await,
-        }
+        dispatch!(self, release(worker, ids))
     }
 }
 
@@ -161,6 +166,10 @@ pub(crate) fn driver_error(error: impl Into<ApalisError>) -> sqlx::Error {
     match error.into() {
         ApalisError::Sqlite(apalis_sqlite::Error::Database(error)) => error,
         ApalisError::Sqlite(other) => sqlx::Error::Protocol(other.to_string()),
+        #[cfg(feature = "postgres")]
+        ApalisError::Postgres(apalis_postgres::Error::Database(error)) => error,
+        #[cfg(feature = "postgres")]
+        ApalisError::Postgres(other) => sqlx::Error::Protocol(other.to_string()),
     }
 }
 
@@ -168,11 +177,72 @@ pub(crate) fn driver_error(error: impl Into<ApalisError>) -> sqlx::Error {
 #[derive(Debug)]
 pub(crate) enum ApalisError {
     Sqlite(apalis_sqlite::Error),
+    #[cfg(feature = "postgres")]
+    Postgres(apalis_postgres::Error),
 }
 
 impl From<apalis_sqlite::Error> for ApalisError {
     fn from(error: apalis_sqlite::Error) -> Self {
         Self::Sqlite(error)
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl From<apalis_postgres::Error> for ApalisError {
+    fn from(error: apalis_postgres::Error) -> Self {
+        Self::Postgres(error)
+    }
+}
+
+/// The job apalis fetched, as the workers see it.
+pub(crate) fn fetched(ctx: &ExecutionContext, payload: Vec<u8>) -> StoreResult<Fetched> {
+    let id = ctx
+        .task_id()
+        .and_then(TaskId::as_ulid)
+        .ok_or_else(|| sqlx::Error::Protocol("a job without a ULID id".into()))?;
+    Ok(Fetched {
+        id: JobId::from_ulid(id),
+        payload,
+        attempts: u32::try_from(ctx.attempt()).unwrap_or(u32::MAX),
+        max_attempts: u32::try_from(ctx.max_attempts().unwrap_or(1)).unwrap_or(u32::MAX),
+    })
+}
+
+pub(crate) fn parse_id(id: &str) -> StoreResult<JobId> {
+    id.parse()
+        .map_err(|error| sqlx::Error::Decode(Box::new(error)))
+}
+
+/// apalis's statuses, as this crate names them.
+pub(crate) fn state(status: &str, attempts: u32, max_attempts: u32) -> StoreResult<JobState> {
+    let status = Status::from_str(status).map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
+    Ok(match status {
+        Status::Pending | Status::Queued => JobState::Pending,
+        Status::Running => JobState::Running,
+        Status::Done => JobState::Done,
+        Status::Failed if attempts >= max_attempts => JobState::Dead,
+        Status::Failed => JobState::Failed,
+        Status::Killed => JobState::Dead,
+        other => {
+            return Err(sqlx::Error::Protocol(format!(
+                "a job status this version does not know: {other:?}"
+            )));
+        }
+    })
+}
+
+/// `url` without its password, for errors and logs.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -186,6 +256,16 @@ mod tests {
         let at = run_at_after(Duration::from_millis(1500));
         assert!((now + 2..=now + 3).contains(&at), "{now} -> {at}");
         assert!(run_at_after(Duration::ZERO) <= unix_now());
+    }
+
+    #[test]
+    fn a_password_is_never_shown() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db.internal:5432/jobs"),
+            "postgres://app:***@db.internal:5432/jobs"
+        );
+        assert_eq!(redact("postgres://app@db/jobs"), "postgres://app@db/jobs");
+        assert_eq!(redact("sqlite://jobs.db"), "sqlite://jobs.db");
     }
 
     #[test]

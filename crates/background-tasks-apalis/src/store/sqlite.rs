@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 use super::{Fetched, NewJob, Outcome, StoreResult, driver_error, error_json, last_error};
 use crate::error::ConnectError;
 use crate::id::JobId;
-use crate::status::{JobState, JobStatus};
+use crate::status::JobStatus;
 
 /// What the `Workers` rows record as the storage.
 const STORAGE_NAME: &str = "background-tasks-apalis/sqlite";
@@ -32,7 +32,7 @@ impl SqliteStore {
     /// Opens (creating it if missing) and migrates the database at `url`.
     pub(crate) async fn connect(url: &str, timeout: Duration) -> Result<Self, ConnectError> {
         let unreachable = |source| ConnectError::Unreachable {
-            url: url.to_owned(),
+            url: super::redact(url),
             source,
         };
         let options = SqliteConnectOptions::from_str(url)
@@ -54,7 +54,7 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|source| ConnectError::Migrate {
-                url: url.to_owned(),
+                url: super::redact(url),
                 source,
             })?;
         Ok(Self { pool })
@@ -82,7 +82,7 @@ impl SqliteStore {
                 .bind(key)
                 .fetch_one(&mut *conn)
                 .await?;
-        parse_id(&id)
+        super::parse_id(&id)
     }
 
     pub(crate) async fn status(&self, id: &JobId) -> StoreResult<Option<JobStatus>> {
@@ -100,7 +100,7 @@ impl SqliteStore {
         Ok(Some(JobStatus {
             id: id.clone(),
             queue: row.try_get("job_type")?,
-            state: state(&status, attempts, max_attempts)?,
+            state: super::state(&status, attempts, max_attempts)?,
             attempts,
             max_attempts,
             last_error: last_error(last_result.as_deref()),
@@ -153,20 +153,7 @@ impl SqliteStore {
         tx.commit().await?;
         tasks
             .into_iter()
-            .map(|task| {
-                let ctx = task.ctx().clone();
-                let id = ctx
-                    .task_id()
-                    .and_then(TaskId::as_ulid)
-                    .ok_or_else(|| sqlx::Error::Protocol("a job without a ULID id".into()))?;
-                Ok(Fetched {
-                    id: JobId::from_ulid(id),
-                    payload: task.args,
-                    attempts: u32::try_from(ctx.attempt()).unwrap_or(u32::MAX),
-                    max_attempts: u32::try_from(ctx.max_attempts().unwrap_or(1))
-                        .unwrap_or(u32::MAX),
-                })
-            })
+            .map(|task| super::fetched(&task.ctx().clone(), task.args))
             .collect()
     }
 
@@ -234,29 +221,6 @@ fn config(queue: &str, batch: usize) -> Config {
     Config::default().queue(queue).batch_size(batch.max(1))
 }
 
-fn parse_id(id: &str) -> StoreResult<JobId> {
-    id.parse()
-        .map_err(|error| sqlx::Error::Decode(Box::new(error)))
-}
-
 fn count(value: i64) -> u32 {
     u32::try_from(value.max(0)).unwrap_or(u32::MAX)
-}
-
-/// apalis's statuses, as this crate names them.
-fn state(status: &str, attempts: u32, max_attempts: u32) -> StoreResult<JobState> {
-    let status = Status::from_str(status).map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
-    Ok(match status {
-        Status::Pending | Status::Queued => JobState::Pending,
-        Status::Running => JobState::Running,
-        Status::Done => JobState::Done,
-        Status::Failed if attempts >= max_attempts => JobState::Dead,
-        Status::Failed => JobState::Failed,
-        Status::Killed => JobState::Dead,
-        other => {
-            return Err(sqlx::Error::Protocol(format!(
-                "a job status this version does not know: {other:?}"
-            )));
-        }
-    })
 }

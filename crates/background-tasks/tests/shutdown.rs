@@ -409,3 +409,25 @@ async fn shutdown_inside_a_task_takes_the_budget_and_aborts_its_caller() {
     assert_eq!(report.aborted_tasks()[0].name(), Some("shuts-down"));
     assert!(handle.await.unwrap_err().is_cancelled());
 }
+
+/// Documented limit: on a `current_thread` runtime, a task that blocks the thread inside a
+/// poll holds up the shutdown's timers too, so the shutdown ends once that poll returns, past
+/// its budget, and still counts the task. Real time, since the thread really sleeps.
+#[tokio::test(flavor = "current_thread")]
+async fn on_a_current_thread_runtime_a_thread_blocking_poll_holds_up_the_shutdown() {
+    const BLOCKS_FOR: Duration = Duration::from_millis(300);
+    let supervisor = TaskSupervisor::builder()
+        .shutdown_timeout(Duration::from_millis(20))
+        .cancel_grace(Duration::ZERO)
+        .build();
+    supervisor
+        .task("blocks-the-thread")
+        .spawn(async { std::thread::sleep(BLOCKS_FOR) })
+        .unwrap();
+    let report = supervisor.shutdown().await;
+    assert!(
+        report.elapsed() >= BLOCKS_FOR,
+        "the shutdown ran while its only thread was blocked: {report}"
+    );
+    assert_eq!(report.completed(), 1, "{report}");
+}

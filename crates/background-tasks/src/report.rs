@@ -187,7 +187,12 @@ impl fmt::Display for TaskRecord {
 ///   which nothing can stop, so shutdown returned without them: blocking tasks, and async tasks
 ///   blocking their thread inside their very first poll (a bug in the task: it should `.await`
 ///   or use `spawn_blocking`). Those are named when their poll returns before the report is
-///   written, and only counted when it does not.
+///   written, and only counted when it does not. The count without names also holds tasks
+///   that were never polled because they wait behind such a task: tokio keeps the task a
+///   worker woke last in a slot of that worker's own, which no other worker may take, so a
+///   worker blocked in a poll holds it too. Nothing tells the two apart while the thread is
+///   blocked, hence the wording of the `Display`: "held up in or before their first poll by a
+///   blocked thread".
 ///
 /// Its `Display` is one line, which the supervisor logs: the counts, then the first ten
 /// aborted and abandoned tasks with their ages and how many more there are. The alternate
@@ -215,8 +220,9 @@ pub struct ShutdownReport {
     pub(crate) cancelled: usize,
     pub(crate) aborted: Vec<TaskRecord>,
     pub(crate) abandoned: Vec<TaskRecord>,
-    /// Async tasks abandoned inside their first poll, whose poll had not returned when the
-    /// report was written: they never suspended, so nothing could name them.
+    /// Async tasks that had not reported when the report was written: inside a first poll that
+    /// blocks its thread, or queued behind one on that thread. Neither ever suspended, so
+    /// nothing could name them.
     pub(crate) stuck: usize,
     pub(crate) elapsed: Duration,
 }
@@ -460,10 +466,12 @@ impl fmt::Display for ShutdownReport {
         }
         match self.stuck {
             0 => Ok(()),
-            1 => f.write_str("; 1 unnamed task blocking its thread in its first poll"),
+            1 => f.write_str(
+                "; 1 unnamed task held up in or before its first poll by a blocked thread",
+            ),
             n => write!(
                 f,
-                "; {n} unnamed tasks blocking their thread in their first poll"
+                "; {n} unnamed tasks held up in or before their first poll by a blocked thread"
             ),
         }
     }

@@ -135,7 +135,7 @@ async fn an_async_task_blocking_its_thread_is_abandoned_not_waited_for() {
     assert!(
         report
             .to_string()
-            .contains("1 unnamed task blocking its thread"),
+            .contains("1 unnamed task held up in or before its first poll by a blocked thread"),
         "{report}"
     );
 }

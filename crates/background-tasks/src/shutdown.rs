@@ -145,9 +145,10 @@ impl Inner {
 
     /// Waits for the places the walk could not see to be accounted for, as long as tasks keep
     /// ending: the wait ends when they all are, when no task has ended for [`LATE_QUIET`]
-    /// (what is left blocks its thread in a first poll), or [`LATE_CAP`] after the walk.
-    async fn collect_late(&self) {
-        let cap = deadline(Instant::now(), LATE_CAP);
+    /// (what is left blocks its thread in a first poll), or [`LATE_CAP`] after `due`, the
+    /// instant the abort was due.
+    async fn collect_late(&self, due: Instant) {
+        let cap = deadline(due, LATE_CAP);
         let mut progress = None;
         loop {
             let notified = self.late.notified();
@@ -208,8 +209,9 @@ impl Inner {
 /// are queued to be polled, and stop at their first poll, unless the runtime is stuck.
 const LATE_QUIET: Duration = Duration::from_millis(10);
 
-/// The longest the wait for tasks the walk could not see goes on, however busy the runtime:
-/// what shutdown may take past its budget.
+/// How long past the instant the abort was due (the end of the budget, or the force) the wait
+/// for tasks the walk could not see may go on, however busy the runtime: what shutdown may
+/// take past its budget, but for the walk and the report.
 const LATE_CAP: Duration = Duration::from_millis(80);
 
 /// Runs the phases and publishes the report.
@@ -230,8 +232,15 @@ async fn drive(guard: PublishOnDrop) {
             .await;
     }
 
+    // When the budget (or a force) said to abort: the wait for late reports is capped from
+    // there, not from whenever a busy runtime got round to the walk.
+    let due = if inner.force.is_cancelled() {
+        Instant::now()
+    } else {
+        Instant::now().min(cancel_deadline)
+    };
     inner.abort_remaining();
-    inner.collect_late().await;
+    inner.collect_late(due).await;
     let report = inner.close_report(started);
     // Logged before it is published, so that the line is out before a caller that exits on
     // the report can end the process.

@@ -85,33 +85,37 @@ impl Inner {
         let started = Instant::now();
         let mut slab = self.registry.lock(id);
         // Checked under the shard lock that the shutdown walks: a blocking task admitted during
-        // the drain but registered only after the walk could run unreported.
-        if self.state.phase() == Phase::Done {
-            // The shard lock goes first: giving the admission back may take the shutdown lock,
-            // which is always taken before a shard lock.
-            drop(slab);
-            return Err(SpawnError::ShuttingDown);
-        }
-        let key = slab.insert(Entry {
-            id,
-            name,
-            started,
-            kind: Kind::Blocking {
-                abort: None,
-                stage: Blocking::Queued,
-            },
-        });
+        // the drain but registered only after the walk could run unreported. It is not
+        // refused either: admitted before the walk, it is one of the places the walk counted,
+        // and a refusal's give-back could come after the report was written, which would
+        // then count a task that never was. So it is a task, aborted before it starts, as an
+        // async task the abort finds unpolled: unregistered, it reports itself as it ends.
+        let (name, key) = if self.state.phase() == Phase::Done {
+            (name, None)
+        } else {
+            let entry = Entry {
+                id,
+                name,
+                started,
+                kind: Kind::Blocking {
+                    abort: None,
+                    stage: Blocking::Queued,
+                },
+            };
+            (None, Some(slab.insert(entry)))
+        };
         drop(slab);
-        // From here on the task is registered and counted: its guard accounts for its end.
-        let guard = admission.into_guard(id, None, Some(key), span);
+        // From here on the task is counted: its guard accounts for its end.
+        let guard = admission.into_guard(id, name, key, span);
         // Spawned without the shard lock: tokio may start a thread here, or drop the closure
         // (and so end the task, which takes the shard lock) at once when its pool is shut down.
         let join = runtime.spawn_blocking(move || run_blocking(guard, function));
-        if let Some(Entry {
-            id: registered,
-            kind: Kind::Blocking { abort, .. },
-            ..
-        }) = self.registry.lock(id).get_mut(key)
+        if let Some(key) = key
+            && let Some(Entry {
+                id: registered,
+                kind: Kind::Blocking { abort, .. },
+                ..
+            }) = self.registry.lock(id).get_mut(key)
         {
             // The slot may already hold another task if this one ended at once.
             if *registered == id {
@@ -130,8 +134,8 @@ impl Inner {
         match self.state.admit(origin, self.config.max_tasks) {
             Ok(()) => Ok(Admission { inner: self }),
             Err(Refused::ShuttingDown) => Err(SpawnError::ShuttingDown),
-            Err(Refused::Undo(phase)) => {
-                self.release(phase.counted_by_walk());
+            Err(Refused::Undo) => {
+                self.release(false);
                 Err(SpawnError::ShuttingDown)
             }
             Err(Refused::AtCapacity) => Err(SpawnError::AtCapacity {

@@ -26,13 +26,6 @@ pub(crate) enum Phase {
 }
 
 impl Phase {
-    /// Whether a place in the count taken in this phase is part of the abort walk's snapshot:
-    /// the walk takes the count atomically with the move to `Done`, so exactly the places
-    /// taken before it are.
-    pub(crate) fn counted_by_walk(self) -> bool {
-        self < Phase::Done
-    }
-
     fn of(word: u64) -> Self {
         match word >> PHASE_SHIFT {
             0 => Phase::Running,
@@ -55,9 +48,9 @@ pub(crate) enum Origin {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refused {
     ShuttingDown,
-    /// Shutting down, and the count was raised in `phase`: it must be given back, and the abort
-    /// walk must be told if its snapshot of the count included it (see [`Phase::counted_by_walk`]).
-    Undo(Phase),
+    /// Shut down, and the count was raised after the abort walk's snapshot: the place must be
+    /// given back, and is no part of what the walk counted.
+    Undo,
     AtCapacity,
 }
 
@@ -86,12 +79,18 @@ impl AbortFlag {
 #[derive(Debug)]
 pub(crate) struct State {
     word: AtomicU64,
+    /// How many admissions raced the start of the shutdown or of its cancel phase and were
+    /// admitted after all: what the loom models' oracle adds to the count at the close.
+    #[cfg(all(loom, test))]
+    pub(crate) admitted_racing: AtomicU64,
 }
 
 impl State {
     pub(crate) fn new() -> Self {
         Self {
             word: AtomicU64::new(0),
+            #[cfg(all(loom, test))]
+            admitted_racing: AtomicU64::new(0),
         }
     }
 
@@ -111,11 +110,9 @@ impl State {
     ///
     /// Without a limit, while running, the count is raised first and the phase checked after:
     /// one atomic read-modify-write instead of a compare-exchange loop, which matters on the
-    /// hot path of every spawn. An admission refused that way (it raced with the start of
-    /// the shutdown) is given back through [`Refused::Undo`], which the caller must pass on
-    /// to its own release path, since the abort walk may have counted it meanwhile. Once
-    /// shutdown has begun, refusals take no place at all, so that the report has no place
-    /// in flight to wait for, only tasks.
+    /// hot path of every spawn. Once shutdown has begun (or under a limit), the phase is
+    /// checked before the count moves, so that a refusal takes no place. The one place given
+    /// back is [`Refused::Undo`]'s: a fetch-add that raced the abort walk itself.
     pub(crate) fn admit(&self, origin: Origin, limit: Option<usize>) -> Result<(), Refused> {
         let admits = |word: u64| {
             matches!(
@@ -128,10 +125,20 @@ impl State {
         if limit.is_none() && Phase::of(word) == Phase::Running {
             // AcqRel: the admission is ordered with the phase change it raced with.
             let word = self.word.fetch_add(1, Ordering::AcqRel);
-            return if admits(word) {
-                Ok(())
-            } else {
-                Err(Refused::Undo(Phase::of(word)))
+            // A phase change since the read above means this spawn overlapped the start of
+            // the shutdown (or of its cancel phase): it is ordered before it, and admitted.
+            // Its place is in the count the drain waits for and the walk's snapshot, as a
+            // task's must be: refused, its give-back could come after the report was written,
+            // which would then count a task that never was. Only the walk closes admission
+            // for good; a place taken after it is in no snapshot, and is given back.
+            return match Phase::of(word) {
+                Phase::Running => Ok(()),
+                Phase::Done => Err(Refused::Undo),
+                Phase::Draining | Phase::Cancelling => {
+                    #[cfg(all(loom, test))]
+                    self.admitted_racing.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
             };
         }
         // Once shutdown has begun (or under a limit), the phase is checked before the count
@@ -219,7 +226,7 @@ mod tests {
         assert_eq!(state.admit(Origin::Outside, None), Ok(()));
         assert_eq!(state.advance(Phase::Draining), (Phase::Running, 1));
         // Once shutdown has begun, a refusal takes no place, with a limit or without (only a
-        // fetch-add racing the phase change does, and gives it back through `Undo`).
+        // fetch-add racing the walk does, and gives it back through `Undo`).
         for limit in [None, Some(9)] {
             assert_eq!(
                 state.admit(Origin::Outside, limit),

@@ -207,6 +207,13 @@ impl Server {
         assert!(status.success(), "kill -TERM {} failed", self.pid());
     }
 
+    /// Kills the process with SIGKILL (`kill -9`: no handler, no shutdown) and waits for it.
+    pub fn kill(&mut self) -> ExitStatus {
+        // Only our own child, by its handle.
+        let _ = self.child.kill();
+        self.child.wait().expect("wait for the killed child")
+    }
+
     /// What the process wrote to stderr so far (its logs), for failure messages.
     pub fn logs(&self) -> String {
         self.stderr.lock().expect("the log lock").clone()

@@ -82,6 +82,16 @@ fn app(supervisor: &TaskSupervisor, readiness: &Readiness, entered: &Arc<Notify>
                 Ok::<_, BackgroundTaskError>(StatusCode::ACCEPTED)
             }),
         )
+        .route(
+            "/deaf-task",
+            get(|tasks: BackgroundTasks| async move {
+                // Has a context, and ignores it: given the grace, then aborted.
+                tasks
+                    .task("deaf")
+                    .spawn_with(|_ctx| std::future::pending::<()>())?;
+                Ok::<_, BackgroundTaskError>(StatusCode::ACCEPTED)
+            }),
+        )
         .route_service("/ready", readiness.clone())
         .layer(BackgroundTasksLayer::new(supervisor.clone()))
 }
@@ -313,10 +323,12 @@ async fn force_signal_before_the_shutdown_signal_aborts_at_once() {
 async fn shutdown_is_bounded_by_the_sum_of_the_budgets_whatever_handlers_and_tasks_do() {
     let supervisor = supervisor(Duration::from_secs(3), Duration::from_secs(1));
     let mut memory = memory_server(supervisor, Duration::from_secs(1), Duration::from_secs(2));
-    assert_eq!(
-        get_status(&memory.connector, "/stuck-task").await,
-        Some(StatusCode::ACCEPTED)
-    );
+    for path in ["/stuck-task", "/deaf-task"] {
+        assert_eq!(
+            get_status(&memory.connector, path).await,
+            Some(StatusCode::ACCEPTED)
+        );
+    }
     let stuck = start(&memory, "/stuck").await;
     let signalled = Instant::now();
     memory.shutdown.fire();
@@ -329,7 +341,30 @@ async fn shutdown_is_bounded_by_the_sum_of_the_budgets_whatever_handlers_and_tas
         "{elapsed:?}"
     );
     assert_eq!(stuck.await.unwrap(), None);
-    assert_eq!(report.aborted(), 1);
+    // The extractor's plain task cannot see the cancellation signal: aborted when the task
+    // drain ran out, a second before the one with a context.
+    let aborted: Vec<_> = report
+        .aborted_tasks()
+        .iter()
+        .map(|task| (task.name(), task.age().as_secs()))
+        .collect();
+    assert_eq!(aborted, [(Some("stuck"), 6), (Some("deaf"), 7)], "{report}");
+}
+
+/// With only tasks that cannot see the cancellation signal left, the grace is not waited out.
+#[tokio::test(start_paused = true)]
+async fn a_stuck_task_without_a_context_ends_the_shutdown_when_the_task_drain_runs_out() {
+    let supervisor = supervisor(Duration::from_secs(3), Duration::from_secs(30));
+    let mut memory = memory_server(supervisor, Duration::ZERO, Duration::from_secs(2));
+    assert_eq!(
+        get_status(&memory.connector, "/stuck-task").await,
+        Some(StatusCode::ACCEPTED)
+    );
+    let signalled = Instant::now();
+    memory.shutdown.fire();
+    let report = memory.server.await.unwrap().unwrap();
+    assert_eq!(signalled.elapsed(), Duration::from_secs(3), "{report}");
+    assert_eq!(report.aborted_tasks()[0].name(), Some("stuck"));
 }
 
 #[tokio::test(start_paused = true)]

@@ -8,6 +8,21 @@ use crate::supervisor::{Config, FailureCallback, Inner, TaskSupervisor};
 
 /// Builds a [`TaskSupervisor`] with a shutdown budget, a task limit and a failure callback.
 ///
+/// # The shutdown budget
+///
+/// With the defaults (`shutdown_timeout` 5 s, `cancel_grace` 1 s), counted from the moment the
+/// supervisor's shutdown begins:
+///
+/// | at | tasks with a context (`spawn_with`, `spawn_blocking_with`) | tasks without one (`spawn`, `spawn_blocking`) |
+/// |---|---|---|
+/// | 0 s | `ctx.shutdown_started()` fires; a task that ends now is *completed* | run on; a task that ends now is *completed* |
+/// | 5 s, `shutdown_timeout` | `ctx.cancelled()` fires; a task that ends in the next second is *cancelled* | cannot see that signal, so get no grace: *aborted* at once; a blocking one already on its thread cannot be stopped and is not waited for (*abandoned* if it still runs when the shutdown ends) |
+/// | 6 s, `+ cancel_grace` | *aborted*; a blocking one already on its thread is *abandoned* | (none left) |
+///
+/// The shutdown returns as soon as nothing is left to wait for: at 5 s at the latest when no task
+/// with a context still runs then, at 6 s at the latest otherwise (plus the few milliseconds of
+/// the abort).
+///
 /// # Examples
 ///
 /// ```
@@ -41,7 +56,8 @@ impl SupervisorBuilder {
     ///     .build();
     /// ```
     pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
-    /// The default time between the cancellation signal and the abort: 1 second.
+    /// The default grace of tasks with a context, between the cancellation signal and their
+    /// abort: 1 second.
     ///
     /// # Examples
     ///
@@ -63,7 +79,9 @@ impl SupervisorBuilder {
     }
 
     /// How long shutdown waits for tasks to end on their own before it fires the
-    /// cancellation signal. Zero skips the drain. Default: 5 seconds.
+    /// cancellation signal and aborts the tasks without a context, which cannot see it (see
+    /// [the shutdown budget](Self#the-shutdown-budget)). Zero skips the drain. Default:
+    /// 5 seconds.
     ///
     /// # Examples
     ///
@@ -78,8 +96,11 @@ impl SupervisorBuilder {
         self
     }
 
-    /// How long shutdown waits after the cancellation signal before it aborts what is left.
-    /// Zero aborts at once. Default: 1 second.
+    /// How long shutdown waits after the cancellation signal for the tasks with a context
+    /// (spawned with `spawn_with` or `spawn_blocking_with`) before it aborts them; tasks
+    /// without one cannot see the signal, and are aborted when it fires (see
+    /// [the shutdown budget](Self#the-shutdown-budget)). Zero aborts at once. Default:
+    /// 1 second.
     ///
     /// # Examples
     ///

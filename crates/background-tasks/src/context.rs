@@ -196,7 +196,8 @@ impl TaskContext {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.inner.spawn_async(Origin::Task, None, |_| future)
+        self.inner
+            .spawn_async(Origin::Task, false, None, |_| future)
     }
 
     /// Spawns a follow-up task that receives its own context; accepted during the drain.
@@ -261,7 +262,8 @@ impl TaskContext {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        self.inner.spawn_blocking(Origin::Task, None, |_| function)
+        self.inner
+            .spawn_blocking(Origin::Task, false, None, |_| function)
     }
 
     /// A builder for a named follow-up task; accepted during the drain.

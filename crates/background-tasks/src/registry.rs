@@ -25,13 +25,32 @@ pub(crate) struct Entry {
     pub(crate) name: Option<Cow<'static, str>>,
     /// When the task first suspended (async tasks) or was spawned (blocking tasks).
     pub(crate) started: Instant,
+    /// Whether the task has a context, and so gets the grace: the cancel phase's walk stops
+    /// the others.
+    pub(crate) cooperative: bool,
     pub(crate) kind: Kind,
+}
+
+impl Entry {
+    /// Whether a walk of the shutdown has stopped the task, and listed it as aborted.
+    pub(crate) fn is_stopped(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Stopped
+                | Kind::Blocking {
+                    stage: Blocking::Aborted,
+                    ..
+                }
+        )
+    }
 }
 
 #[derive(Debug)]
 pub(crate) enum Kind {
     /// An async task that has suspended: shutdown wakes it so that it sees the abort.
     Async(Waker),
+    /// An async task that a walk of the shutdown has woken to stop, and listed as aborted.
+    Stopped,
     /// A blocking task, which only tokio's abort can keep from starting. The abort handle is
     /// set just after the spawn; until then, the `Aborted` stage alone keeps it from starting.
     Blocking {

@@ -180,10 +180,12 @@ impl fmt::Display for TaskRecord {
 /// - [`completed`](Self::completed): ended on its own during the drain, whatever its outcome,
 ///   panics included;
 /// - [`cancelled`](Self::cancelled): ended after the cancellation signal, within the grace;
-/// - [`aborted`](Self::aborted): still running when the grace ran out, and aborted. As with
+/// - [`aborted`](Self::aborted): still running when the drain ran out, for a task without a
+///   context (it cannot see the cancellation signal, so it gets no grace), or when the grace
+///   ran out, for a task with one, and aborted. As with
 ///   tokio's `JoinHandle::abort`, an async task stops at its next poll: one blocking its
 ///   thread inside a poll runs on until that poll returns;
-/// - [`abandoned`](Self::abandoned): tasks still running on their thread when the grace ran out,
+/// - [`abandoned`](Self::abandoned): tasks still running on their thread when the shutdown ended,
 ///   which nothing can stop, so shutdown returned without them: blocking tasks, and async tasks
 ///   blocking their thread inside their very first poll (a bug in the task: it should `.await`
 ///   or use `spawn_blocking`). Those are named when their poll returns before the report is
@@ -407,7 +409,9 @@ impl ShutdownReport {
     /// supervisor.task("stuck").spawn(std::future::pending::<()>()).unwrap();
     /// # tokio::task::yield_now().await;
     /// let report = supervisor.shutdown().await;
-    /// assert_eq!(report.elapsed(), Duration::from_secs(2));
+    /// // The stuck task has no context: it is aborted when the drain runs out, and the task
+    /// // with one ends as soon as it is cancelled, so the grace is not waited out.
+    /// assert_eq!(report.elapsed(), Duration::from_secs(1));
     /// # }
     /// ```
     #[must_use]

@@ -10,9 +10,9 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::failure::{Kind as FailureKind, TaskFailure};
-use crate::registry::{Blocking, Kind};
+use crate::registry::{Blocking, Entry, Kind};
 use crate::report::{Age, ShutdownReport, TaskRecord};
-use crate::state::Phase;
+use crate::state::{Abort, Phase, State};
 use crate::supervisor::{AbortLog, Inner};
 
 impl Inner {
@@ -51,10 +51,35 @@ impl Inner {
         Some(self.state.advance(Phase::Draining).1)
     }
 
-    /// Moves to `Cancelling`, under the shutdown lock, as every phase change.
+    /// Moves to `Cancelling` and aborts the tasks without a context: they cannot see the
+    /// cancellation signal, so the grace would only delay their abort. Blocking ones already
+    /// on their thread cannot be stopped: they are left to end, or to be abandoned when the
+    /// grace ends, but not waited for.
     pub(crate) fn begin_cancel(&self) {
-        let _log = self.lock_shutdown();
-        self.state.advance(Phase::Cancelling);
+        let mut wakers = Vec::new();
+        {
+            // Under the shutdown lock, as every phase change, and in the same hold as the
+            // walk: a task without a context that ends in this phase was either stopped by
+            // this walk, which lists it, or never seen by it.
+            let mut log = self.lock_shutdown();
+            if self.state.advance(Phase::Cancelling).0 >= Phase::Cancelling {
+                return;
+            }
+            // Before any shard is locked: see `TaskGuard::register`.
+            self.aborting.set(Abort::Plain);
+            let now = Instant::now();
+            for mut slab in self.registry.lock_all() {
+                for entry in slab.iter_mut().filter(|entry| !entry.cooperative) {
+                    if let Some(Stop::Aborted(record)) = stop(entry, now, &mut wakers) {
+                        log.aborted_early.push(record);
+                    }
+                }
+            }
+        }
+        // Woken once the locks are released, as in `abort_remaining`.
+        for waker in wakers {
+            waker.wake();
+        }
     }
 
     /// The report, once the driver has written it.
@@ -94,9 +119,12 @@ impl Inner {
         // of it (see `Refused::Undo`).
         let (_, running) = self.state.advance(Phase::Done);
         // Before any shard is locked: see `TaskGuard::register`.
-        self.aborting.set();
+        self.aborting.set(Abort::All);
         let now = Instant::now();
-        let mut abort = AbortLog::default();
+        let mut abort = AbortLog {
+            aborted: std::mem::take(&mut log.aborted_early),
+            ..AbortLog::default()
+        };
         let mut seen = 0;
         // Under the shutdown lock, which every task ending now must take, and each shard's lock
         // in turn, which every registration must take: every registered task is found, and
@@ -104,34 +132,11 @@ impl Inner {
         for mut slab in self.registry.lock_all() {
             for entry in slab.iter_mut() {
                 seen += 1;
-                let record = TaskRecord {
-                    id: entry.id,
-                    name: entry.name.clone(),
-                    age: Age::Known(now.saturating_duration_since(entry.started)),
-                };
-                match &mut entry.kind {
-                    // Woken to see the abort flag; it stops at once unless it is stuck inside
-                    // a poll, where tokio's abort could not stop it either.
-                    Kind::Async(waker) => {
-                        wakers.push(std::mem::replace(waker, Waker::noop().clone()));
-                        abort.aborted.push(record);
-                    }
-                    Kind::Blocking {
-                        stage: Blocking::Running,
-                        ..
-                    } => abort.abandoned.push(record),
-                    Kind::Blocking {
-                        abort: handle,
-                        stage,
-                    } => {
-                        // Not started yet: abort it, and make sure that a thread picking it up
-                        // right now does not run it after all.
-                        *stage = Blocking::Aborted;
-                        if let Some(handle) = handle {
-                            handle.abort();
-                        }
-                        abort.aborted.push(record);
-                    }
+                match stop(entry, now, wakers) {
+                    Some(Stop::Aborted(record)) => abort.aborted.push(record),
+                    Some(Stop::Abandoned(record)) => abort.abandoned.push(record),
+                    // Listed by the cancel phase's walk already.
+                    None => {}
                 }
             }
         }
@@ -205,6 +210,54 @@ impl Inner {
     }
 }
 
+/// How a walk of the shutdown lists a task it stops.
+enum Stop {
+    Aborted(TaskRecord),
+    /// A blocking task already on its thread, which nothing can stop.
+    Abandoned(TaskRecord),
+}
+
+/// Stops the task of `entry` as far as anything can: an async task is woken (its waker is
+/// pushed on `wakers`) to see the abort flag, and a blocking task not started yet is aborted.
+/// Returns how to list it, or `None` if a walk stopped it already.
+fn stop(entry: &mut Entry, now: Instant, wakers: &mut Vec<Waker>) -> Option<Stop> {
+    if entry.is_stopped() {
+        return None;
+    }
+    let record = TaskRecord {
+        id: entry.id,
+        name: entry.name.clone(),
+        age: Age::Known(now.saturating_duration_since(entry.started)),
+    };
+    match &mut entry.kind {
+        // Woken to see the abort flag; it stops at once unless it is stuck inside a poll,
+        // where tokio's abort could not stop it either.
+        kind @ Kind::Async(_) => {
+            if let Kind::Async(waker) = std::mem::replace(kind, Kind::Stopped) {
+                wakers.push(waker);
+            }
+            Some(Stop::Aborted(record))
+        }
+        Kind::Blocking {
+            stage: Blocking::Running,
+            ..
+        } => Some(Stop::Abandoned(record)),
+        Kind::Blocking {
+            abort: handle,
+            stage,
+        } => {
+            // Not started yet: abort it, and make sure that a thread picking it up right now
+            // does not run it after all.
+            *stage = Blocking::Aborted;
+            if let Some(handle) = handle {
+                handle.abort();
+            }
+            Some(Stop::Aborted(record))
+        }
+        Kind::Stopped => None,
+    }
+}
+
 /// How long the wait for tasks the walk could not see goes on without any task ending: they
 /// are queued to be polled, and stop at their first poll, unless the runtime is stuck.
 const LATE_QUIET: Duration = Duration::from_millis(10);
@@ -227,8 +280,9 @@ async fn drive(guard: PublishOnDrop) {
     inner.begin_cancel();
     inner.cancel.cancel();
     if !idle {
+        // The grace is for the tasks that can see the signal; the others were just aborted.
         inner
-            .wait_until_idle(until(cancel_deadline, &inner.force))
+            .wait_until_none(State::cooperative, until(cancel_deadline, &inner.force))
             .await;
     }
 
@@ -416,7 +470,13 @@ mod loom_models {
 
     /// Admits a task that suspends once, as a spawn from outside does.
     fn admit(inner: &Arc<Inner>) -> Option<Supervised<YieldOnce>> {
-        let admitted = inner.supervise(Origin::Outside, None, |_| YieldOnce::default());
+        admit_as(inner, false)
+    }
+
+    /// Admits a task that suspends once, with a context (`cooperative`) or without.
+    fn admit_as(inner: &Arc<Inner>, cooperative: bool) -> Option<Supervised<YieldOnce>> {
+        let admitted =
+            inner.supervise(Origin::Outside, cooperative, None, |_| YieldOnce::default());
         admitted.ok().map(|(_, task)| task)
     }
 
@@ -473,6 +533,54 @@ mod loom_models {
             refuser.join().unwrap();
             poller.join().unwrap();
             check(&inner, at_close);
+        });
+    }
+
+    /// The cancel phase's walk racing the first poll of a task without a context, and the end
+    /// of a task with one: the first is stopped, by the walk or by the flag, and listed as
+    /// aborted exactly once, before the grace; the second is counted in the phase it ends in.
+    #[test]
+    fn the_cancel_walk_stops_tasks_without_a_context_once_and_spares_the_others() {
+        loom::model(|| {
+            let inner = inner();
+            let plain = admit_as(&inner, false).unwrap();
+            let plain_id = crate::handle::TaskId(1);
+            let mut cooperative = admit_as(&inner, true).unwrap();
+            // Registered before the shutdown: the cancel phase's walk must leave it alone.
+            assert!(poll_once(Pin::new(&mut cooperative)).is_some());
+            let poller = loom::thread::spawn(move || {
+                let mut plain = plain;
+                let waiting = poll_once(Pin::new(&mut plain));
+                (plain, waiting)
+            });
+            let ender = loom::thread::spawn(move || drop(cooperative));
+            let at_close = inner
+                .close_admission(Instant::now())
+                .expect("first shutdown");
+            inner.begin_cancel();
+            let (mut plain, waiting) = poller.join().unwrap();
+            if let Some(flag) = waiting {
+                // Registered before the flag was set: the walk found it and woke it, and its
+                // next poll stops it.
+                assert!(is_woken(&flag), "a task without a context escaped the walk");
+                assert!(poll_once(Pin::new(&mut plain)).is_none());
+            }
+            // Ends in the cancel phase, stopped: aborted, not cancelled.
+            drop(plain);
+            ender.join().unwrap();
+            {
+                let log = inner.lock_shutdown();
+                let early: Vec<_> = log.aborted_early.iter().map(|task| task.id).collect();
+                assert_eq!(
+                    early,
+                    [plain_id],
+                    "listed as aborted once, before the grace"
+                );
+            }
+            inner.abort_remaining();
+            check(&inner, at_close);
+            let report = inner.close_report(Instant::now());
+            assert_eq!(report.aborted(), 1, "{report}");
         });
     }
 }

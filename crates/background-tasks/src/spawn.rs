@@ -28,6 +28,7 @@ impl Inner {
     pub(crate) fn spawn_async<F, M>(
         self: &Arc<Self>,
         origin: Origin,
+        cooperative: bool,
         name: Option<Cow<'static, str>>,
         make: M,
     ) -> Result<TaskHandle<F::Output>, SpawnError>
@@ -37,23 +38,26 @@ impl Inner {
         F::Output: Send + 'static,
     {
         let runtime = Runtime::get();
-        let (id, supervised) = self.supervise(origin, name, make)?;
+        let (id, supervised) = self.supervise(origin, cooperative, name, make)?;
         let join = runtime.spawn(supervised);
         Ok(TaskHandle::new(id, join))
     }
 
     /// Admits a task and wraps the future `make` builds for its id, ready to be spawned.
+    /// `cooperative` says whether the task has a [`TaskContext`](crate::TaskContext), and so
+    /// can see the cancellation signal and gets the grace.
     #[inline]
     pub(crate) fn supervise<F, M>(
         self: &Arc<Self>,
         origin: Origin,
+        cooperative: bool,
         name: Option<Cow<'static, str>>,
         make: M,
     ) -> Result<(TaskId, Supervised<F>), SpawnError>
     where
         M: FnOnce(TaskId) -> F,
     {
-        let admission = self.admit(origin)?;
+        let admission = self.admit(origin, cooperative)?;
         let id = self.next_id();
         // User code: should it panic, the admission gives its place back as it unwinds.
         let future = make(id);
@@ -69,6 +73,7 @@ impl Inner {
     pub(crate) fn spawn_blocking<R, F, M>(
         self: &Arc<Self>,
         origin: Origin,
+        cooperative: bool,
         name: Option<Cow<'static, str>>,
         make: M,
     ) -> Result<TaskHandle<R>, SpawnError>
@@ -78,25 +83,27 @@ impl Inner {
         R: Send + 'static,
     {
         let runtime = Runtime::get();
-        let admission = self.admit(origin)?;
+        let admission = self.admit(origin, cooperative)?;
         let id = self.next_id();
         let function = make(id);
         let span = task_span(id, name.as_deref());
         let started = Instant::now();
         let mut slab = self.registry.lock(id);
-        // Checked under the shard lock that the shutdown walks: a blocking task admitted during
-        // the drain but registered only after the walk could run unreported. It is not
-        // refused either: admitted before the walk, it is one of the places the walk counted,
-        // and a refusal's give-back could come after the report was written, which would
-        // then count a task that never was. So it is a task, aborted before it starts, as an
-        // async task the abort finds unpolled: unregistered, it reports itself as it ends.
-        let (name, key) = if self.state.phase() == Phase::Done {
+        // Checked under the shard lock that the shutdown walks, as an async task's registration
+        // is: once a walk's flag stops this task, it is not registered, since that walk may have
+        // passed its shard. It is not refused either: admitted before the walk, it is one of
+        // the places the walk counted, and a refusal's give-back could come after the report
+        // was written, which would then count a task that never was. So it is a task, aborted
+        // before it starts, as an async task the abort finds unpolled: unregistered, it
+        // reports itself as it ends.
+        let (name, key) = if self.aborting.stops(cooperative) {
             (name, None)
         } else {
             let entry = Entry {
                 id,
                 name,
                 started,
+                cooperative,
                 kind: Kind::Blocking {
                     abort: None,
                     stage: Blocking::Queued,
@@ -130,12 +137,19 @@ impl Inner {
         TaskId(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn admit(self: &Arc<Self>, origin: Origin) -> Result<Admission<'_>, SpawnError> {
-        match self.state.admit(origin, self.config.max_tasks) {
-            Ok(()) => Ok(Admission { inner: self }),
+    fn admit(
+        self: &Arc<Self>,
+        origin: Origin,
+        cooperative: bool,
+    ) -> Result<Admission<'_>, SpawnError> {
+        match self.state.admit(origin, cooperative, self.config.max_tasks) {
+            Ok(()) => Ok(Admission {
+                inner: self,
+                cooperative,
+            }),
             Err(Refused::ShuttingDown) => Err(SpawnError::ShuttingDown),
             Err(Refused::Undo) => {
-                self.release(false);
+                self.release(cooperative, false);
                 Err(SpawnError::ShuttingDown)
             }
             Err(Refused::AtCapacity) => Err(SpawnError::AtCapacity {
@@ -146,12 +160,12 @@ impl Inner {
 
     /// Gives back the place of an admission whose task was never spawned; `counted` says
     /// whether the abort walk's snapshot of the count included it.
-    fn release(&self, counted: bool) {
-        let left = match self.state.end_if_running() {
+    fn release(&self, cooperative: bool, counted: bool) {
+        let left = match self.state.end_if_running(cooperative) {
             Some(left) => left,
             None => {
                 let mut log = self.lock_shutdown();
-                let (phase, left) = self.state.end_in_shutdown();
+                let (phase, left) = self.state.end_in_shutdown(cooperative);
                 // One of the places the walk could not see, and no task will report for it:
                 // tell the wait for them. Refusals after the walk were never part of it, and
                 // are no progress of the abort either.
@@ -162,12 +176,14 @@ impl Inner {
                         self.late.notify_waiters();
                     }
                 }
-                left
+                left.waited_for(phase)
             }
         };
         self.notify_if_idle(left);
     }
 
+    /// Wakes the waits for the count to reach zero when `left`, the count they wait on, is
+    /// zero.
     pub(crate) fn notify_if_idle(&self, left: usize) {
         if left != 0 {
             return;
@@ -268,6 +284,7 @@ fn task_span(id: TaskId, name: Option<&str>) -> Option<Span> {
 /// gives its place back.
 struct Admission<'a> {
     inner: &'a Arc<Inner>,
+    cooperative: bool,
 }
 
 impl Admission<'_> {
@@ -280,17 +297,17 @@ impl Admission<'_> {
         key: Option<usize>,
         span: Option<Span>,
     ) -> TaskGuard {
-        let inner = self.inner.clone();
+        let (inner, cooperative) = (self.inner.clone(), self.cooperative);
         // Not dropped: the place is the guard's now. Forgetting a reference leaks nothing.
         std::mem::forget(self);
-        TaskGuard::new(inner, id, name, key, span)
+        TaskGuard::new(inner, id, cooperative, name, key, span)
     }
 }
 
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
         // Admitted places are taken before the walk's snapshot, which admits no one.
-        self.inner.release(true);
+        self.inner.release(self.cooperative, true);
     }
 }
 
@@ -298,7 +315,9 @@ impl Drop for Admission<'_> {
 /// dropped by an abort.
 struct TaskGuard {
     inner: Arc<Inner>,
-    /// The task's id, with [`POLLED`] set once its future was first polled.
+    /// The task's id, with the flags [`POLLED`], [`COOPERATIVE`] and [`STOPPED`] in its top
+    /// bits, which ids never reach (2^61 spawns): a field of its own would take the guard past
+    /// 24 bytes, and a bare task past tokio's 128-byte cell.
     tagged_id: u64,
     /// What a short, unnamed task never needs, boxed so that such a task stays as small as a
     /// tracked one: tokio rounds task cells up to multiples of 128 bytes, and a guard holding
@@ -308,9 +327,18 @@ struct TaskGuard {
 
 /// Set in [`TaskGuard::tagged_id`] once the task's future was first polled, which the abort
 /// needs to know of a task that never suspended: was it waiting for its first poll, or inside
-/// it? Kept in the id's top bit, which ids never reach (2^63 spawns), because a field of its
-/// own would take the guard past 24 bytes, and a bare task past tokio's 128-byte cell.
+/// it?
 const POLLED: u64 = 1 << 63;
+
+/// Set in [`TaskGuard::tagged_id`] for a task with a [`TaskContext`](crate::TaskContext): it
+/// can see the cancellation signal, and so is given the grace before it is aborted.
+const COOPERATIVE: u64 = 1 << 62;
+
+/// Set in [`TaskGuard::tagged_id`] when shutdown stopped the task at a poll, which the count of
+/// a task ending in the cancel phase needs: aborted, or cancelled?
+const STOPPED: u64 = 1 << 61;
+
+const FLAGS: u64 = POLLED | COOPERATIVE | STOPPED;
 
 #[derive(Default)]
 struct Cold {
@@ -328,6 +356,7 @@ impl TaskGuard {
     fn new(
         inner: Arc<Inner>,
         id: TaskId,
+        cooperative: bool,
         name: Option<Cow<'static, str>>,
         key: Option<usize>,
         span: Option<Span>,
@@ -342,13 +371,27 @@ impl TaskGuard {
         });
         Self {
             inner,
-            tagged_id: id.0,
+            tagged_id: id.0 | if cooperative { COOPERATIVE } else { 0 },
             cold,
         }
     }
 
     fn id(&self) -> TaskId {
-        TaskId(self.tagged_id & !POLLED)
+        TaskId(self.tagged_id & !FLAGS)
+    }
+
+    fn is_cooperative(&self) -> bool {
+        self.tagged_id & COOPERATIVE != 0
+    }
+
+    /// Whether shutdown stops this task now; if so, marks it as stopped.
+    #[inline]
+    fn stopped_by_shutdown(&mut self) -> bool {
+        let stops = self.inner.aborting.stops(self.is_cooperative());
+        if stops {
+            self.tagged_id |= STOPPED;
+        }
+        stops
     }
 
     fn key(&self) -> Option<usize> {
@@ -361,19 +404,20 @@ impl TaskGuard {
 
     /// Counts the end of the task; returns its name.
     fn end(&mut self) -> Option<Cow<'static, str>> {
-        let (id, key, polled) = (self.id(), self.key(), self.tagged_id & POLLED != 0);
+        let (id, key) = (self.id(), self.key());
+        let (cooperative, tagged) = (self.is_cooperative(), self.tagged_id);
         let TaskGuard { inner, cold, .. } = self;
         let mut take_name = || cold.as_mut().and_then(|cold| cold.name.take());
         match key {
             None => {
-                if let Some(left) = inner.state.end_if_running() {
+                if let Some(left) = inner.state.end_if_running(cooperative) {
                     inner.notify_if_idle(left);
                     return take_name();
                 }
             }
             Some(key) => {
                 let mut slab = inner.registry.lock(id);
-                if let Some(left) = inner.state.end_if_running() {
+                if let Some(left) = inner.state.end_if_running(cooperative) {
                     // Removed under the same shard lock as the count drops, so that the
                     // registry and the count agree for the shutdown walking the shards.
                     let entry = slab.remove(key);
@@ -386,30 +430,51 @@ impl TaskGuard {
         // Shutdown has begun: the end is counted under the shutdown lock, where phases change,
         // so that it is counted in exactly the phase it happened in.
         let mut log = inner.lock_shutdown();
-        let (phase, left) = inner.state.end_in_shutdown();
-        let name = match key {
-            Some(key) => inner
-                .registry
-                .lock(id)
-                .remove(key)
-                .and_then(|entry| entry.name),
-            None => take_name(),
+        let (phase, left) = inner.state.end_in_shutdown(cooperative);
+        let (name, listed) = match key {
+            Some(key) => match inner.registry.lock(id).remove(key) {
+                Some(entry) => {
+                    let listed = entry.is_stopped();
+                    (entry.name, listed)
+                }
+                None => (None, false),
+            },
+            None => (take_name(), false),
+        };
+        // Age is only known from a task's first suspension on: a task the walks could not see,
+        // because it had never suspended, has none.
+        let unseen_age = || {
+            if tagged & POLLED != 0 {
+                Age::FirstPoll
+            } else {
+                Age::NotStarted
+            }
         };
         match (phase, &mut log.abort) {
             (Phase::Draining, _) => log.completed += 1,
+            // Listed as aborted by the walk of the cancel phase, which stopped it.
+            (Phase::Cancelling, _) if listed => {}
+            // A task without a context that the walk could not see, stopped by the flag at its
+            // first poll (or when it first suspended): aborted, as the walk would have said.
+            (Phase::Cancelling, _) if tagged & STOPPED != 0 => log.aborted_early.push(TaskRecord {
+                id,
+                name: name.clone(),
+                age: unseen_age(),
+            }),
             (Phase::Cancelling, _) => log.cancelled += 1,
             (Phase::Done, Some(abort)) => {
                 abort.ended += 1;
                 // A task the abort walk could not see, because it had never suspended, reports
-                // itself while the report is still open. Its age is only known from its first
-                // suspension on, so it has none. One whose first poll was under way when the
-                // abort came held its thread then: abandoned, as the walk would have said.
+                // itself while the report is still open. One whose first poll was under way
+                // when the abort came held its thread then: abandoned, as the walk would have
+                // said.
                 if key.is_none() && abort.report.is_none() {
                     abort.accounted += 1;
-                    let (list, age) = if polled {
-                        (&mut abort.abandoned, Age::FirstPoll)
+                    let age = unseen_age();
+                    let list = if age == Age::FirstPoll {
+                        &mut abort.abandoned
                     } else {
-                        (&mut abort.aborted, Age::NotStarted)
+                        &mut abort.aborted
                     };
                     list.push(TaskRecord {
                         id,
@@ -424,7 +489,7 @@ impl TaskGuard {
             (Phase::Running, _) | (Phase::Done, None) => {}
         }
         drop(log);
-        inner.notify_if_idle(left);
+        inner.notify_if_idle(left.waited_for(phase));
         name
     }
 
@@ -435,13 +500,18 @@ impl TaskGuard {
     /// Registers a suspended async task, so that shutdown can name it and wake it to abort
     /// it; returns `false` if shutdown is already aborting, and the task must stop.
     fn register(&mut self, waker: &Waker) -> bool {
-        let id = self.id();
-        let TaskGuard { inner, cold, .. } = self;
+        let (id, cooperative) = (self.id(), self.is_cooperative());
+        let TaskGuard {
+            inner,
+            cold,
+            tagged_id,
+        } = self;
         let cold = cold.get_or_insert_with(Box::default);
         let mut slab = inner.registry.lock(id);
-        // Checked under the shard lock: the abort walk sets the flag before it locks any
-        // shard, so either it finds this entry, or this task sees the flag.
-        if inner.aborting.is_set() {
+        // Checked under the shard lock: each walk sets the flag before it locks any shard, so
+        // either it finds this entry, or this task sees the flag.
+        if inner.aborting.stops(cooperative) {
+            *tagged_id |= STOPPED;
             return false;
         }
         // The clock is read here rather than at spawn: a task that never suspends never needs
@@ -450,6 +520,7 @@ impl TaskGuard {
             id,
             name: cold.name.take(),
             started: Instant::now(),
+            cooperative,
             kind: Kind::Async(waker.clone()),
         }));
         true
@@ -505,7 +576,7 @@ impl<F: Future> Future for Supervised<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if this.guard.inner.aborting.is_set() {
+        if this.guard.stopped_by_shutdown() {
             return Poll::Ready(Err(AbortedByShutdown));
         }
         // A plain store to the task's own memory: cheaper than testing whether it is needed.
@@ -544,6 +615,9 @@ fn run_blocking<R>(
     function: impl FnOnce() -> R,
 ) -> Result<R, AbortedByShutdown> {
     if !guard.start_blocking() {
+        // A walk aborted it before it started, or it was admitted as one was under way and
+        // never registered: stopped, as an async task is at its first poll.
+        guard.tagged_id |= STOPPED;
         return Err(AbortedByShutdown);
     }
     let span = guard.cold.as_ref().and_then(|cold| cold.span.clone());

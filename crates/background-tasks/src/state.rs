@@ -1,4 +1,11 @@
-//! The supervisor's lifecycle phase and running-task count, packed in one atomic word.
+//! The supervisor's lifecycle phase and running-task counts, packed in one atomic word.
+//!
+//! The word holds the phase (2 bits), the number of running tasks (31 bits) and, among them,
+//! the number of cooperative ones: tasks with a [`TaskContext`](crate::TaskContext), which can
+//! see the cancellation signal and so get the `cancel_grace` (31 bits). Two billion running
+//! tasks are out of reach (each takes a 128-byte tokio cell at least), so neither count
+//! overflows into the next. Keeping both in one word costs a spawn nothing: its admission adds
+//! 1, or 1 plus the cooperative unit, in the same single read-modify-write.
 //!
 //! Admission, task ends and phase changes are all read-modify-write operations on this one word,
 //! so each of them sees exactly which phase it happened in: a spawn can never slip in after
@@ -7,10 +14,52 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::sync::{AtomicBool, AtomicU64};
+use crate::sync::{AtomicU8, AtomicU64};
 
-const PHASE_SHIFT: u32 = 61;
-const COUNT_MASK: u64 = (1 << PHASE_SHIFT) - 1;
+const PHASE_SHIFT: u32 = 62;
+const COOPERATIVE_SHIFT: u32 = 31;
+const COUNT_MASK: u64 = (1 << COOPERATIVE_SHIFT) - 1;
+
+/// What a task adds to the word while it runs: one running task, and one cooperative task if
+/// it is one.
+const fn unit(cooperative: bool) -> u64 {
+    1 + ((cooperative as u64) << COOPERATIVE_SHIFT)
+}
+
+fn all(word: u64) -> usize {
+    (word & COUNT_MASK) as usize
+}
+
+fn cooperative(word: u64) -> usize {
+    ((word >> COOPERATIVE_SHIFT) & COUNT_MASK) as usize
+}
+
+/// The tasks left after an end: all of them, and the cooperative ones among them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Left {
+    pub(crate) all: usize,
+    pub(crate) cooperative: usize,
+}
+
+impl Left {
+    /// What the shutdown's wait in `phase` waits for: every task, except in the cancel phase,
+    /// where the tasks without a context are being aborted and only the cooperative ones get
+    /// the grace.
+    pub(crate) fn waited_for(self, phase: Phase) -> usize {
+        if phase == Phase::Cancelling {
+            self.cooperative
+        } else {
+            self.all
+        }
+    }
+
+    fn of(word: u64) -> Self {
+        Self {
+            all: all(word),
+            cooperative: cooperative(word),
+        }
+    }
+}
 
 /// Where the supervisor is in its life. Phases only move forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -19,7 +68,8 @@ pub(crate) enum Phase {
     Running = 0,
     /// Shutdown began: waiting for tasks to end; only running tasks may spawn follow-ups.
     Draining = 1,
-    /// The cancellation signal fired: waiting `cancel_grace`; nobody may spawn.
+    /// The cancellation signal fired: waiting `cancel_grace` for the cooperative tasks, the
+    /// others being aborted; nobody may spawn.
     Cancelling = 2,
     /// The report is written; tasks still ending are already counted as aborted or abandoned.
     Done = 3,
@@ -54,25 +104,41 @@ pub(crate) enum Refused {
     AtCapacity,
 }
 
-/// Set once, when shutdown aborts what is left; read by every poll of every task, so it sits
-/// on cache lines of its own, away from the busy [`State`] word.
+/// What shutdown stops at the next poll, in two steps, each set once: the tasks that cannot see
+/// the cancellation signal when the cancel phase begins, then every task when the grace runs
+/// out. Read by every poll of every task, so it sits on cache lines of its own, away from the
+/// busy [`State`] word.
 #[derive(Debug)]
 #[repr(align(128))]
-pub(crate) struct AbortFlag(AtomicBool);
+pub(crate) struct AbortFlag(AtomicU8);
+
+/// The steps of the [`AbortFlag`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub(crate) enum Abort {
+    /// Tasks without a context: the cancel phase began.
+    Plain = 1,
+    /// Every task: the grace ran out.
+    All = 2,
+}
 
 impl AbortFlag {
     pub(crate) fn new() -> Self {
-        Self(AtomicBool::new(false))
+        Self(AtomicU8::new(0))
     }
 
-    pub(crate) fn is_set(&self) -> bool {
+    /// Whether a task, cooperative or not, must stop.
+    #[inline]
+    pub(crate) fn stops(&self, cooperative: bool) -> bool {
         // Acquire pairs with the release in `set`: a task that sees the flag also sees the
-        // phase it was set in.
-        self.0.load(Ordering::Acquire)
+        // phase it was set in. One load and a compare, as the boolean it replaces: a plain task
+        // stops from step 1 on, a cooperative one from step 2.
+        self.0.load(Ordering::Acquire) > u8::from(cooperative)
     }
 
-    pub(crate) fn set(&self) {
-        self.0.store(true, Ordering::Release);
+    pub(crate) fn set(&self, step: Abort) {
+        // Release: as above. Steps only move forward, under the shutdown lock.
+        self.0.store(step as u8, Ordering::Release);
     }
 }
 
@@ -103,7 +169,13 @@ impl State {
     pub(crate) fn running(&self) -> usize {
         // Acquire pairs with the release decrement in `end_*`: a caller that sees zero also sees
         // everything the ended tasks wrote.
-        (self.word.load(Ordering::Acquire) & COUNT_MASK) as usize
+        all(self.word.load(Ordering::Acquire))
+    }
+
+    /// How many of the running tasks are cooperative.
+    pub(crate) fn cooperative(&self) -> usize {
+        // Acquire: as in `running`.
+        cooperative(self.word.load(Ordering::Acquire))
     }
 
     /// Counts one more running task, unless the phase or the limit forbids it.
@@ -113,7 +185,13 @@ impl State {
     /// hot path of every spawn. Once shutdown has begun (or under a limit), the phase is
     /// checked before the count moves, so that a refusal takes no place. The one place given
     /// back is [`Refused::Undo`]'s: a fetch-add that raced the abort walk itself.
-    pub(crate) fn admit(&self, origin: Origin, limit: Option<usize>) -> Result<(), Refused> {
+    pub(crate) fn admit(
+        &self,
+        origin: Origin,
+        cooperative: bool,
+        limit: Option<usize>,
+    ) -> Result<(), Refused> {
+        let unit = unit(cooperative);
         let admits = |word: u64| {
             matches!(
                 (Phase::of(word), origin),
@@ -124,7 +202,7 @@ impl State {
         let mut word = self.word.load(Ordering::Relaxed);
         if limit.is_none() && Phase::of(word) == Phase::Running {
             // AcqRel: the admission is ordered with the phase change it raced with.
-            let word = self.word.fetch_add(1, Ordering::AcqRel);
+            let word = self.word.fetch_add(unit, Ordering::AcqRel);
             // A phase change since the read above means this spawn overlapped the start of
             // the shutdown (or of its cancel phase): it is ordered before it, and admitted.
             // Its place is in the count the drain waits for and the walk's snapshot, as a
@@ -148,13 +226,13 @@ impl State {
             if !admits(word) {
                 return Err(Refused::ShuttingDown);
             }
-            if (word & COUNT_MASK) as usize >= limit {
+            if all(word) >= limit {
                 return Err(Refused::AtCapacity);
             }
             // AcqRel: as above.
             match self.word.compare_exchange_weak(
                 word,
-                word + 1,
+                word + unit,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
@@ -167,7 +245,8 @@ impl State {
     /// Counts one task fewer if the supervisor is still `Running`; returns the number of tasks
     /// left, or `None` (and changes nothing) when shutdown has begun and the end must be
     /// recorded under the shutdown lock with [`State::end_in_shutdown`].
-    pub(crate) fn end_if_running(&self) -> Option<usize> {
+    pub(crate) fn end_if_running(&self, cooperative: bool) -> Option<usize> {
+        let unit = unit(cooperative);
         let mut word = self.word.load(Ordering::Relaxed);
         loop {
             if Phase::of(word) != Phase::Running {
@@ -176,11 +255,11 @@ impl State {
             // Release: publishes the task's writes to whoever sees the count drop.
             match self.word.compare_exchange_weak(
                 word,
-                word - 1,
+                word - unit,
                 Ordering::Release,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Some(((word - 1) & COUNT_MASK) as usize),
+                Ok(_) => return Some(all(word - unit)),
                 Err(actual) => word = actual,
             }
         }
@@ -188,10 +267,11 @@ impl State {
 
     /// Counts one task fewer whatever the phase; returns the phase it ended in and the number
     /// of tasks left. Callers hold the shutdown lock, so the phase cannot change meanwhile.
-    pub(crate) fn end_in_shutdown(&self) -> (Phase, usize) {
+    pub(crate) fn end_in_shutdown(&self, cooperative: bool) -> (Phase, Left) {
+        let unit = unit(cooperative);
         // Release: as in `end_if_running`.
-        let word = self.word.fetch_sub(1, Ordering::Release) - 1;
-        (Phase::of(word), (word & COUNT_MASK) as usize)
+        let word = self.word.fetch_sub(unit, Ordering::Release) - unit;
+        (Phase::of(word), Left::of(word))
     }
 
     /// Moves to `to` if that is forward; returns the phase it was in and the count at the
@@ -212,7 +292,7 @@ impl State {
             ((to as u64) - (from as u64)) << PHASE_SHIFT,
             Ordering::AcqRel,
         );
-        (from, (word & COUNT_MASK) as usize)
+        (from, all(word))
     }
 }
 
@@ -220,24 +300,31 @@ impl State {
 mod tests {
     use super::*;
 
+    fn left(all: usize, cooperative: usize) -> Left {
+        Left { all, cooperative }
+    }
+
     #[test]
     fn admission_follows_phase_and_origin() {
         let state = State::new();
-        assert_eq!(state.admit(Origin::Outside, None), Ok(()));
+        assert_eq!(state.admit(Origin::Outside, false, None), Ok(()));
         assert_eq!(state.advance(Phase::Draining), (Phase::Running, 1));
         // Once shutdown has begun, a refusal takes no place, with a limit or without (only a
         // fetch-add racing the walk does, and gives it back through `Undo`).
         for limit in [None, Some(9)] {
             assert_eq!(
-                state.admit(Origin::Outside, limit),
+                state.admit(Origin::Outside, false, limit),
                 Err(Refused::ShuttingDown)
             );
         }
         assert_eq!(state.running(), 1);
-        assert_eq!(state.admit(Origin::Task, None), Ok(()));
+        assert_eq!(state.admit(Origin::Task, false, None), Ok(()));
         state.advance(Phase::Cancelling);
         for limit in [None, Some(9)] {
-            assert_eq!(state.admit(Origin::Task, limit), Err(Refused::ShuttingDown));
+            assert_eq!(
+                state.admit(Origin::Task, false, limit),
+                Err(Refused::ShuttingDown)
+            );
         }
         assert_eq!(state.running(), 2);
     }
@@ -245,30 +332,54 @@ mod tests {
     #[test]
     fn limit_counts_running_tasks() {
         let state = State::new();
-        assert_eq!(state.admit(Origin::Outside, Some(1)), Ok(()));
+        assert_eq!(state.admit(Origin::Outside, false, Some(1)), Ok(()));
         assert_eq!(
-            state.admit(Origin::Outside, Some(1)),
+            state.admit(Origin::Outside, false, Some(1)),
             Err(Refused::AtCapacity)
         );
-        assert_eq!(state.end_if_running(), Some(0));
-        assert_eq!(state.admit(Origin::Outside, Some(1)), Ok(()));
+        assert_eq!(state.end_if_running(false), Some(0));
+        assert_eq!(state.admit(Origin::Outside, false, Some(1)), Ok(()));
     }
 
     #[test]
     fn ends_after_shutdown_began_are_left_to_the_shutdown_lock() {
         let state = State::new();
-        state.admit(Origin::Outside, None).unwrap();
-        state.admit(Origin::Outside, None).unwrap();
+        state.admit(Origin::Outside, false, None).unwrap();
+        state.admit(Origin::Outside, false, None).unwrap();
         state.advance(Phase::Draining);
-        assert_eq!(state.end_if_running(), None);
+        assert_eq!(state.end_if_running(false), None);
         assert_eq!(state.running(), 2);
-        assert_eq!(state.end_in_shutdown(), (Phase::Draining, 1));
+        assert_eq!(state.end_in_shutdown(false), (Phase::Draining, left(1, 0)));
         assert_eq!(state.advance(Phase::Done), (Phase::Draining, 1));
         assert_eq!(
             state.advance(Phase::Cancelling),
             (Phase::Done, 1),
             "phases never go back"
         );
-        assert_eq!(state.end_in_shutdown(), (Phase::Done, 0));
+        assert_eq!(state.end_in_shutdown(false), (Phase::Done, left(0, 0)));
+    }
+
+    #[test]
+    fn cooperative_tasks_are_counted_apart_in_the_same_word() {
+        let state = State::new();
+        state.admit(Origin::Outside, true, None).unwrap();
+        state.admit(Origin::Outside, false, Some(3)).unwrap();
+        state.admit(Origin::Outside, true, Some(3)).unwrap();
+        assert_eq!(
+            state.admit(Origin::Outside, true, Some(3)),
+            Err(Refused::AtCapacity),
+            "the limit counts every task"
+        );
+        assert_eq!((state.running(), state.cooperative()), (3, 2));
+        assert_eq!(state.end_if_running(true), Some(2));
+        assert_eq!(state.advance(Phase::Cancelling), (Phase::Running, 2));
+        assert_eq!(state.phase(), Phase::Cancelling);
+        assert_eq!(state.end_in_shutdown(true), (Phase::Cancelling, left(1, 0)));
+        assert_eq!(
+            state.end_in_shutdown(false),
+            (Phase::Cancelling, left(0, 0))
+        );
+        assert_eq!(state.advance(Phase::Done), (Phase::Cancelling, 0));
+        assert_eq!(state.phase(), Phase::Done);
     }
 }

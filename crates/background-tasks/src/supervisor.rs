@@ -32,10 +32,13 @@ use crate::task_builder::TaskBuilder;
 ///    [`TaskContext`];
 /// 2. **drain**: wait up to [`shutdown_timeout`](SupervisorBuilder::shutdown_timeout) for tasks
 ///    to end on their own;
-/// 3. **cancel**: fire the cancellation signal ([`TaskContext::cancelled`]) and wait up to
-///    [`cancel_grace`](SupervisorBuilder::cancel_grace);
+/// 3. **cancel**: fire the cancellation signal ([`TaskContext::cancelled`]), abort at once the
+///    tasks without a context, which cannot see it, and wait up to
+///    [`cancel_grace`](SupervisorBuilder::cancel_grace) for those with one;
 /// 4. **abort** what is left; blocking tasks already on a thread cannot be aborted and are
 ///    reported as abandoned.
+///
+/// [`SupervisorBuilder`] says, in one table, what happens when to each kind of task.
 ///
 /// Cloning a supervisor is cheap and gives another handle to the same set of tasks.
 ///
@@ -114,6 +117,10 @@ pub(crate) struct ShutdownLog {
     pub(crate) completed: usize,
     /// Tasks that ended during the cancel phase.
     pub(crate) cancelled: usize,
+    /// Tasks without a context that the cancel phase aborted, and so are not among the
+    /// `cancelled`: those its walk found, and those it could not see, which the abort flag
+    /// stopped at their first poll.
+    pub(crate) aborted_early: Vec<TaskRecord>,
     /// Everything from the abort walk on; `None` before it.
     pub(crate) abort: Option<AbortLog>,
 }
@@ -168,6 +175,17 @@ impl Inner {
 
     /// Resolves once no task runs, or when `stop` resolves first; returns whether it is idle.
     pub(crate) async fn wait_until_idle(&self, stop: impl Future<Output = ()>) -> bool {
+        self.wait_until_none(State::running, stop).await
+    }
+
+    /// Resolves once `count` reads zero, or when `stop` resolves first; returns whether it
+    /// does. Ends wake it through `notify_if_idle` when what they leave of the count the
+    /// shutdown waits for in their phase is zero (see `Left::waited_for`).
+    pub(crate) async fn wait_until_none(
+        &self,
+        count: impl Fn(&State) -> usize,
+        stop: impl Future<Output = ()>,
+    ) -> bool {
         // SeqCst pairs with the fence in `notify_if_idle`.
         self.idle_waiters.fetch_add(1, Ordering::SeqCst);
         let _waiting = DecrementOnDrop(&self.idle_waiters);
@@ -181,7 +199,7 @@ impl Inner {
             // SeqCst fence against the fence in `notify_if_idle`: the increment of
             // `idle_waiters` above must be ordered before this load of the count.
             fence(Ordering::SeqCst);
-            if self.state.running() == 0 {
+            if count(&self.state) == 0 {
                 return true;
             }
             let stopped = std::future::poll_fn(|cx| {
@@ -192,7 +210,7 @@ impl Inner {
             })
             .await;
             if stopped {
-                return self.state.running() == 0;
+                return count(&self.state) == 0;
             }
         }
     }
@@ -209,8 +227,10 @@ impl Drop for DecrementOnDrop<'_> {
 
 impl TaskSupervisor {
     /// A supervisor with the default budget: 5 s to drain (as Quart's
-    /// `BACKGROUND_TASK_SHUTDOWN_TIMEOUT`), then 1 s of grace after the cancellation signal, and
-    /// no limit on the number of tasks.
+    /// `BACKGROUND_TASK_SHUTDOWN_TIMEOUT`), then the cancellation signal, with 1 s of grace for
+    /// the tasks with a context (those without one are aborted at 5 s: see
+    /// [the shutdown budget](SupervisorBuilder#the-shutdown-budget)), and no limit on the
+    /// number of tasks.
     ///
     /// # Examples
     ///
@@ -270,7 +290,8 @@ impl TaskSupervisor {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.inner.spawn_async(Origin::Outside, None, |_| future)
+        self.inner
+            .spawn_async(Origin::Outside, false, None, |_| future)
     }
 
     /// Spawns the future that `task` builds from the new task's [`TaskContext`]: its id, name,
@@ -319,7 +340,8 @@ impl TaskSupervisor {
     /// Runs the synchronous `function` on tokio's blocking thread pool as a supervised task.
     ///
     /// A blocking task cannot be aborted once it runs: if it is still running when the
-    /// shutdown budget runs out, shutdown reports it as abandoned and returns without it. Use
+    /// drain runs out, shutdown does not wait for it, reports it as abandoned and returns
+    /// without it. Use
     /// [`spawn_blocking_with`](Self::spawn_blocking_with) to let it check for cancellation.
     /// Note that dropping a Tokio runtime, as `#[tokio::main]` does when `main` returns, waits
     /// for its blocking threads: to exit without an abandoned task, end the runtime with
@@ -353,7 +375,7 @@ impl TaskSupervisor {
         R: Send + 'static,
     {
         self.inner
-            .spawn_blocking(Origin::Outside, None, |_| function)
+            .spawn_blocking(Origin::Outside, false, None, |_| function)
     }
 
     /// Runs the synchronous `function` on tokio's blocking thread pool, handing it its
@@ -457,8 +479,10 @@ impl TaskSupervisor {
         self.inner.config.shutdown_timeout
     }
 
-    /// The grace set with [`SupervisorBuilder::cancel_grace`]: shutdown takes at most
-    /// `shutdown_timeout() + cancel_grace()`, plus the few milliseconds of the abort.
+    /// The grace set with [`SupervisorBuilder::cancel_grace`], for tasks with a context:
+    /// shutdown takes at most `shutdown_timeout() + cancel_grace()`, plus the few milliseconds
+    /// of the abort, and at most `shutdown_timeout()` when no task with a context is left when
+    /// it runs out.
     ///
     /// # Examples
     ///
@@ -539,9 +563,11 @@ impl TaskSupervisor {
     /// Shuts the supervisor down and reports how its tasks ended.
     ///
     /// Admission closes as soon as the returned future is first polled; then the drain,
-    /// cancel and abort phases run (see the [type docs](Self)). It returns as soon as the last
-    /// task has ended, and never later than `shutdown_timeout + cancel_grace` plus the few
-    /// milliseconds it takes to abort what is left. The report is also logged, as one line,
+    /// cancel and abort phases run (see the [type docs](Self) and
+    /// [the shutdown budget](SupervisorBuilder#the-shutdown-budget)). It returns as soon as
+    /// nothing is left to wait for, and never later than `shutdown_timeout + cancel_grace`
+    /// plus the few milliseconds it takes to abort what is left: tasks without a context are
+    /// aborted when the drain runs out, so only tasks with one can hold it through the grace. The report is also logged, as one line,
     /// at INFO level when it is clean and at WARN level when it is not.
     ///
     /// Calling it again, or concurrently, waits for the same shutdown and gives the same report.

@@ -77,7 +77,8 @@ impl<'a> TaskBuilder<'a> {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.inner.spawn_async(self.origin, self.name, |_| future)
+        self.inner
+            .spawn_async(self.origin, false, self.name, |_| future)
     }
 
     /// Spawns the future that `task` builds from its [`TaskContext`] as a named task; see
@@ -109,7 +110,7 @@ impl<'a> TaskBuilder<'a> {
         Fut::Output: Send + 'static,
     {
         let context_name = self.name.clone();
-        self.inner.spawn_async(self.origin, self.name, |id| {
+        self.inner.spawn_async(self.origin, true, self.name, |id| {
             task(TaskContext::new(self.inner.clone(), id, context_name))
         })
     }
@@ -143,7 +144,7 @@ impl<'a> TaskBuilder<'a> {
         R: Send + 'static,
     {
         self.inner
-            .spawn_blocking(self.origin, self.name, |_| function)
+            .spawn_blocking(self.origin, false, self.name, |_| function)
     }
 
     /// Runs `function` with its [`TaskContext`] on tokio's blocking thread pool as a named
@@ -175,10 +176,11 @@ impl<'a> TaskBuilder<'a> {
         R: Send + 'static,
     {
         let context_name = self.name.clone();
-        self.inner.spawn_blocking(self.origin, self.name, |id| {
-            let context = TaskContext::new(self.inner.clone(), id, context_name);
-            move || function(context)
-        })
+        self.inner
+            .spawn_blocking(self.origin, true, self.name, |id| {
+                let context = TaskContext::new(self.inner.clone(), id, context_name);
+                move || function(context)
+            })
     }
 }
 

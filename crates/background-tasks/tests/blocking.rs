@@ -39,9 +39,15 @@ async fn a_synchronous_task_runs_on_a_thread_and_is_awaited() {
     assert_ne!(handle.await.unwrap(), caller);
 }
 
+/// A blocking task without a context cannot see the cancellation signal, nor be aborted: the
+/// shutdown does not wait the grace for it (it used to, 30 s here), and abandons it when the
+/// drain ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_blocking_task_is_abandoned_and_shutdown_returns_anyway() {
-    let supervisor = supervisor();
+    let supervisor = TaskSupervisor::builder()
+        .shutdown_timeout(BUDGET)
+        .cancel_grace(Duration::from_secs(30))
+        .build();
     let handle = supervisor
         .task("resize")
         .spawn_blocking(|| std::thread::sleep(Duration::from_secs(2)))

@@ -1,7 +1,7 @@
 //! The phased shutdown: admission, drain, cancel, abort, and the report.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use background_tasks::{SpawnError, TaskSupervisor};
@@ -93,8 +93,10 @@ async fn cancel_phase_signals_tasks_and_counts_those_that_stop() {
     assert!(!report.is_clean());
 }
 
+/// Tasks spawned without a context cannot see the cancellation signal: they are aborted when
+/// the drain runs out, not after the grace (1.5 s here before).
 #[tokio::test(start_paused = true)]
-async fn tasks_that_ignore_every_signal_are_aborted_within_the_budget() {
+async fn tasks_that_ignore_every_signal_are_aborted_when_the_drain_runs_out() {
     let supervisor = supervisor(1_000, 500);
     let dropped = Arc::new(AtomicBool::new(false));
     struct SetOnDrop(Arc<AtomicBool>);
@@ -116,22 +118,22 @@ async fn tasks_that_ignore_every_signal_are_aborted_within_the_budget() {
     let unnamed = supervisor.spawn(sleep(Duration::from_secs(3600))).unwrap();
     let start = Instant::now();
     let report = supervisor.shutdown().await;
-    assert_eq!(start.elapsed(), Duration::from_millis(1_500));
+    assert_eq!(start.elapsed(), Duration::from_millis(1_000));
     assert_eq!(report.aborted(), 2);
     let names: Vec<_> = report.aborted_tasks().iter().map(|t| t.name()).collect();
     assert_eq!(names, [Some("stubborn"), None]);
     assert_eq!(
         report.aborted_tasks()[0].age(),
-        Duration::from_millis(1_500)
+        Duration::from_millis(1_000)
     );
     let line = report.to_string();
     assert!(
         line.contains("0 completed, 0 cancelled, 2 aborted, 0 abandoned"),
         "{line}"
     );
-    assert!(line.contains("stubborn (task 1, 1.5s)"), "{line}");
+    assert!(line.contains("stubborn (task 1, 1.0s)"), "{line}");
     assert!(
-        line.contains(&format!("task {} (1.5s)", unnamed.id())),
+        line.contains(&format!("task {} (1.0s)", unnamed.id())),
         "{line}"
     );
     let error = handle.await.unwrap_err();
@@ -201,7 +203,9 @@ async fn every_task_is_counted_exactly_once_across_phases() {
         ),
         (2, 1, 1, 0)
     );
-    assert_eq!(report.elapsed(), Duration::from_millis(2_000));
+    // The grace lasts as long as the task with a context needs it: the one without was
+    // aborted when it began.
+    assert_eq!(report.elapsed(), Duration::from_millis(1_100));
 }
 
 #[tokio::test(start_paused = true)]
@@ -294,7 +298,8 @@ async fn follow_up_tasks_spawned_during_the_drain_are_part_of_the_shutdown() {
     );
     assert_eq!((report.completed(), report.aborted()), (2, 1));
     assert_eq!(report.aborted_tasks()[0].name(), Some("slow-follow-up"));
-    assert_eq!(report.elapsed(), Duration::from_millis(1_500));
+    // Aborted when the drain ran out: it has no context, so the grace was of no use to it.
+    assert_eq!(report.elapsed(), Duration::from_millis(1_000));
 }
 
 #[tokio::test(start_paused = true)]
@@ -390,8 +395,8 @@ async fn wait_idle_inside_a_task_waits_for_that_task_too() {
     assert!(handle.await.unwrap_err().is_cancelled());
 }
 
-/// Documented misuse: `shutdown` awaited inside a supervised task takes the whole budget and
-/// aborts its caller; other callers get the report.
+/// Documented misuse: `shutdown` awaited inside a supervised task takes the whole drain (the
+/// grace too, for a task with a context) and aborts its caller; other callers get the report.
 #[tokio::test(start_paused = true)]
 async fn shutdown_inside_a_task_takes_the_budget_and_aborts_its_caller() {
     let supervisor = TaskSupervisor::builder()
@@ -405,7 +410,7 @@ async fn shutdown_inside_a_task_takes_the_budget_and_aborts_its_caller() {
         .unwrap();
     tokio::task::yield_now().await;
     let report = supervisor.shutdown().await;
-    assert_eq!(report.elapsed(), Duration::from_secs(3));
+    assert_eq!(report.elapsed(), Duration::from_secs(2));
     assert_eq!(report.aborted_tasks()[0].name(), Some("shuts-down"));
     assert!(handle.await.unwrap_err().is_cancelled());
 }
@@ -430,4 +435,114 @@ async fn on_a_current_thread_runtime_a_thread_blocking_poll_holds_up_the_shutdow
         "the shutdown ran while its only thread was blocked: {report}"
     );
     assert_eq!(report.completed(), 1, "{report}");
+}
+
+/// Records when it is dropped: when the task holding it ended.
+struct DropClock(Arc<Mutex<Option<Instant>>>);
+
+impl Drop for DropClock {
+    fn drop(&mut self) {
+        *self.0.lock().expect("the clock lock") = Some(Instant::now());
+    }
+}
+
+/// The budget as a newcomer reads it, with the defaults: asked for "5 s, then cancel", a stuck
+/// task spawned without a context ends at 5 s, and so does the shutdown, when no task with a
+/// context is left. It used to be aborted at 6 s, after a grace it could not use.
+#[tokio::test(start_paused = true)]
+async fn with_the_default_budget_a_stuck_task_without_a_context_ends_at_5_s() {
+    let supervisor = TaskSupervisor::new();
+    let ended = Arc::new(Mutex::new(None));
+    let clock = DropClock(ended.clone());
+    supervisor
+        .task("stuck")
+        .spawn(async move {
+            let _clock = clock;
+            std::future::pending::<()>().await;
+        })
+        .unwrap();
+    let start = Instant::now();
+    let report = supervisor.shutdown().await;
+    assert_eq!(report.elapsed(), Duration::from_secs(5), "{report}");
+    let ended = ended.lock().unwrap().expect("the task ended");
+    assert_eq!(ended - start, Duration::from_secs(5));
+    assert_eq!(
+        (report.cancelled(), report.aborted(), report.abandoned()),
+        (0, 1, 0)
+    );
+    assert_eq!(report.aborted_tasks()[0].name(), Some("stuck"));
+    assert_eq!(report.aborted_tasks()[0].age(), Duration::from_secs(5));
+}
+
+/// The grace is for the tasks that can see the cancellation signal: with one that needs it,
+/// the shutdown waits for it, while the stuck task without a context is aborted at 5 s, and a
+/// stuck one with a context at 6 s.
+#[tokio::test(start_paused = true)]
+async fn the_grace_is_for_tasks_with_a_context_only() {
+    let supervisor = TaskSupervisor::new();
+    let plain_ended = Arc::new(Mutex::new(None));
+    let clock = DropClock(plain_ended.clone());
+    supervisor
+        .task("plain")
+        .spawn(async move {
+            let _clock = clock;
+            std::future::pending::<()>().await;
+        })
+        .unwrap();
+    supervisor
+        .task("cooperative")
+        .spawn_with(|ctx| async move {
+            ctx.cancelled().await;
+            sleep(Duration::from_millis(500)).await;
+        })
+        .unwrap();
+    supervisor
+        .task("deaf")
+        .spawn_with(|_ctx| std::future::pending::<()>())
+        .unwrap();
+    let start = Instant::now();
+    let report = supervisor.shutdown().await;
+    assert_eq!(report.elapsed(), Duration::from_secs(6), "{report}");
+    let plain_ended = plain_ended.lock().unwrap().expect("the plain task ended");
+    assert_eq!(plain_ended - start, Duration::from_secs(5));
+    assert_eq!((report.cancelled(), report.aborted()), (1, 2), "{report}");
+    let aborted: Vec<_> = report
+        .aborted_tasks()
+        .iter()
+        .map(|task| (task.name(), task.age()))
+        .collect();
+    assert_eq!(
+        aborted,
+        [
+            (Some("plain"), Duration::from_secs(5)),
+            (Some("deaf"), Duration::from_secs(6))
+        ]
+    );
+}
+
+/// A task without a context that had not been polled yet when the cancel phase began is
+/// aborted at its first poll, as "not started", and counted once.
+#[tokio::test(start_paused = true)]
+async fn a_task_without_a_context_spawned_as_the_drain_ends_is_aborted_not_cancelled() {
+    let supervisor = supervisor(1_000, 1_000);
+    supervisor
+        .spawn_with(|ctx| async move {
+            // Spawned at the very end of the drain, so that the cancel phase begins before its
+            // first poll.
+            sleep(Duration::from_millis(1_000)).await;
+            let _ = ctx.task("late").spawn(std::future::pending::<()>());
+            ctx.cancelled().await;
+        })
+        .unwrap();
+    let report = supervisor.shutdown().await;
+    let total = report.completed() + report.cancelled() + report.aborted() + report.abandoned();
+    assert_eq!(total, 2, "{report}");
+    assert!(
+        report
+            .aborted_tasks()
+            .iter()
+            .all(|task| task.name() == Some("late")),
+        "{report}"
+    );
+    assert!(report.elapsed() < Duration::from_millis(2_000), "{report}");
 }

@@ -127,6 +127,8 @@ impl Server {
         command
             .env("PORT", "0")
             .env_remove("RUST_LOG")
+            // Plain log lines, without colour codes, for the tests to read.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

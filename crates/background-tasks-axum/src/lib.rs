@@ -86,8 +86,8 @@ pub use serve::{Serve, ServeError, ServeFuture, serve};
 
 // The core's public types, so that an app needs this crate only.
 pub use background_tasks::{
-    ShutdownReport, SpawnError, SupervisorBuilder, TaskBuilder, TaskContext, TaskError,
-    TaskFailure, TaskHandle, TaskId, TaskRecord, TaskSupervisor,
+    FailureKind, ShutdownReport, SpawnError, SupervisorBuilder, TaskBuilder, TaskContext,
+    TaskError, TaskFailure, TaskHandle, TaskId, TaskRecord, TaskSupervisor,
 };
 
 // The examples of the README and the guide, compiled as doctests so that they stay true.

@@ -129,8 +129,10 @@ impl SupervisorBuilder {
         self
     }
 
-    /// Called for every task that panics, and for every task that shutdown aborts or
-    /// abandons, on the thread where that happened. Failures are logged through `tracing`
+    /// Called for every task that panics, for every task that shutdown aborts or abandons,
+    /// and for every task dropped unfinished because its runtime shut down before the
+    /// supervisor did ([`FailureKind::Dropped`](crate::FailureKind::Dropped)), on the thread
+    /// where that happened. Failures are logged through `tracing`
     /// whether or not a callback is set. A panic in the callback is caught and logged.
     ///
     /// # Examples

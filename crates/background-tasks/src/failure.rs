@@ -5,7 +5,8 @@ use crate::report::Age;
 use std::borrow::Cow;
 use std::fmt;
 
-/// A task that ended badly: it panicked, or shutdown had to abort or abandon it.
+/// A task that ended badly: it panicked, shutdown had to abort or abandon it, or it was
+/// dropped unfinished because its runtime shut down before the supervisor did.
 ///
 /// Passed to the callback set with
 /// [`SupervisorBuilder::on_failure`](crate::SupervisorBuilder::on_failure), so that failures of
@@ -43,6 +44,36 @@ pub(crate) enum Kind {
     Panic { message: Option<String> },
     Aborted { age: Age },
     Abandoned { age: Age },
+    Dropped { age: Age },
+}
+
+/// How a task failed: what [`TaskFailure::kind`] says.
+///
+/// # Examples
+///
+/// ```
+/// use background_tasks::{FailureKind, TaskSupervisor};
+///
+/// let supervisor = TaskSupervisor::builder()
+///     .on_failure(|failure| match failure.kind() {
+///         FailureKind::Dropped => eprintln!("lost: {failure}"),
+///         _ => eprintln!("failed: {failure}"),
+///     })
+///     .build();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The task panicked.
+    Panic,
+    /// Shutdown aborted the task when its budget ran out.
+    Aborted,
+    /// Shutdown left the task running on its thread, which nothing can stop.
+    Abandoned,
+    /// The task was dropped unfinished outside a shutdown: its runtime shut down (at the end
+    /// of `main`, in a panic, or after `axum::serve` returned) before the supervisor was shut
+    /// down. A task aborted through its [`TaskHandle`](crate::TaskHandle) is not reported.
+    Dropped,
 }
 
 impl TaskFailure {
@@ -106,6 +137,67 @@ impl TaskFailure {
     #[must_use]
     pub fn task_name(&self) -> Option<&str> {
         self.name.as_deref()
+    }
+
+    /// How the task failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use background_tasks::{FailureKind, TaskSupervisor};
+    ///
+    /// let kinds = Arc::new(Mutex::new(Vec::new()));
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .on_failure({
+    ///         let kinds = kinds.clone();
+    ///         move |failure| kinds.lock().unwrap().push(failure.kind())
+    ///     })
+    ///     .build();
+    /// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// runtime.block_on(async {
+    ///     supervisor.task("welcome-mail").spawn(std::future::pending::<()>()).unwrap();
+    ///     tokio::task::yield_now().await;
+    /// });
+    /// // Dropped with its runtime, the supervisor never shut down.
+    /// drop(runtime);
+    /// assert_eq!(*kinds.lock().unwrap(), [FailureKind::Dropped]);
+    /// ```
+    #[must_use]
+    pub fn kind(&self) -> FailureKind {
+        match self.kind {
+            Kind::Panic { .. } => FailureKind::Panic,
+            Kind::Aborted { .. } => FailureKind::Aborted,
+            Kind::Abandoned { .. } => FailureKind::Abandoned,
+            Kind::Dropped { .. } => FailureKind::Dropped,
+        }
+    }
+
+    /// Returns `true` if the task was dropped unfinished because its runtime shut down before
+    /// the supervisor did (see [`FailureKind::Dropped`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use background_tasks::TaskSupervisor;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let failures = Arc::new(Mutex::new(Vec::new()));
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .on_failure({
+    ///         let failures = failures.clone();
+    ///         move |failure| failures.lock().unwrap().push(failure.clone())
+    ///     })
+    ///     .build();
+    /// let _ = supervisor.task("resize").spawn(async { panic!("no such image") }).unwrap().await;
+    /// assert!(!failures.lock().unwrap()[0].is_dropped());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn is_dropped(&self) -> bool {
+        matches!(self.kind, Kind::Dropped { .. })
     }
 
     /// Returns `true` if the task panicked.
@@ -258,6 +350,17 @@ impl fmt::Display for TaskFailure {
             Kind::Abandoned { age: _ } => {
                 f.write_str(" was abandoned by shutdown, blocking its thread inside its first poll")
             }
+            Kind::Dropped {
+                age: Age::Known(age),
+            } => write!(
+                f,
+                " was dropped unfinished after running {age:.1?}: its runtime shut down before \
+                 the supervisor did"
+            ),
+            Kind::Dropped { age: _ } => f.write_str(
+                " was dropped unfinished before it started: its runtime shut down before the \
+                 supervisor did",
+            ),
         }
     }
 }

@@ -69,7 +69,7 @@ mod task_builder;
 pub use builder::SupervisorBuilder;
 pub use context::TaskContext;
 pub use error::{SpawnError, TaskError};
-pub use failure::TaskFailure;
+pub use failure::{FailureKind, TaskFailure};
 pub use handle::{TaskHandle, TaskId};
 pub use report::{ShutdownReport, TaskRecord};
 pub use supervisor::TaskSupervisor;

@@ -206,6 +206,30 @@ impl Inner {
         self.report_failure(&failure);
     }
 
+    /// Reports a task dropped unfinished while the supervisor runs, unless its handle aborted
+    /// it: logged at WARN, the first [`NAMED_DROPS`] by name (the rest are summed up when the
+    /// supervisor is dropped), and handed to `on_failure`. Off the hot path: only a task's
+    /// drop comes here.
+    #[cold]
+    fn dropped_unfinished(&self, id: TaskId, name: Option<Cow<'static, str>>, age: Age) {
+        if !runtime_is_shutting_down() {
+            // Its runtime runs on: the task was aborted through its handle, on purpose.
+            return;
+        }
+        let failure = TaskFailure::new(id, name, FailureKind::Dropped { age });
+        // Relaxed: a count, read once every task is gone (see `Inner`'s drop).
+        if self.dropped.fetch_add(1, Ordering::Relaxed) < NAMED_DROPS {
+            tracing::warn!(
+                task.id = id.as_u64(),
+                task.name = failure.task_name(),
+                "{failure}; shut the supervisor down before its runtime ends: await \
+                 `TaskSupervisor::shutdown`, or serve with `background_tasks_axum::serve` \
+                 rather than `axum::serve`"
+            );
+        }
+        self.report_failure(&failure);
+    }
+
     /// Hands `failure` to the `on_failure` callback, if any.
     pub(crate) fn report_failure(&self, failure: &TaskFailure) {
         let Some(callback) = &self.config.on_failure else {
@@ -219,6 +243,27 @@ impl Inner {
             );
         }
     }
+}
+
+/// How many tasks dropped unfinished are logged by name; the rest are counted in one summary
+/// line, so that a runtime dropped with thousands of tasks does not log thousands of lines.
+pub(crate) const NAMED_DROPS: usize = 10;
+
+/// Whether the current runtime is shutting down, or there is none: then it is dropping the
+/// tasks it still holds, rather than one aborted through its handle.
+///
+/// Tokio has no public flag for it, but a runtime that shuts down refuses new tasks: it drops
+/// their future at once, and their handle is finished when `spawn` returns. A running runtime
+/// queues the probe instead, and the abort then drops it. Only a task's unfinished drop pays
+/// for this probe.
+fn runtime_is_shutting_down() -> bool {
+    let Ok(handle) = Handle::try_current() else {
+        return true;
+    };
+    let probe = handle.spawn(std::future::pending::<()>());
+    let refused = probe.is_finished();
+    probe.abort();
+    refused
 }
 
 /// The runtime to spawn on.
@@ -315,9 +360,10 @@ impl Drop for Admission<'_> {
 /// dropped by an abort.
 struct TaskGuard {
     inner: Arc<Inner>,
-    /// The task's id, with the flags [`POLLED`], [`COOPERATIVE`] and [`STOPPED`] in its top
-    /// bits, which ids never reach (2^61 spawns): a field of its own would take the guard past
-    /// 24 bytes, and a bare task past tokio's 128-byte cell.
+    /// The task's id, with the flags [`POLLED`], [`COOPERATIVE`], [`STOPPED`] and [`FINISHED`]
+    /// in its top bits, which ids never reach (2^60 spawns, 36 years at a billion a second): a
+    /// field of its own would take the guard past 24 bytes, and a bare task past tokio's
+    /// 128-byte cell.
     tagged_id: u64,
     /// What a short, unnamed task never needs, boxed so that such a task stays as small as a
     /// tracked one: tokio rounds task cells up to multiples of 128 bytes, and a guard holding
@@ -338,7 +384,12 @@ const COOPERATIVE: u64 = 1 << 62;
 /// a task ending in the cancel phase needs: aborted, or cancelled?
 const STOPPED: u64 = 1 << 61;
 
-const FLAGS: u64 = POLLED | COOPERATIVE | STOPPED;
+/// Set in [`TaskGuard::tagged_id`] when the task's future returned or panicked (its closure,
+/// for a blocking task): a guard dropped without it or [`STOPPED`] belongs to a task dropped
+/// unfinished, by its handle's abort or by its runtime shutting down.
+const FINISHED: u64 = 1 << 60;
+
+const FLAGS: u64 = POLLED | COOPERATIVE | STOPPED | FINISHED;
 
 #[derive(Default)]
 struct Cold {
@@ -406,12 +457,28 @@ impl TaskGuard {
     fn end(&mut self) -> Option<Cow<'static, str>> {
         let (id, key) = (self.id(), self.key());
         let (cooperative, tagged) = (self.is_cooperative(), self.tagged_id);
+        // Neither returned, panicked nor stopped by shutdown: dropped by its handle's abort or
+        // by its runtime. A bit test: the hot path only pays for it when that is so.
+        let unfinished = tagged & (FINISHED | STOPPED) == 0;
+        // Age is only known from a task's first suspension on: a task the walks could not see,
+        // because it had never suspended, has none.
+        let unseen_age = || {
+            if tagged & POLLED != 0 {
+                Age::FirstPoll
+            } else {
+                Age::NotStarted
+            }
+        };
         let TaskGuard { inner, cold, .. } = self;
         let mut take_name = || cold.as_mut().and_then(|cold| cold.name.take());
         match key {
             None => {
                 if let Some(left) = inner.state.end_if_running(cooperative) {
                     inner.notify_if_idle(left);
+                    if unfinished {
+                        inner.dropped_unfinished(id, take_name(), unseen_age());
+                        return None;
+                    }
                     return take_name();
                 }
             }
@@ -423,6 +490,14 @@ impl TaskGuard {
                     let entry = slab.remove(key);
                     drop(slab);
                     inner.notify_if_idle(left);
+                    if unfinished {
+                        let (name, age) = entry.map_or((None, Age::NotStarted), |entry| {
+                            let age = Instant::now().saturating_duration_since(entry.started);
+                            (entry.name, Age::Known(age))
+                        });
+                        inner.dropped_unfinished(id, name, age);
+                        return None;
+                    }
                     return entry.and_then(|entry| entry.name);
                 }
             }
@@ -440,15 +515,6 @@ impl TaskGuard {
                 None => (None, false),
             },
             None => (take_name(), false),
-        };
-        // Age is only known from a task's first suspension on: a task the walks could not see,
-        // because it had never suspended, has none.
-        let unseen_age = || {
-            if tagged & POLLED != 0 {
-                Age::FirstPoll
-            } else {
-                Age::NotStarted
-            }
         };
         match (phase, &mut log.abort) {
             (Phase::Draining, _) => log.completed += 1,
@@ -494,6 +560,7 @@ impl TaskGuard {
     }
 
     fn panicked(&mut self, payload: &(dyn std::any::Any + Send)) {
+        self.tagged_id |= FINISHED;
         self.cold().panic = Some(panic_message(payload).map(str::to_owned));
     }
 
@@ -593,7 +660,11 @@ impl<F: Future> Future for Supervised<F> {
         let polled = catch_unwind(AssertUnwindSafe(|| this.future.poll(cx)));
         drop(entered);
         match polled {
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Ok(Poll::Ready(output)) => {
+                // A plain store to the task's own memory, as for `POLLED`.
+                this.guard.tagged_id |= FINISHED;
+                Poll::Ready(Ok(output))
+            }
             Ok(Poll::Pending) => {
                 // The waker of a task's top-level future is the task's own and never changes,
                 // so registering once is enough.
@@ -622,7 +693,10 @@ fn run_blocking<R>(
     }
     let span = guard.cold.as_ref().and_then(|cold| cold.span.clone());
     let run = || match catch_unwind(AssertUnwindSafe(function)) {
-        Ok(output) => Ok(output),
+        Ok(output) => {
+            guard.tagged_id |= FINISHED;
+            Ok(output)
+        }
         Err(payload) => {
             guard.panicked(&*payload);
             resume_unwind(payload)

@@ -18,6 +18,7 @@ use crate::failure::TaskFailure;
 use crate::handle::TaskHandle;
 use crate::registry::{Registry, lock};
 use crate::report::{ShutdownReport, TaskRecord};
+use crate::spawn::NAMED_DROPS;
 use crate::state::{AbortFlag, Origin, Phase, State};
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard, fence};
 use crate::task_builder::TaskBuilder;
@@ -107,6 +108,9 @@ pub(crate) struct Inner {
     pub(crate) shutdown: Mutex<ShutdownLog>,
     pub(crate) report: OnceLock<ShutdownReport>,
     pub(crate) report_ready: Notify,
+    /// Tasks dropped unfinished while the supervisor ran (their runtime shut down first);
+    /// touched only by such drops.
+    pub(crate) dropped: AtomicUsize,
 }
 
 /// What shutdown has counted so far.
@@ -166,6 +170,7 @@ impl Inner {
             shutdown: Mutex::new(ShutdownLog::default()),
             report: OnceLock::new(),
             report_ready: Notify::new(),
+            dropped: AtomicUsize::new(0),
         }
     }
 
@@ -212,6 +217,23 @@ impl Inner {
             if stopped {
                 return count(&self.state) == 0;
             }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle and the last task are gone: every task dropped unfinished has been
+        // counted. The first ones were logged by name; one line sums up the rest. Relaxed:
+        // the drops that counted happened before this one, which the `Arc` orders.
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        if dropped > NAMED_DROPS {
+            tracing::warn!(
+                dropped,
+                "{dropped} background tasks were dropped unfinished ({} more than named \
+                 above): their runtime shut down before the supervisor did",
+                dropped - NAMED_DROPS
+            );
         }
     }
 }

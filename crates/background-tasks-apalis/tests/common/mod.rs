@@ -514,7 +514,13 @@ pub async fn at_the_abort_unfinished_jobs_go_back_to_the_queue_at_once_and_are_n
         .await;
 }
 
-pub async fn the_jobs_of_a_worker_that_died_run_again_elsewhere_once_it_has_been_silent(db: &Db) {
+/// apalis's pitfall: a worker restarted under its predecessor's name refreshes the dead
+/// worker's row, so the jobs locked under that name never look orphaned. Both starts here use
+/// the same name (`start` always names the workers `worker`); unique names per start are what
+/// lets the jobs come back.
+pub async fn a_worker_restarted_under_the_same_name_reruns_its_dead_predecessors_jobs_within_the_orphan_bound(
+    db: &Db,
+) {
     let first = start(db, LONG, 4).await;
     let id = first.jobs.enqueue(sleep(60_000)).await.unwrap();
     wait_for(&first.jobs, &id, LONG, |s| s.state() == JobState::Running).await;
@@ -524,14 +530,17 @@ pub async fn the_jobs_of_a_worker_that_died_run_again_elsewhere_once_it_has_been
     drop(first.workers);
 
     let second = start(db, LONG, 4).await;
+    assert!(
+        dead_name.starts_with("worker-") && second.workers.name().starts_with("worker-"),
+        "{dead_name}, {}",
+        second.workers.name()
+    );
     assert_ne!(
         second.workers.name(),
         dead_name,
         "a new start is a new worker"
     );
     let died = Instant::now();
-    // Make the rerun short: a job of the same id is the same payload, so watch for it running
-    // again here.
     wait_for(&second.jobs, &id, LONG, |_| second.probe.started() == 1).await;
     let after = died.elapsed();
     // orphan_after is 2 s, the heartbeat 1 s, the clock whole seconds.
@@ -542,6 +551,45 @@ pub async fn the_jobs_of_a_worker_that_died_run_again_elsewhere_once_it_has_been
         .workers
         .finish(second.supervisor.shutdown_now().await)
         .await;
+}
+
+/// The same job under a new Rust type name: the queue is `Job::NAME`, so the new type's
+/// workers run what the old type enqueued (apalis's default queue is the type name, and a
+/// rename would silently strand the old jobs).
+pub async fn a_renamed_job_type_with_the_same_name_runs_the_jobs_already_queued(db: &Db) {
+    let jobs = DurableJobs::connect(&db.url).await.unwrap();
+    let id = jobs.enqueue(sleep(1)).await.unwrap();
+    assert_eq!(status(&jobs, &id).await.queue(), Sleep::NAME);
+
+    let supervisor = TaskSupervisor::new();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let workers = jobs
+        .workers(&supervisor)
+        .job::<RenamedSleep>(1, ran.clone())
+        .start()
+        .await
+        .unwrap();
+    let done = final_status(&jobs, &id, LONG).await;
+    assert_eq!(done.state(), JobState::Done);
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    let _ = workers.finish(supervisor.shutdown().await).await;
+}
+
+/// `Sleep`, renamed in a later version of the code.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RenamedSleep {
+    pub ms: u64,
+    pub cooperative: bool,
+}
+
+impl Job for RenamedSleep {
+    const NAME: &'static str = "test-sleep";
+    type State = Arc<AtomicUsize>;
+
+    async fn run(self, ran: Arc<AtomicUsize>, _ctx: JobContext) -> Result<(), BoxError> {
+        ran.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
 }
 
 pub async fn a_live_worker_keeps_its_jobs_past_the_orphan_bound(db: &Db) {
@@ -562,9 +610,24 @@ pub async fn a_live_worker_keeps_its_jobs_past_the_orphan_bound(db: &Db) {
 #[macro_export]
 macro_rules! behaviours {
     ($db:path) => {
-        $crate::behaviours!(@each $db; an_enqueued_job_runs_once_in_the_queue_named_by_the_job_and_is_done, status_of_an_unknown_job_is_none, a_delayed_job_starts_no_sooner_than_its_delay, a_second_enqueue_with_the_same_key_returns_the_first_id_and_runs_nothing_more, a_failing_job_is_retried_with_backoff_then_dead_with_its_last_error, a_job_that_fails_once_is_done_on_its_second_attempt_and_panics_count_as_failures, a_payload_that_no_longer_deserializes_is_dead_at_once_and_the_worker_goes_on, a_job_type_runs_at_most_its_concurrency_at_once, shutdown_stops_fetching_at_once_and_lets_running_jobs_finish_in_the_drain, a_job_that_stops_when_cancelled_goes_back_to_the_queue_without_using_an_attempt, at_the_abort_unfinished_jobs_go_back_to_the_queue_at_once_and_are_named_in_the_report, the_jobs_of_a_worker_that_died_run_again_elsewhere_once_it_has_been_silent, a_live_worker_keeps_its_jobs_past_the_orphan_bound);
+        $crate::behaviours!(@each $db;
+            an_enqueued_job_runs_once_in_the_queue_named_by_the_job_and_is_done,
+            status_of_an_unknown_job_is_none,
+            a_delayed_job_starts_no_sooner_than_its_delay,
+            a_second_enqueue_with_the_same_key_returns_the_first_id_and_runs_nothing_more,
+            a_failing_job_is_retried_with_backoff_then_dead_with_its_last_error,
+            a_job_that_fails_once_is_done_on_its_second_attempt_and_panics_count_as_failures,
+            a_payload_that_no_longer_deserializes_is_dead_at_once_and_the_worker_goes_on,
+            a_job_type_runs_at_most_its_concurrency_at_once,
+            shutdown_stops_fetching_at_once_and_lets_running_jobs_finish_in_the_drain,
+            a_job_that_stops_when_cancelled_goes_back_to_the_queue_without_using_an_attempt,
+            at_the_abort_unfinished_jobs_go_back_to_the_queue_at_once_and_are_named_in_the_report,
+            a_worker_restarted_under_the_same_name_reruns_its_dead_predecessors_jobs_within_the_orphan_bound,
+            a_renamed_job_type_with_the_same_name_runs_the_jobs_already_queued,
+            a_live_worker_keeps_its_jobs_past_the_orphan_bound,
+        );
     };
-    (@each $db:path; $($name:ident),*) => {
+    (@each $db:path; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {

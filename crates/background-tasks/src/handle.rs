@@ -112,7 +112,10 @@ impl<T> TaskHandle<T> {
     /// Aborts the task, as [`JoinHandle::abort`] does: an async task stops at its next
     /// `.await`; a blocking task is only stopped if it has not started yet. Awaiting the handle
     /// afterwards gives a [`TaskError`] for which [`TaskError::is_cancelled`] is true, unless the
-    /// task had already finished.
+    /// task had already finished. An abort on purpose is no failure: unlike a task dropped
+    /// because its runtime shut down before the supervisor did
+    /// ([`FailureKind::Dropped`](crate::FailureKind::Dropped)), it is neither logged nor passed
+    /// to `on_failure`.
     ///
     /// # Examples
     ///

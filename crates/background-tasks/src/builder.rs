@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use tokio::runtime::Handle;
+
 use crate::failure::TaskFailure;
 use crate::supervisor::{Config, FailureCallback, Inner, TaskSupervisor};
 
@@ -41,6 +43,7 @@ pub struct SupervisorBuilder {
     cancel_grace: Duration,
     max_tasks: Option<usize>,
     on_failure: Option<FailureCallback>,
+    runtime: Option<Handle>,
 }
 
 impl SupervisorBuilder {
@@ -75,6 +78,7 @@ impl SupervisorBuilder {
             cancel_grace: Self::DEFAULT_CANCEL_GRACE,
             max_tasks: None,
             on_failure: None,
+            runtime: None,
         }
     }
 
@@ -147,6 +151,41 @@ impl SupervisorBuilder {
         self
     }
 
+    /// Spawns every task onto `runtime`, whatever thread or runtime spawns it. Default: the
+    /// runtime of the caller, as [`tokio::spawn`].
+    ///
+    /// Set it when the code that spawns runs on a runtime that stops before the supervisor's
+    /// shutdown: each actix-web worker, for example, runs its own single-thread runtime, which
+    /// ends with the worker, and would drop the tasks its handlers spawned. Spawning onto the
+    /// runtime that runs `main` keeps them alive until the shutdown drains them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tokio::runtime::{Builder, Handle};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::builder()
+    ///     .runtime(Handle::current())
+    ///     .build();
+    ///
+    /// // Spawned from a short-lived runtime on another thread, the task runs on this one.
+    /// let spawner = supervisor.clone();
+    /// let handle = std::thread::spawn(move || {
+    ///     let short_lived = Builder::new_current_thread().build().unwrap();
+    ///     short_lived.block_on(async { spawner.spawn(async { 7 }).unwrap() })
+    /// })
+    /// .join()
+    /// .unwrap();
+    /// assert_eq!(handle.await.unwrap(), 7);
+    /// # }
+    /// ```
+    pub fn runtime(mut self, runtime: Handle) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
     /// Builds the supervisor.
     ///
     /// # Examples
@@ -161,6 +200,7 @@ impl SupervisorBuilder {
                 cancel_grace: self.cancel_grace,
                 max_tasks: self.max_tasks,
                 on_failure: self.on_failure,
+                runtime: self.runtime,
             })),
         }
     }
@@ -173,6 +213,7 @@ impl fmt::Debug for SupervisorBuilder {
             .field("cancel_grace", &self.cancel_grace)
             .field("max_tasks", &self.max_tasks)
             .field("on_failure", &self.on_failure.as_ref().map(|_| ".."))
+            .field("runtime", &self.runtime.as_ref().map(|_| ".."))
             .finish()
     }
 }

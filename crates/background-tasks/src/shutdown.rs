@@ -394,6 +394,7 @@ mod loom_models {
             cancel_grace: Duration::ZERO,
             max_tasks: None,
             on_failure: None,
+            runtime: None,
         }))
     }
 

@@ -37,7 +37,7 @@ impl Inner {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let runtime = Runtime::get();
+        let runtime = Runtime::get(self.config.runtime.as_ref());
         let (id, supervised) = self.supervise(origin, cooperative, name, make)?;
         let join = runtime.spawn(supervised);
         Ok(TaskHandle::new(id, join))
@@ -82,7 +82,7 @@ impl Inner {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        let runtime = Runtime::get();
+        let runtime = Runtime::get(self.config.runtime.as_ref());
         let admission = self.admit(origin, cooperative)?;
         let id = self.next_id();
         let function = make(id);
@@ -274,11 +274,15 @@ enum Runtime {
 }
 
 impl Runtime {
-    /// The current runtime, or the panic `tokio::spawn` gives outside one.
+    /// The runtime set on the builder, else the current runtime, or the panic `tokio::spawn`
+    /// gives outside one.
     ///
     /// Checked before anything is counted, so that the panic leaves the supervisor as it was.
     #[track_caller]
-    fn get() -> Self {
+    fn get(configured: Option<&Handle>) -> Self {
+        if let Some(handle) = configured {
+            return Runtime::Handle(handle.clone());
+        }
         // Most spawns come from tasks, where reading the task id is much cheaper than cloning
         // the runtime handle.
         if tokio::task::try_id().is_some() {

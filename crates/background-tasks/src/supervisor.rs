@@ -78,6 +78,8 @@ pub(crate) struct Config {
     pub(crate) cancel_grace: Duration,
     pub(crate) max_tasks: Option<usize>,
     pub(crate) on_failure: Option<FailureCallback>,
+    /// Set with [`SupervisorBuilder::runtime`]: where every task is spawned.
+    pub(crate) runtime: Option<tokio::runtime::Handle>,
 }
 
 // `repr(C)` keeps the fields in this order: the two words every spawn writes come first, on
@@ -530,6 +532,26 @@ impl TaskSupervisor {
     #[must_use]
     pub fn max_tasks(&self) -> Option<usize> {
         self.inner.config.max_tasks
+    }
+
+    /// The runtime set with [`SupervisorBuilder::runtime`], if any, that every task is
+    /// spawned onto.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::builder()
+    ///     .runtime(tokio::runtime::Handle::current())
+    ///     .build();
+    /// assert!(supervisor.runtime().is_some());
+    /// assert!(background_tasks::TaskSupervisor::new().runtime().is_none());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn runtime(&self) -> Option<&tokio::runtime::Handle> {
+        self.inner.config.runtime.as_ref()
     }
 
     /// Returns `true` once [`shutdown`](Self::shutdown) has begun.

@@ -1,0 +1,204 @@
+//! The middleware and the extractor, through actix's test service: spawning, 503s, the
+//! missing-middleware 500 and after-response tasks.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::RETRY_AFTER;
+use actix_web::{App, HttpResponse, test, web};
+use background_tasks_actix::{
+    BackgroundTaskError, BackgroundTasks, BackgroundTasksMiddleware, SpawnError, TaskSupervisor,
+};
+
+async fn spawn_job(tasks: BackgroundTasks) -> Result<HttpResponse, BackgroundTaskError> {
+    // Ends when the shutdown begins: counted as completed in its drain, whatever the timing.
+    let handle = tasks
+        .task("job")
+        .spawn_with(|ctx| async move { ctx.shutdown_started().await })?;
+    Ok(HttpResponse::Accepted().body(handle.id().to_string()))
+}
+
+fn app(
+    supervisor: TaskSupervisor,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .wrap(BackgroundTasksMiddleware::new(supervisor))
+        .route("/jobs", web::post().to(spawn_job))
+}
+
+#[actix_web::test]
+async fn a_handler_spawns_a_supervised_task_that_shutdown_waits_for() {
+    let supervisor = TaskSupervisor::new();
+    let service = test::init_service(app(supervisor.clone())).await;
+    let response = test::call_service(
+        &service,
+        test::TestRequest::post().uri("/jobs").to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let report = supervisor.shutdown().await;
+    assert_eq!(report.completed(), 1, "{report}");
+}
+
+#[actix_web::test]
+async fn a_spawn_at_capacity_answers_503_with_retry_after_one_second() {
+    let supervisor = TaskSupervisor::builder().max_tasks(1).build();
+    supervisor.spawn(std::future::pending::<()>()).unwrap();
+    let service = test::init_service(app(supervisor.clone())).await;
+    let response = test::call_service(
+        &service,
+        test::TestRequest::post().uri("/jobs").to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers().get(RETRY_AFTER).unwrap(), "1");
+    let body = test::read_body(response).await;
+    assert_eq!(body, SpawnError::AtCapacity { limit: 1 }.to_string());
+    supervisor.shutdown_now().await;
+}
+
+#[actix_web::test]
+async fn a_spawn_while_shutting_down_answers_503_with_retry_after_five_seconds() {
+    let supervisor = TaskSupervisor::new();
+    supervisor.shutdown().await;
+    let service = test::init_service(app(supervisor.clone())).await;
+    let response = test::call_service(
+        &service,
+        test::TestRequest::post().uri("/jobs").to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers().get(RETRY_AFTER).unwrap(), "5");
+    let body = test::read_body(response).await;
+    assert_eq!(body, SpawnError::ShuttingDown.to_string());
+}
+
+#[actix_web::test]
+async fn without_the_middleware_the_extractor_answers_500_saying_how_to_register_it() {
+    let service = test::init_service(App::new().route("/jobs", web::post().to(spawn_job))).await;
+    let response = test::call_service(
+        &service,
+        test::TestRequest::post().uri("/jobs").to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body = test::read_body(response).await;
+    let body = std::str::from_utf8(&body).unwrap();
+    assert!(
+        body.contains(".wrap(BackgroundTasksMiddleware::new(supervisor.clone()))"),
+        "{body}"
+    );
+}
+
+#[actix_web::test]
+async fn an_optional_extractor_is_none_without_the_middleware() {
+    let service = test::init_service(App::new().route(
+        "/",
+        web::get().to(|tasks: Option<BackgroundTasks>| async move {
+            if tasks.is_some() { "some" } else { "none" }
+        }),
+    ))
+    .await;
+    let body = test::call_and_read_body(&service, test::TestRequest::get().to_request()).await;
+    assert_eq!(body, "none");
+}
+
+/// A handler that schedules an after-response task which sets `ran`.
+fn after_response_app(
+    supervisor: TaskSupervisor,
+    ran: Arc<AtomicBool>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .wrap(BackgroundTasksMiddleware::new(supervisor))
+        .route(
+            "/",
+            web::get().to(move |tasks: BackgroundTasks| {
+                let ran = ran.clone();
+                async move {
+                    tasks.task("after").after_response(async move {
+                        ran.store(true, Ordering::SeqCst);
+                    })?;
+                    Ok::<_, BackgroundTaskError>(HttpResponse::Ok().body("a body"))
+                }
+            }),
+        )
+}
+
+#[actix_web::test]
+async fn an_after_response_task_starts_only_once_the_body_has_been_sent() {
+    let supervisor = TaskSupervisor::new();
+    let ran = Arc::new(AtomicBool::new(false));
+    let service = test::init_service(after_response_app(supervisor.clone(), ran.clone())).await;
+    let response = test::call_service(&service, test::TestRequest::get().to_request()).await;
+
+    // The task exists (shutdown would wait for it) but waits for the body.
+    assert_eq!(supervisor.len(), 1);
+    let waited = tokio::time::timeout(Duration::from_millis(200), supervisor.wait_idle()).await;
+    assert!(waited.is_err(), "the task ran before the body was sent");
+    assert!(!ran.load(Ordering::SeqCst));
+
+    assert_eq!(test::read_body(response).await, "a body");
+    tokio::time::timeout(Duration::from_secs(5), supervisor.wait_idle())
+        .await
+        .expect("the task ran once the body was sent");
+    assert!(ran.load(Ordering::SeqCst));
+}
+
+#[actix_web::test]
+async fn an_after_response_task_starts_when_the_response_is_dropped_unsent() {
+    let supervisor = TaskSupervisor::new();
+    let ran = Arc::new(AtomicBool::new(false));
+    let service = test::init_service(after_response_app(supervisor.clone(), ran.clone())).await;
+    let response = test::call_service(&service, test::TestRequest::get().to_request()).await;
+    drop(response);
+    tokio::time::timeout(Duration::from_secs(5), supervisor.wait_idle())
+        .await
+        .expect("the task ran once the response was dropped");
+    assert!(ran.load(Ordering::SeqCst));
+}
+
+#[actix_web::test]
+async fn an_after_response_task_whose_response_is_never_sent_ends_without_running_at_cancel() {
+    let supervisor = TaskSupervisor::builder()
+        .shutdown_timeout(Duration::ZERO)
+        .cancel_grace(Duration::from_secs(5))
+        .build();
+    let ran = Arc::new(AtomicBool::new(false));
+    let service = test::init_service(after_response_app(supervisor.clone(), ran.clone())).await;
+    let response = test::call_service(&service, test::TestRequest::get().to_request()).await;
+    let report = supervisor.shutdown().await;
+    assert_eq!(report.cancelled(), 1, "{report}");
+    assert!(!ran.load(Ordering::SeqCst));
+    drop(response);
+}
+
+#[actix_web::test]
+async fn the_extractor_outside_of_a_request_runs_after_response_tasks_at_once() {
+    let supervisor = TaskSupervisor::new();
+    let ran = Arc::new(AtomicBool::new(false));
+    let tasks = BackgroundTasks::new(supervisor.clone());
+    let flag = ran.clone();
+    tasks
+        .after_response(async move { flag.store(true, Ordering::SeqCst) })
+        .unwrap();
+    assert_eq!(supervisor.shutdown().await.completed(), 1);
+    assert!(ran.load(Ordering::SeqCst));
+}

@@ -12,7 +12,12 @@
 //! Each actix worker runs its own single-thread runtime, which stops with the worker: build
 //! the supervisor with [`runtime`](SupervisorBuilder::runtime) set to the runtime of `main`,
 //! so that tasks spawned from handlers outlive their worker until the shutdown drains them.
-//! The core types an app needs are re-exported, so this crate is the only dependency it needs.
+//! For the same reason, create what belongs to a runtime (timers, sockets, clients that spawn
+//! connection tasks) inside the task's `async` block, where it runs on the supervisor's
+//! runtime: `tasks.spawn(async move { tokio::time::sleep(d).await })`, not
+//! `tasks.spawn(tokio::time::sleep(d))`, whose timer is the worker's and fails when the worker
+//! stops. The core types an app needs are re-exported, so this crate is the only dependency
+//! it needs.
 //!
 //! ```
 //! use std::time::Duration;

@@ -5,7 +5,7 @@ use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use background_tasks_e2e::{Counts, Server, eventually, example_binary};
+use background_tasks_e2e::{Counts, Server as ExampleProcess, eventually, example_binary};
 use background_tasks_tonic::{
     BackgroundTasksLayer, Serve, ServeError, ShutdownReport, TaskSupervisor, serve,
 };
@@ -194,11 +194,11 @@ async fn a_stream_that_outlives_the_request_drain_timeout_is_closed_and_its_task
 /// Slack on top of the budgets for process exit, scheduling and debug builds.
 const MARGIN: Duration = Duration::from_millis(1500);
 
-fn start_binary(env: &[(&str, &str)]) -> Server {
-    Server::start(&example_binary("example-grpc"), env)
+fn start_binary(env: &[(&str, &str)]) -> ExampleProcess {
+    ExampleProcess::start(&example_binary("example-grpc"), env)
 }
 
-fn address(server: &Server) -> SocketAddr {
+fn address(server: &ExampleProcess) -> SocketAddr {
     server.base["http://".len()..].parse().expect("an address")
 }
 

@@ -284,6 +284,26 @@ impl Drop for Server {
     }
 }
 
+/// How long the supervisor's shutdown took, from its report line: `... shut down in 2.0s: ...`.
+///
+/// # Panics
+///
+/// When the line holds no duration.
+pub fn shutdown_took(line: &str) -> Duration {
+    let (_, rest) = line
+        .split_once("shut down in ")
+        .unwrap_or_else(|| panic!("no duration in the report line {line:?}"));
+    let text = rest.split(':').next().unwrap_or_default();
+    let (number, scale) = match text.strip_suffix("ms") {
+        Some(number) => (number, 0.001),
+        None => (text.trim_end_matches('s'), 1.0),
+    };
+    let number: f64 = number
+        .parse()
+        .unwrap_or_else(|_| panic!("no duration in the report line {line:?}"));
+    Duration::from_secs_f64(number * scale)
+}
+
 /// The four counts of a `ShutdownReport` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {

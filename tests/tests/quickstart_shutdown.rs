@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use background_tasks_e2e::{Counts, Server, client, eventually};
+use background_tasks_e2e::{Counts, Server, client, eventually, shutdown_took};
 use reqwest::StatusCode;
 
 /// Slack on top of the budgets for process exit, scheduling and debug builds.
@@ -29,22 +29,6 @@ async fn post_job(client: &reqwest::Client, server: &Server, kind: &str, ms: u64
     );
     let body: serde_json::Value = response.json().await.expect("a JSON body");
     body["id"].as_u64().expect("an id")
-}
-
-/// How long the supervisor's shutdown took, from its report line: `... shut down in 2.0s: ...`.
-fn shutdown_took(line: &str) -> Duration {
-    let (_, rest) = line
-        .split_once("shut down in ")
-        .unwrap_or_else(|| panic!("no duration in the report line {line:?}"));
-    let text = rest.split(':').next().unwrap_or_default();
-    let (number, scale) = match text.strip_suffix("ms") {
-        Some(number) => (number, 0.001),
-        None => (text.trim_end_matches('s'), 1.0),
-    };
-    let number: f64 = number
-        .parse()
-        .unwrap_or_else(|_| panic!("no duration in the report line {line:?}"));
-    Duration::from_secs_f64(number * scale)
 }
 
 async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {

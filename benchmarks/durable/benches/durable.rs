@@ -30,8 +30,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use apalis_core::backend::TaskSink;
-use apalis_core::backend::finalize::Durable;
 use apalis_core::backend::ext::BackendExt;
+use apalis_core::backend::finalize::Durable;
 use apalis_core::error::BoxDynError;
 use apalis_core::monitor::Monitor;
 use apalis_core::worker::builder::WorkerBuilder;
@@ -120,7 +120,9 @@ impl Probe {
 fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
+        .map_or(0, |since| {
+            u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+        })
 }
 
 const CONCURRENCY: usize = 16;
@@ -182,10 +184,7 @@ impl Options {
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
-            let mut value = || {
-                args.next()
-                    .unwrap_or_else(|| panic!("{arg} needs a value"))
-            };
+            let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
             match arg.as_str() {
                 "--requests" => options.requests = value().parse().expect("--requests N"),
                 "--clients" => options.clients = value().parse().expect("--clients N"),
@@ -284,7 +283,10 @@ async fn run(options: Options) {
     });
     println!("\n| backend | system | enqueues/s | p50 ms | p99 ms |\n|---|---|---|---|---|");
     for result in &results {
-        for (key, name) in [("bare", "bare apalis"), ("adapter", "background-tasks-apalis")] {
+        for (key, name) in [
+            ("bare", "bare apalis"),
+            ("adapter", "background-tasks-apalis"),
+        ] {
             let m = &result[key];
             println!(
                 "| {} | {name} | {:.0} | {:.2} | {:.2} |",
@@ -306,11 +308,8 @@ async fn run(options: Options) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench-results");
     std::fs::create_dir_all(&dir).expect("bench-results/");
     let path = dir.join("durable.json");
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&report).expect("JSON"),
-    )
-    .expect("write bench-results/durable.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report).expect("JSON"))
+        .expect("write bench-results/durable.json");
     eprintln!("wrote {}", path.display());
 }
 
@@ -444,7 +443,9 @@ async fn bare(backend: Backend, url: &str) -> (Router, Stop) {
 
 async fn bare_sqlite(url: &str) -> (Router, Stop) {
     use apalis_sqlite::{Config, SqliteStorage};
-    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+    use sqlx::sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+    };
     use std::str::FromStr;
 
     let options = SqliteConnectOptions::from_str(url)

@@ -1,19 +1,24 @@
 //! The connections `serve` accepted: one task each, told together to finish gracefully, then
 //! to close.
 
+use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 
-use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::task::TaskTracker;
+use tower_service::Service;
 
 use crate::sync::{AtomicU8, Notified, Notify, spin_wait};
 
@@ -135,13 +140,17 @@ impl Connections {
         }
     }
 
-    /// Serves `io` with `router` in a task of its own, as `axum::serve` does.
-    pub(crate) fn spawn<I>(&self, io: I, router: Router)
+    /// Serves `io` with `service` in a task of its own, as `axum::serve` does.
+    pub(crate) fn spawn<I, S>(&self, io: I, service: S)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: Service<Request, Response = Response, Error = Infallible, Future: Send>
+            + Clone
+            + Send
+            + 'static,
     {
         self.tracker
-            .spawn(serve_connection(io, router, self.stage.clone()));
+            .spawn(serve_connection(io, service, self.stage.clone()));
     }
 
     /// How many connections are open.
@@ -175,15 +184,18 @@ impl Drop for Connections {
     }
 }
 
-async fn serve_connection<I>(io: I, router: Router, stage: Arc<Stage>)
+async fn serve_connection<I, S>(io: I, service: S, stage: Arc<Stage>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request, Response = Response, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + 'static,
 {
     let mut builder = Builder::new(TokioExecutor::new());
     // The CONNECT protocol, for WebSockets over HTTP/2, as `axum::serve` enables it.
     builder.http2().enable_connect_protocol();
-    // `Router` maps the body of each request with `Body::new` itself.
-    let service = TowerToHyperService::new(router);
+    let service = TowerToHyperService::new(AxumBody(service));
     let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
 
     let mut watch = pin!(StageWatch::new(&stage));
@@ -249,5 +261,29 @@ mod loom_models {
             });
             advancing.join().unwrap();
         });
+    }
+}
+
+/// Hands hyper's requests to an axum service with axum's [`Body`], as `axum::serve` does
+/// (`Body::new` does not box a body twice, so a `Router`, which maps it again, pays nothing).
+#[derive(Clone)]
+struct AxumBody<S>(S);
+
+impl<S> Service<http::Request<Incoming>> for AxumBody<S>
+where
+    S: Service<Request>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
+        self.0.call(request.map(Body::new))
     }
 }

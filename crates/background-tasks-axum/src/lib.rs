@@ -71,6 +71,7 @@ mod extract;
 mod future;
 mod gate;
 mod layer;
+mod make_service;
 mod readiness;
 mod serve;
 mod signals;
@@ -81,6 +82,7 @@ pub use error::BackgroundTaskError;
 pub use extract::{BackgroundTaskBuilder, BackgroundTasks, MissingBackgroundTasksLayer};
 pub use future::ResponseFuture;
 pub use layer::{BackgroundTasksLayer, BackgroundTasksService};
+pub use make_service::MakeConnectionService;
 pub use readiness::Readiness;
 pub use serve::{Serve, ServeError, ServeFuture, serve};
 

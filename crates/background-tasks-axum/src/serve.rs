@@ -12,12 +12,20 @@ use background_tasks::{ShutdownReport, TaskSupervisor};
 use tokio::time::{Instant, sleep};
 
 use crate::connection::Connections;
+use crate::make_service::MakeConnectionService;
 use crate::readiness::Readiness;
 use crate::signals::{BoxSignal, Event, Signals};
 
-/// Serves `router` on `listener` like [`axum::serve()`], then shuts down within one budget: the
-/// connections first, then the `supervisor`'s background tasks, whose [`ShutdownReport`] it
-/// returns.
+/// Serves `make_service` on `listener` like [`axum::serve()`], then shuts down within one
+/// budget: the connections first, then the `supervisor`'s background tasks, whose
+/// [`ShutdownReport`] it returns.
+///
+/// It serves what `axum::serve` serves ([`MakeConnectionService`] lists it): a [`Router`]
+/// (after [`with_state`](Router::with_state) when it has state), a
+/// [`MethodRouter`](axum::routing::MethodRouter), the `into_make_service` of a router, a
+/// handler or any tower service, and
+/// [`into_make_service_with_connect_info`](Router::into_make_service_with_connect_info), so
+/// that [`ConnectInfo`](axum::extract::ConnectInfo) works.
 ///
 /// It returns a [`Serve`] builder to configure the signals and the budgets, and that runs the
 /// server when awaited. On the shutdown signal (by default SIGINT or SIGTERM, Ctrl-C on
@@ -84,23 +92,26 @@ use crate::signals::{BoxSignal, Event, Signals};
 /// # Ok(())
 /// # }
 /// ```
-pub fn serve<L>(listener: L, router: Router, supervisor: TaskSupervisor) -> Serve<L>
+pub fn serve<L, M>(listener: L, make_service: M, supervisor: TaskSupervisor) -> Serve<L, M>
 where
     L: Listener,
+    M: MakeConnectionService<L::Addr>,
 {
     Serve {
         listener,
-        router,
+        make_service,
         supervisor,
         shutdown_signal: None,
         force_shutdown_signal: None,
         drain_delay: Duration::ZERO,
-        request_drain_timeout: Serve::<L>::DEFAULT_REQUEST_DRAIN_TIMEOUT,
+        request_drain_timeout: Serve::<L, M>::DEFAULT_REQUEST_DRAIN_TIMEOUT,
         readiness: None,
     }
 }
 
 /// The server that [`serve`] configures; awaiting it runs the server until it has shut down.
+///
+/// `M` is what it serves, a [`Router`] unless said otherwise.
 ///
 /// # Examples
 ///
@@ -122,9 +133,9 @@ where
 /// # }
 /// ```
 #[must_use = "a Serve does nothing until it is awaited"]
-pub struct Serve<L> {
+pub struct Serve<L, M = Router> {
     listener: L,
-    router: Router,
+    make_service: M,
     supervisor: TaskSupervisor,
     shutdown_signal: Option<BoxSignal>,
     force_shutdown_signal: Option<BoxSignal>,
@@ -133,7 +144,7 @@ pub struct Serve<L> {
     readiness: Option<Readiness>,
 }
 
-impl<L> Serve<L> {
+impl<L, M> Serve<L, M> {
     /// The default of [`request_drain_timeout`](Self::request_drain_timeout): 10 seconds.
     pub const DEFAULT_REQUEST_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -256,11 +267,15 @@ enum PreparedSignals {
     Later(Option<BoxSignal>, Option<BoxSignal>),
 }
 
-impl<L: Listener> Serve<L> {
+impl<L, M> Serve<L, M>
+where
+    L: Listener,
+    M: MakeConnectionService<L::Addr>,
+{
     async fn run(self, signals: PreparedSignals) -> Result<ShutdownReport, ServeError> {
         let Serve {
             mut listener,
-            router,
+            mut make_service,
             supervisor,
             shutdown_signal: _,
             force_shutdown_signal: _,
@@ -280,7 +295,9 @@ impl<L: Listener> Serve<L> {
             tokio::select! {
                 biased;
                 event = signals.next() => break event,
-                (io, _address) = listener.accept() => connections.spawn(io, router.clone()),
+                (io, address) = listener.accept() => {
+                    connections.spawn(io, make_service.make_service(address).await);
+                }
             }
         };
         if let Some(readiness) = &readiness {
@@ -308,7 +325,9 @@ impl<L: Listener> Serve<L> {
                 biased;
                 _ = signals.next() => return Ok(force(&connections, &supervisor).await),
                 () = &mut delay => break,
-                (io, _address) = listener.accept() => connections.spawn(io, router.clone()),
+                (io, address) = listener.accept() => {
+                    connections.spawn(io, make_service.make_service(address).await);
+                }
             }
         }
         drop(listener);
@@ -390,11 +409,11 @@ async fn wait_closed(connections: &Connections) {
     }
 }
 
-impl<L> fmt::Debug for Serve<L> {
+impl<L, M> fmt::Debug for Serve<L, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Serve")
             .field("listener", &std::any::type_name::<L>())
-            .field("router", &self.router)
+            .field("make_service", &std::any::type_name::<M>())
             .field("supervisor", &self.supervisor)
             .field(
                 "shutdown_signal",
@@ -411,7 +430,11 @@ impl<L> fmt::Debug for Serve<L> {
     }
 }
 
-impl<L: Listener> IntoFuture for Serve<L> {
+impl<L, M> IntoFuture for Serve<L, M>
+where
+    L: Listener,
+    M: MakeConnectionService<L::Addr>,
+{
     type Output = Result<ShutdownReport, ServeError>;
     type IntoFuture = ServeFuture;
 

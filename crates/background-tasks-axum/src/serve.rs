@@ -34,10 +34,12 @@ use crate::signals::{BoxSignal, Event, Signals};
 /// 1. the [`Readiness`] set with [`Serve::readiness`] answers `503` at once; the server keeps
 ///    accepting connections for [`drain_delay`](Serve::drain_delay), so that load balancers
 ///    notice before the listener closes; then it drops the listener and tells every connection
-///    to finish the request in flight and close. Those requests may still spawn tasks: the
-///    supervisor is still open;
+///    to finish the request in flight and close (an HTTP/2 connection gets a `GOAWAY`: all its
+///    streams in flight finish, and the client opens no new one on it). Those requests may
+///    still spawn tasks: the supervisor is still open;
 /// 2. it waits up to [`request_drain_timeout`](Serve::request_drain_timeout) for the
-///    connections to close, and closes those still open, dropping their requests. A
+///    connections to close, and closes those still open, dropping their requests (on an
+///    HTTP/2 connection, every stream still open: its client sees the connection end). A
 ///    connection upgraded to another protocol (a WebSocket) leaves the server's hands, as with
 ///    `axum::serve`: close it from its handler, on [`TaskSupervisor`] tasks or your own signal;
 /// 3. it shuts the supervisor down ([`TaskSupervisor::shutdown`]: drain, cancel, abort) and

@@ -403,6 +403,83 @@ async fn dropping_the_serve_future_closes_its_connections() {
     assert_eq!(stuck.await.unwrap(), None);
 }
 
+/// Several HTTP/2 streams of one connection, each entered into its handler.
+async fn start_streams(
+    memory: &Memory,
+    uris: &[&'static str],
+) -> Vec<JoinHandle<Result<StatusCode, hyper::Error>>> {
+    let io = memory.connector.connect().expect("the listener is open");
+    let sender = support::client_h2(io).await;
+    let mut streams = Vec::new();
+    for &uri in uris {
+        let entered = memory.entered.notified();
+        let mut sender = sender.clone();
+        streams.push(tokio::spawn(async move {
+            sender
+                .send_request(request("GET", uri))
+                .await
+                .map(|response| response.status())
+        }));
+        entered.await;
+    }
+    streams
+}
+
+/// HTTP/2: the graceful shutdown sends GOAWAY, so the streams in flight finish (and may still
+/// spawn) while the client opens no new one on the connection.
+#[tokio::test(start_paused = true)]
+async fn http2_streams_in_flight_when_the_drain_begins_all_finish_and_their_tasks_are_in_the_report()
+ {
+    let supervisor = supervisor(Duration::from_secs(5), Duration::from_secs(1));
+    let mut memory = memory_server(supervisor, Duration::ZERO, Duration::from_secs(10));
+    let streams = start_streams(&memory, &["/slow", "/slow", "/slow"]).await;
+    let signalled = Instant::now();
+    memory.shutdown.fire();
+
+    for stream in streams {
+        assert_eq!(stream.await.unwrap().unwrap(), StatusCode::ACCEPTED);
+    }
+    let report = memory.server.await.unwrap().unwrap();
+    assert_eq!(
+        report.completed(),
+        3,
+        "one task per stream, spawned during the drain: {report}"
+    );
+    assert!(report.is_clean(), "{report}");
+    let elapsed = signalled.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(3) && elapsed < Duration::from_millis(3_100),
+        "2 s of requests, together, then 1 s of tasks: {elapsed:?}"
+    );
+}
+
+/// HTTP/2: a stream still open when the request drain timeout runs out is reset with its
+/// connection, while the stream beside it that finished in time got its answer.
+#[tokio::test(start_paused = true)]
+async fn http2_a_stream_still_open_at_the_request_drain_timeout_is_closed_with_its_connection() {
+    let supervisor = supervisor(Duration::from_secs(5), Duration::ZERO);
+    // The slow stream answers at 2 s, and its 1 s task outlasts the request drain.
+    let mut memory = memory_server(supervisor, Duration::ZERO, Duration::from_millis(2_500));
+    let mut streams = start_streams(&memory, &["/slow", "/stuck"]).await;
+    let signalled = Instant::now();
+    memory.shutdown.fire();
+
+    let stuck = streams.pop().expect("two streams");
+    let slow = streams.pop().expect("two streams");
+    assert_eq!(slow.await.unwrap().unwrap(), StatusCode::ACCEPTED);
+    assert!(
+        stuck.await.unwrap().is_err(),
+        "the stuck stream gets no answer"
+    );
+    let closed = signalled.elapsed();
+    assert!(
+        closed >= Duration::from_millis(2_500) && closed < Duration::from_millis(2_600),
+        "closed when the request drain timeout ran out: {closed:?}"
+    );
+    let report = memory.server.await.unwrap().unwrap();
+    assert_eq!(report.completed(), 1, "the slow stream's task: {report}");
+}
+
 /// A server on a real socket.
 async fn tcp_server(
     supervisor: &TaskSupervisor,

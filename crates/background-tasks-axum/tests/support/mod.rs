@@ -168,3 +168,20 @@ impl Write for SharedWriter {
         Ok(())
     }
 }
+
+/// An HTTP/2 client connection over `io`; clone the sender for more streams on it.
+pub(crate) async fn client_h2<I>(io: I) -> hyper::client::conn::http2::SendRequest<Body>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(io),
+    )
+    .await
+    .expect("the handshake succeeds");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    sender
+}

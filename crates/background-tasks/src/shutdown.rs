@@ -395,6 +395,7 @@ mod loom_models {
             max_tasks: None,
             on_failure: None,
             runtime: None,
+            task_span_level: tracing::level_filters::LevelFilter::OFF,
         }))
     }
 

@@ -12,7 +12,8 @@ use pin_project_lite::pin_project;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::Span;
+use tracing::level_filters::LevelFilter;
+use tracing::{Level, Span};
 
 use crate::error::{SpawnError, panic_message};
 use crate::failure::{Kind as FailureKind, TaskFailure};
@@ -61,7 +62,7 @@ impl Inner {
         let id = self.next_id();
         // User code: should it panic, the admission gives its place back as it unwinds.
         let future = make(id);
-        let span = task_span(id, name.as_deref());
+        let span = task_span(self.config.task_span_level, id, name.as_deref());
         // From here on the guard owns the place, and gives it back exactly once however the
         // task ends, even if tokio's spawn panics and drops the future.
         let guard = admission.into_guard(id, name, None, span);
@@ -86,7 +87,7 @@ impl Inner {
         let admission = self.admit(origin, cooperative)?;
         let id = self.next_id();
         let function = make(id);
-        let span = task_span(id, name.as_deref());
+        let span = task_span(self.config.task_span_level, id, name.as_deref());
         let started = Instant::now();
         let mut slab = self.registry.lock(id);
         // Checked under the shard lock that the shutdown walks, as an async task's registration
@@ -323,9 +324,17 @@ impl Runtime {
     }
 }
 
-/// The task's span, when a subscriber wants it: kept out of line otherwise (see `Cold`).
-fn task_span(id: TaskId, name: Option<&str>) -> Option<Span> {
-    let span = tracing::info_span!("background_task", task.id = id.as_u64(), task.name = name);
+/// The task's span at `level`, when a subscriber wants it: kept out of line otherwise (see
+/// `Cold`). One callsite per level, since a callsite's level is fixed.
+fn task_span(level: LevelFilter, id: TaskId, name: Option<&str>) -> Option<Span> {
+    let id = id.as_u64();
+    let span = match level.into_level()? {
+        Level::TRACE => tracing::trace_span!("background_task", task.id = id, task.name = name),
+        Level::DEBUG => tracing::debug_span!("background_task", task.id = id, task.name = name),
+        Level::INFO => tracing::info_span!("background_task", task.id = id, task.name = name),
+        Level::WARN => tracing::warn_span!("background_task", task.id = id, task.name = name),
+        Level::ERROR => tracing::error_span!("background_task", task.id = id, task.name = name),
+    };
     (!span.is_disabled()).then_some(span)
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::level_filters::LevelFilter;
 
 use crate::builder::SupervisorBuilder;
 use crate::context::TaskContext;
@@ -80,6 +81,8 @@ pub(crate) struct Config {
     pub(crate) on_failure: Option<FailureCallback>,
     /// Set with [`SupervisorBuilder::runtime`]: where every task is spawned.
     pub(crate) runtime: Option<tokio::runtime::Handle>,
+    /// Set with [`SupervisorBuilder::task_span_level`].
+    pub(crate) task_span_level: LevelFilter,
 }
 
 // `repr(C)` keeps the fields in this order: the two words every spawn writes come first, on

@@ -193,9 +193,11 @@ async fn aborted_tasks_reach_the_failure_callback() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn each_task_runs_in_a_span_with_its_id_and_name() {
+async fn each_task_runs_in_a_span_with_its_id_and_name_at_the_level_set() {
     let logs = capture_logs();
-    let supervisor = TaskSupervisor::new();
+    let supervisor = TaskSupervisor::builder()
+        .task_span_level(tracing::Level::INFO)
+        .build();
     let named = supervisor
         .task("send-mail")
         .spawn(async {
@@ -279,6 +281,81 @@ fn every_public_type_is_send_sync_and_debug() {
 /// One global subscriber rather than one per test: tracing caches whether a callsite is
 /// enabled, and a test without a subscriber hitting a callsite first, on another thread,
 /// could hide the event from a test with a thread-local one.
+/// The default span level is DEBUG: under the usual INFO filter a task's events carry no
+/// span, which spares the subscriber's cost of a span per task (issue 9).
+#[tokio::test(start_paused = true)]
+async fn at_the_default_span_level_an_info_subscriber_makes_no_task_span() {
+    let logs = capture_logs();
+    let supervisor = TaskSupervisor::new();
+    let handle = supervisor
+        .task("quiet-span")
+        .spawn(async {
+            sleep(Duration::from_millis(1)).await;
+            tracing::info!("logged from the default-level task");
+        })
+        .unwrap();
+    handle.await.unwrap();
+    let logs = logs.text();
+    let line = logs
+        .lines()
+        .find(|line| line.contains("logged from the default-level task"))
+        .unwrap_or_else(|| panic!("the event is logged: {logs}"));
+    assert!(!line.contains("background_task"), "{line}");
+}
+
+/// `LevelFilter::OFF` makes no span even for a subscriber that wants every level.
+#[test]
+fn a_task_span_level_of_off_makes_no_span_even_at_trace() {
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::TRACE)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            for (level, message) in [
+                (
+                    tracing::level_filters::LevelFilter::OFF,
+                    "from a task without a span",
+                ),
+                (
+                    tracing::level_filters::LevelFilter::TRACE,
+                    "from a task in a trace span",
+                ),
+            ] {
+                let supervisor = TaskSupervisor::builder().task_span_level(level).build();
+                let handle = supervisor
+                    .spawn(async move {
+                        tokio::task::yield_now().await;
+                        tracing::info!("{message}");
+                    })
+                    .unwrap();
+                handle.await.unwrap();
+            }
+        });
+    });
+    let logs = logs.text();
+    let line = |needle: &str| {
+        logs.lines()
+            .find(|line| line.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in {logs}"))
+            .to_owned()
+    };
+    assert!(
+        !line("from a task without a span").contains("background_task"),
+        "{logs}"
+    );
+    assert!(
+        line("from a task in a trace span").contains("background_task{"),
+        "{logs}"
+    );
+}
+
 fn capture_logs() -> Logs {
     static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
     LOGS.get_or_init(|| {

@@ -31,8 +31,19 @@ const SLACK: Duration = Duration::from_millis(100);
 /// How the tasks' own panics start.
 const PANIC: &str = "a stress task's panic";
 
+/// The tests of this file one at a time: each loads both cores of the machine it was sized
+/// for, and the time bound is about one test's load, not two.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn every_admitted_task_is_reported_once_and_no_shutdown_call_outlives_its_budget() {
+    let _alone = one_at_a_time();
     let seeds = env_number("STRESS_SEEDS", 48);
     let first = env_number("STRESS_FIRST_SEED", 1);
     // The tasks' own panics are part of the test: only the others are printed.
@@ -539,6 +550,7 @@ impl Random {
 /// counts exactly the tasks whose spawn returned `Ok`.
 #[test]
 fn follow_ups_admitted_before_the_abort_walk_are_tasks_even_when_they_register_after_it() {
+    let _alone = one_at_a_time();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()

@@ -469,9 +469,15 @@ impl Behaviour {
             }
             // Bounded, so that the runtime's drop at the end of the seed does not wait long.
             Self::UntilCancelled | Self::Forever => {
-                let until = Instant::now() + Duration::from_millis(300);
-                while Instant::now() < until && !ctx.is_some_and(TaskContext::is_cancelled) {
-                    std::thread::sleep(Duration::from_millis(1));
+                const AT_MOST: Duration = Duration::from_millis(300);
+                match ctx {
+                    // Asleep on the token, not polling it: see `Gate`.
+                    Some(ctx) => {
+                        let cancelled = ctx.cancellation_token();
+                        let _ = tokio::runtime::Handle::current()
+                            .block_on(tokio::time::timeout(AT_MOST, cancelled.cancelled()));
+                    }
+                    None => std::thread::sleep(AT_MOST),
                 }
             }
         }
@@ -484,18 +490,31 @@ fn stuck_in_first_poll(shared: &Shared, hold: Duration) {
     std::thread::sleep(hold);
 }
 
-/// Opens once the shutdown has begun.
+/// Opens once the shutdown has begun. Waiters sleep until then, on a `Notify` or a `Condvar`:
+/// hundreds of blocking tasks polling a flag would load the machine whose timing the suite
+/// checks.
 #[derive(Default)]
 struct Gate {
     open: AtomicBool,
     opened: Notify,
+    /// The same flag for blocking waiters, under the lock their `Condvar` needs.
+    open_blocking: std::sync::Mutex<bool>,
+    opened_blocking: std::sync::Condvar,
 }
 
 impl Gate {
     fn open(&self) {
         if !self.open.swap(true, Ordering::SeqCst) {
             self.opened.notify_waiters();
+            *self.lock() = true;
+            self.opened_blocking.notify_all();
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.open_blocking
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn wait(&self) {
@@ -512,9 +531,12 @@ impl Gate {
     }
 
     fn wait_blocking(&self) {
-        while !self.open.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let open = self.lock();
+        drop(
+            self.opened_blocking
+                .wait_while(open, |open| !*open)
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
     }
 }
 

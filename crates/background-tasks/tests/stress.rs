@@ -166,7 +166,12 @@ fn run(seed: u64) {
                         refused_after += 1;
                     }
                     spawn_one(&shared, &mut random, None);
-                    if random.chance(8) {
+                    if shared.supervisor.is_shutting_down() {
+                        // Refused from now on, in every phase, but at a pace that leaves the
+                        // cores to the shutdown being timed: a thread spinning on refusals
+                        // is load the bound is not about.
+                        std::thread::sleep(Duration::from_micros(200));
+                    } else if random.chance(8) {
                         std::thread::yield_now();
                     }
                 }

@@ -21,8 +21,7 @@ const SHUTDOWN_STARTED: &str = "background task shutdown started";
 /// Starts `package`, stops it with SIGTERM, and returns its stderr.
 fn logs_of_a_shutdown(package: &str, env: &[(&str, &str)]) -> String {
     let server = Server::start(&example_binary(package), env);
-    // The examples print their address before `serve` installs its signal handlers: one
-    // answered request shows that it has, so that SIGTERM shuts down rather than kills.
+    // One answered request: the example serves as well as logs.
     let address = server.base.trim_start_matches("http://");
     let mut stream = TcpStream::connect(address).expect("the example accepts");
     stream
@@ -64,5 +63,26 @@ fn every_example_honours_rust_log() {
             !logs.contains(SHUTDOWN_STARTED),
             "{package} logged at INFO with RUST_LOG=warn; logs:\n{logs}"
         );
+    }
+}
+
+/// The examples announce their address once `serve` has installed its signal handlers
+/// (`into_future` before the line): a SIGTERM right after the line shuts them down gracefully.
+/// Before, the line came first, and such a signal killed the process (the quickstart has its
+/// own test of this, with more attempts).
+#[test]
+fn every_example_shuts_down_gracefully_on_a_sigterm_right_after_its_listening_line() {
+    for package in &EXAMPLES[1..] {
+        for attempt in 1..=5 {
+            let server = Server::start(&example_binary(package), &[]);
+            server.sigterm();
+            let (status, logs) = server.finish(Duration::from_secs(20));
+            assert!(
+                status.success(),
+                "{package}, attempt {attempt}: SIGTERM right after `listening on` ended it with \
+                 {status} instead of a graceful shutdown; logs:\n{logs}"
+            );
+            assert!(logs.contains(SHUTDOWN_STARTED), "{package}: {logs}");
+        }
     }
 }

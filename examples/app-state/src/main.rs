@@ -84,9 +84,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(_) => 3000,
     };
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
-    println!("listening on http://{}", listener.local_addr()?);
+    let address = listener.local_addr()?;
     // Serves until SIGINT or SIGTERM, then waits for the pending counts (5 s at most).
-    let report = serve(listener, app, supervisor).await?;
+    // `into_future` installs the signal handlers before the address is announced, so that a
+    // signal right after it shuts down gracefully rather than killing the process.
+    let server = serve(listener, app, supervisor).into_future();
+    println!("listening on http://{address}");
+    let report = server.await?;
     println!("shutdown report: {report}");
     Ok(())
 }

@@ -83,12 +83,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(_) => 3000,
     };
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
-    println!("listening on http://{}", listener.local_addr()?);
+    let address = listener.local_addr()?;
     // The refresher is part of the same shutdown as the request handlers' tasks: its report
-    // counts it as completed when it stopped on `shutdown_started`.
-    let report = serve(listener, app, supervisor)
+    // counts it as completed when it stopped on `shutdown_started`. `into_future` installs
+    // the signal handlers before the address is announced.
+    let server = serve(listener, app, supervisor)
         .readiness(readiness)
-        .await?;
+        .into_future();
+    println!("listening on http://{address}");
+    let report = server.await?;
     println!("shutdown report: {report}");
     Ok(())
 }

@@ -85,8 +85,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(_) => 3000,
     };
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
-    println!("listening on http://{}", listener.local_addr()?);
-    let report = serve(listener, router, supervisor).await?;
+    let address = listener.local_addr()?;
+    // `into_future` installs the signal handlers before the address is announced.
+    let server = serve(listener, router, supervisor).into_future();
+    println!("listening on http://{address}");
+    let report = server.await?;
     println!("shutdown report: {report}");
     Ok(())
 }

@@ -498,7 +498,11 @@ async fn fetch(shared: Arc<Shared>, queue: Arc<Queue>, ctx: TaskContext) {
                 continue;
             }
         };
-        let mut idle = fetched.is_empty();
+        // Fewer jobs than free slots: the queue is drained for now. Waiting for the next
+        // enqueue here or the next poll, rather than fetching again at once, spares an empty
+        // fetch-and-lock transaction per wake-up while enqueues trickle in; the wake-up
+        // registered above still catches an enqueue made during the fetch.
+        let mut idle = fetched.len() < permits.len();
         let mut unstarted = Vec::new();
         for job in fetched {
             // Fetching stops at once: what came back after shutdown began goes back.

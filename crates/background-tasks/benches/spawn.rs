@@ -3,6 +3,8 @@
 //!
 //! - `spawn_1m`: spawn and completion of 1 000 000 no-op tasks from a task on a 2-worker
 //!   runtime, waiting for all of them (`wait_idle`, `close` + `wait`, or the join handles).
+//! - `spawn_1m_outside`: the same million spawned from the thread in `block_on`, which is not
+//!   one of the runtime's workers.
 //! - `spawn_1m_2_threads`: the same million spawned by two runtime workers at once, half each,
 //!   so that both contend on the supervisor's (or tracker's) shared state.
 //! - `shutdown_100k`: `shutdown()` with 100 000 idle tasks that all end at the cancellation
@@ -142,6 +144,63 @@ mod spawn_1m {
                 let supervisor = TaskSupervisor::new();
                 for _ in 0..tasks {
                     let _detached = supervisor.spawn_with(|_ctx| async {}).expect("admitted");
+                }
+                supervisor.wait_idle().await;
+            });
+        });
+    }
+}
+
+/// The same million tasks, spawned from a thread that is not one of the runtime's workers: the
+/// thread in `block_on`, as a `main` spawning startup work does (a std thread or a blocking
+/// task handing work back is in the same place). Each spawn goes through the runtime's shared
+/// queue, and each task ends on a worker.
+#[divan::bench_group(sample_count = 15, sample_size = 1)]
+mod spawn_1m_outside {
+    use super::*;
+
+    const TASKS: usize = 1_000_000;
+
+    #[divan::bench]
+    fn task_tracker(bencher: Bencher<'_, '_>) {
+        let runtime = runtime();
+        let tasks = scaled(TASKS);
+        bencher.bench_local(|| {
+            runtime.block_on(async move {
+                let tracker = TaskTracker::new();
+                for _ in 0..tasks {
+                    tracker.spawn(async {});
+                }
+                tracker.close();
+                tracker.wait().await;
+            });
+        });
+    }
+
+    #[divan::bench]
+    fn supervisor_spawn(bencher: Bencher<'_, '_>) {
+        let runtime = runtime();
+        let tasks = scaled(TASKS);
+        bencher.bench_local(|| {
+            runtime.block_on(async move {
+                let supervisor = TaskSupervisor::new();
+                for _ in 0..tasks {
+                    let _detached = supervisor.spawn(async {}).expect("admitted");
+                }
+                supervisor.wait_idle().await;
+            });
+        });
+    }
+
+    #[divan::bench]
+    fn supervisor_named(bencher: Bencher<'_, '_>) {
+        let runtime = runtime();
+        let tasks = scaled(TASKS);
+        bencher.bench_local(|| {
+            runtime.block_on(async move {
+                let supervisor = TaskSupervisor::new();
+                for _ in 0..tasks {
+                    let _detached = supervisor.task("noop").spawn(async {}).expect("admitted");
                 }
                 supervisor.wait_idle().await;
             });

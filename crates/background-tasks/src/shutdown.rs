@@ -51,18 +51,18 @@ impl Inner {
         Some(self.state.advance(Phase::Draining).1)
     }
 
-    /// Moves to `Cancelling` and, with `abort_plain`, aborts the tasks without a context: they
-    /// cannot see the cancellation signal, so the grace would only delay their abort. Blocking
-    /// ones already on their thread cannot be stopped: they are left to end, or to be
-    /// abandoned when the grace ends, but not waited for.
-    pub(crate) fn begin_cancel(&self, abort_plain: bool) {
+    /// Moves to `Cancelling` and aborts the tasks without a context: they cannot see the
+    /// cancellation signal, so the grace would only delay their abort. Blocking ones already
+    /// on their thread cannot be stopped: they are left to end, or to be abandoned when the
+    /// grace ends, but not waited for.
+    pub(crate) fn begin_cancel(&self) {
         let mut wakers = Vec::new();
         {
             // Under the shutdown lock, as every phase change, and in the same hold as the
             // walk: a task without a context that ends in this phase was either stopped by
             // this walk, which lists it, or never seen by it.
             let mut log = self.lock_shutdown();
-            if self.state.advance(Phase::Cancelling).0 >= Phase::Cancelling || !abort_plain {
+            if self.state.advance(Phase::Cancelling).0 >= Phase::Cancelling {
                 return;
             }
             // Before any shard is locked: see `TaskGuard::register`.
@@ -277,11 +277,10 @@ async fn drive(guard: PublishOnDrop) {
     let idle = inner
         .wait_until_idle(until(drain_deadline, &inner.force))
         .await;
-    // With no grace left (a zero grace, or a force), the abort walk comes next and stops
-    // every task: a walk here too would only wake the tasks without a context ahead of it,
-    // to contend with it for the locks as they end.
-    let grace_left = !inner.force.is_cancelled() && Instant::now() < cancel_deadline;
-    inner.begin_cancel(grace_left);
+    // Even with no grace left (a zero grace, or a force): the tasks this wakes end before the
+    // instant the abort is due, from which the wait for late reports is capped, and not in
+    // that wait, where they would hold up the tasks it waits for.
+    inner.begin_cancel();
     inner.cancel.cancel();
     if !idle {
         // The grace is for the tasks that can see the signal; the others were just aborted.
@@ -454,7 +453,7 @@ mod loom_models {
         let at_close = inner
             .close_admission(Instant::now())
             .expect("first shutdown");
-        inner.begin_cancel(true);
+        inner.begin_cancel();
         inner.abort_remaining();
         at_close
     }
@@ -569,7 +568,7 @@ mod loom_models {
             let at_close = inner
                 .close_admission(Instant::now())
                 .expect("first shutdown");
-            inner.begin_cancel(true);
+            inner.begin_cancel();
             let (mut plain, waiting) = poller.join().unwrap();
             if let Some(flag) = waiting {
                 // Registered before the flag was set: the walk found it and woke it, and its

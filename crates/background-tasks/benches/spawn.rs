@@ -65,6 +65,34 @@ where
         .expect("the driver task does not panic");
 }
 
+/// Spawns `tasks` no-op tasks on a `TaskTracker` and waits until all ended.
+async fn tracked(tasks: usize) {
+    let tracker = TaskTracker::new();
+    for _ in 0..tasks {
+        tracker.spawn(async {});
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// Spawns `tasks` no-op tasks with `TaskSupervisor::spawn` and waits until all ended.
+async fn supervised(tasks: usize) {
+    let supervisor = TaskSupervisor::new();
+    for _ in 0..tasks {
+        let _detached = supervisor.spawn(async {}).expect("admitted");
+    }
+    supervisor.wait_idle().await;
+}
+
+/// Spawns `tasks` named no-op tasks (`task("noop").spawn`) and waits until all ended.
+async fn supervised_named(tasks: usize) {
+    let supervisor = TaskSupervisor::new();
+    for _ in 0..tasks {
+        let _detached = supervisor.task("noop").spawn(async {}).expect("admitted");
+    }
+    supervisor.wait_idle().await;
+}
+
 /// Spawns `tasks` no-op tasks through each API and waits for all of them to end.
 #[divan::bench_group(sample_count = 15, sample_size = 1)]
 mod spawn_1m {
@@ -94,14 +122,7 @@ mod spawn_1m {
         let runtime = runtime();
         let tasks = scaled(TASKS);
         bencher.bench_local(|| {
-            run_in(&runtime, async move {
-                let tracker = TaskTracker::new();
-                for _ in 0..tasks {
-                    tracker.spawn(async {});
-                }
-                tracker.close();
-                tracker.wait().await;
-            });
+            run_in(&runtime, tracked(tasks));
         });
     }
 
@@ -110,13 +131,7 @@ mod spawn_1m {
         let runtime = runtime();
         let tasks = scaled(TASKS);
         bencher.bench_local(|| {
-            run_in(&runtime, async move {
-                let supervisor = TaskSupervisor::new();
-                for _ in 0..tasks {
-                    let _detached = supervisor.spawn(async {}).expect("admitted");
-                }
-                supervisor.wait_idle().await;
-            });
+            run_in(&runtime, supervised(tasks));
         });
     }
 
@@ -125,13 +140,7 @@ mod spawn_1m {
         let runtime = runtime();
         let tasks = scaled(TASKS);
         bencher.bench_local(|| {
-            run_in(&runtime, async move {
-                let supervisor = TaskSupervisor::new();
-                for _ in 0..tasks {
-                    let _detached = supervisor.task("noop").spawn(async {}).expect("admitted");
-                }
-                supervisor.wait_idle().await;
-            });
+            run_in(&runtime, supervised_named(tasks));
         });
     }
 
@@ -166,14 +175,7 @@ mod spawn_1m_outside {
         let runtime = runtime();
         let tasks = scaled(TASKS);
         bencher.bench_local(|| {
-            runtime.block_on(async move {
-                let tracker = TaskTracker::new();
-                for _ in 0..tasks {
-                    tracker.spawn(async {});
-                }
-                tracker.close();
-                tracker.wait().await;
-            });
+            runtime.block_on(tracked(tasks));
         });
     }
 
@@ -182,13 +184,7 @@ mod spawn_1m_outside {
         let runtime = runtime();
         let tasks = scaled(TASKS);
         bencher.bench_local(|| {
-            runtime.block_on(async move {
-                let supervisor = TaskSupervisor::new();
-                for _ in 0..tasks {
-                    let _detached = supervisor.spawn(async {}).expect("admitted");
-                }
-                supervisor.wait_idle().await;
-            });
+            runtime.block_on(supervised(tasks));
         });
     }
 
@@ -197,13 +193,7 @@ mod spawn_1m_outside {
         let runtime = runtime();
         let tasks = scaled(TASKS);
         bencher.bench_local(|| {
-            runtime.block_on(async move {
-                let supervisor = TaskSupervisor::new();
-                for _ in 0..tasks {
-                    let _detached = supervisor.task("noop").spawn(async {}).expect("admitted");
-                }
-                supervisor.wait_idle().await;
-            });
+            runtime.block_on(supervised_named(tasks));
         });
     }
 }

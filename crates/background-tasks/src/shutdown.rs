@@ -348,8 +348,8 @@ impl Drop for PublishOnDrop {
 /// Resolves at `deadline`, or when `force` fires.
 async fn until(deadline: Instant, force: &CancellationToken) {
     // A deadline already past (a zero budget or grace, or a phase that began late) resolves at
-    // once: a timer would fire only at the timer driver's next tick, with the shutdown's
-    // driver then queued behind every task the phase just woke.
+    // once, rather than after a round trip through the timer driver, which fires it only at
+    // its next tick and then queues the shutdown's driver behind whatever else is runnable.
     if Instant::now() >= deadline {
         return;
     }

@@ -405,3 +405,65 @@ async fn postgres_stopped_for_seconds_gets_503s_meanwhile_and_every_accepted_job
     let later = enqueue(&client, &server, "duration_ms=10").await;
     all_done(&client, &server, &[later], Duration::from_secs(30)).await;
 }
+
+/// A `DATABASE_URL` that cannot be used: the quickstart exits with code 2 at once, with a
+/// message that names the variable and says what is expected.
+#[test]
+fn an_unusable_database_url_exits_2_with_what_is_expected() {
+    let binary = background_tasks_e2e::quickstart_binary();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let missing_dir = format!("sqlite://{}/no/such/dir/jobs.db", dir.path().display());
+    for (url, says) in [
+        // Another scheme.
+        ("mysql://root@127.0.0.1/jobs", "expected sqlite://<file>"),
+        // Malformed: no port number.
+        (
+            "postgres://postgres@127.0.0.1:port/jobs",
+            "or postgres://<user>:<password>@<host>:<port>/<database>",
+        ),
+        // Unreachable: nothing listens on port 1.
+        (
+            "postgres://postgres:secret@127.0.0.1:1/jobs",
+            "cannot open the job database postgres://postgres:***@127.0.0.1:1/jobs",
+        ),
+        // A file that cannot be created.
+        (missing_dir.as_str(), "cannot open the job database"),
+    ] {
+        let began = Instant::now();
+        let mut child = std::process::Command::new(&binary)
+            .env("PORT", "0")
+            .env("DATABASE_URL", url)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the quickstart starts");
+        // The database timeout is 3 s; a process still running after 15 s is stuck.
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if began.elapsed() > Duration::from_secs(15) {
+                let _ = child.kill();
+                panic!("DATABASE_URL={url}: still running after 15 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("piped stderr"), &mut stderr)
+            .expect("stderr");
+        assert_eq!(status.code(), Some(2), "DATABASE_URL={url}: {stderr}");
+        assert!(
+            stderr.contains("error: DATABASE_URL: ") && stderr.contains(says),
+            "DATABASE_URL={url}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("secret"),
+            "the password is shown: {stderr}"
+        );
+        // Nothing ran: no task is left for the exit to drop and warn about.
+        assert!(!stderr.contains("WARN"), "DATABASE_URL={url}: {stderr}");
+    }
+}

@@ -198,8 +198,9 @@ async fn postgres_kill_9_then_restart_completes_every_job_and_reruns_none_that_h
         .await;
 }
 
-/// SIGTERM with jobs running longer than the budget: the process exits within the budget
-/// plus 300 ms, the jobs are back in the queue at once (pending, no attempt used), and a
+/// SIGTERM with jobs running longer than the budget, two that stop when cancelled and two that
+/// ignore it and are aborted at the end of the budget: the process exits within the budget
+/// plus 300 ms, all four are back in the queue at once (pending, no attempt used), and a
 /// restart completes them.
 async fn sigterm_returns_running_jobs_to_the_queue_at_once_and_a_restart_completes_them(
     backend: Backend,
@@ -219,8 +220,8 @@ async fn sigterm_returns_running_jobs_to_the_queue_at_once_and_a_restart_complet
         ],
     );
     let mut ids = Vec::new();
-    for _ in 0..4 {
-        ids.push(enqueue(&client, &server, "duration_ms=4000").await);
+    for kind in ["async", "async", "uncooperative", "uncooperative"] {
+        ids.push(enqueue(&client, &server, &format!("duration_ms=4000&kind={kind}")).await);
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     while count(&statuses(&client, &server, &ids).await, "running") < 4 {
@@ -243,6 +244,14 @@ async fn sigterm_returns_running_jobs_to_the_queue_at_once_and_a_restart_complet
         line.contains("4 durable jobs returned to the queue"),
         "{line}"
     );
+    // The two that ignored the cancellation were aborted, and named among the returned.
+    assert!(line.contains(", 2 aborted, "), "{line}");
+    for id in &ids {
+        assert!(
+            line.contains(&format!("quickstart-job {id}")),
+            "{id}: {line}"
+        );
+    }
 
     // Read at once by a process that runs no jobs: all pending, no attempt used.
     let reader = quickstart(&db, "0", &[]);

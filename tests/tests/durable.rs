@@ -476,3 +476,54 @@ fn an_unusable_database_url_exits_2_with_what_is_expected() {
         assert!(!stderr.contains("WARN"), "DATABASE_URL={url}: {stderr}");
     }
 }
+
+/// Without `DATABASE_URL`, durable jobs go to `quickstart.db` in the working directory,
+/// created if missing, with 4 workers and 3 attempts.
+#[test]
+fn without_database_url_jobs_go_to_quickstart_db_in_the_working_directory() {
+    use std::io::BufRead;
+
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut child = std::process::Command::new(background_tasks_e2e::quickstart_binary())
+        .current_dir(dir.path())
+        .env("PORT", "0")
+        .env_remove("DATABASE_URL")
+        .env_remove("DURABLE_WORKERS")
+        .env_remove("DURABLE_MAX_ATTEMPTS")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the quickstart starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (lines, line) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for text in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(text);
+        }
+    });
+    let listening = line.recv_timeout(Duration::from_secs(15));
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped stderr"), &mut stderr)
+        .expect("stderr");
+    let listening = listening.unwrap_or_else(|_| panic!("no address line; logs:\n{stderr}"));
+    assert!(listening.starts_with("listening on "), "{listening}");
+    assert!(
+        dir.path().join("quickstart.db").is_file(),
+        "no quickstart.db in the working directory; logs:\n{stderr}"
+    );
+    let ready = stderr
+        .lines()
+        .find(|line| line.contains("durable jobs ready"))
+        .unwrap_or_else(|| panic!("no 'durable jobs ready' line:\n{stderr}"));
+    for field in ["url=sqlite://quickstart.db", "workers=4", "max_attempts=3"] {
+        assert!(ready.contains(field), "{field}: {ready}");
+    }
+}

@@ -4,7 +4,6 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use apalis_core::backend::TaskResult;
 use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::status::Status;
 use apalis_core::task::task_id::TaskId;
@@ -20,6 +19,9 @@ use crate::status::JobStatus;
 
 /// What the `apalis.workers` rows record as the storage.
 const STORAGE_NAME: &str = "background-tasks-apalis/postgres";
+
+/// `last_result` of a job done: the `Ok(null)` of apalis's `TaskResult`, as JSON.
+const DONE_RESULT: &str = r#"{"Ok":null}"#;
 
 /// PostgreSQL's code for a unique violation: a second job with the same idempotency key.
 const UNIQUE_VIOLATION: &str = "23505";
@@ -175,21 +177,28 @@ impl PostgresStore {
                 .await?;
                 return Ok(done.rows_affected() == 1);
             }
-            Outcome::Done => (Status::Done, Ok(serde_json::Value::Null)),
+            Outcome::Done => (Status::Done, DONE_RESULT.to_owned()),
             // Failed with `attempts >= max_attempts`: what apalis counts as dead.
-            Outcome::Dead { error } => (Status::Failed, Err(error.to_owned())),
-            Outcome::Killed { error } => (Status::Killed, Err(error.to_owned())),
+            Outcome::Dead { error } => (Status::Failed, error_json(error)),
+            Outcome::Killed { error } => (Status::Killed, error_json(error)),
         };
-        let ack = TaskResult {
-            task_id: TaskId::from_ulid(id.ulid()),
-            attempt: attempt as usize,
-            status,
-            result,
-        };
-        let acked = queries::handle_results(&mut *self.pool.acquire().await?, &[&ack], worker)
-            .await
-            .map_err(driver_error)?;
-        Ok(acked == 1)
+        // What apalis's `handle_results` writes, for one job found by its key. That query
+        // takes a JSON batch and finds its jobs among all those the worker has locked, done
+        // ones included (they keep `lock_by`): run once per job, as here, its cost grows with
+        // every job the worker has finished (0.66 ms a job after 1 000, against 0.05 ms for
+        // this update; see docs/benchmarks.md).
+        let done = sqlx::query(
+            "UPDATE apalis.jobs SET status = $1, attempts = $2, last_result = $3::jsonb, \
+             done_at = NOW() WHERE id = $4 AND lock_by = $5",
+        )
+        .bind(status.to_string())
+        .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
+        .bind(result)
+        .bind(id.to_string())
+        .bind(worker)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     pub(crate) async fn release(&self, worker: &str, ids: &[JobId]) -> StoreResult<Vec<JobId>> {
@@ -252,4 +261,25 @@ pub(crate) async fn push(
 
 fn count(value: i32) -> u32 {
     u32::try_from(value.max(0)).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use apalis_core::backend::TaskResult;
+
+    use super::*;
+
+    #[test]
+    fn a_done_job_keeps_the_result_apalis_would_write() {
+        let ack = TaskResult {
+            task_id: TaskId::from_ulid(JobId::generate().ulid()),
+            attempt: 1,
+            status: Status::Done,
+            result: Ok(serde_json::Value::Null),
+        };
+        let written = serde_json::to_value([&ack]).unwrap();
+        let ours: serde_json::Value = serde_json::from_str(DONE_RESULT).unwrap();
+        assert_eq!(written[0]["result"], ours);
+        assert_eq!(written[0]["status"], Status::Done.to_string());
+    }
 }

@@ -248,6 +248,38 @@ impl Cluster {
         }
     }
 
+    /// Freezes the server with SIGSTOP (the postmaster and every backend), as a server that
+    /// hangs or a network that drops packets: connections stay open and nothing answers.
+    /// The server resumes when the guard drops, also when the test panics.
+    ///
+    /// # Panics
+    ///
+    /// When the server's processes cannot be found or signalled.
+    #[must_use = "the server resumes when the guard drops"]
+    pub fn freeze(&self) -> FrozenCluster {
+        let pid_file = self.dir.path().join("data/postmaster.pid");
+        let postmaster = std::fs::read_to_string(&pid_file)
+            .unwrap_or_else(|error| panic!("{}: {error}", pid_file.display()))
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let children = Command::new("ps")
+            .args(["-o", "pid=", "--ppid", &postmaster])
+            .output()
+            .expect("ps runs");
+        let mut pids = vec![postmaster];
+        pids.extend(
+            String::from_utf8_lossy(&children.stdout)
+                .split_whitespace()
+                .map(str::to_owned),
+        );
+        let frozen = FrozenCluster { pids };
+        frozen.signal("-STOP");
+        frozen
+    }
+
     fn data(&self) -> String {
         self.dir.path().join("data").display().to_string()
     }
@@ -294,9 +326,16 @@ impl Cluster {
             self.bin.join("pg_ctl").display(),
             self.data()
         );
+        // A server left frozen by `freeze` (the test killed meanwhile) is resumed first, or
+        // it could not act on the stop.
+        let resume = format!(
+            "pm=$(head -n 1 '{data}/postmaster.pid' 2>/dev/null); \
+             if [ -n \"$pm\" ]; then kill -CONT $pm $(ps -o pid= --ppid $pm) 2>/dev/null; fi",
+            data = self.data()
+        );
         let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; \
-             rm -rf '{dir}'",
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {resume}; \
+             {stop} >/dev/null 2>&1; rm -rf '{dir}'",
             pid = std::process::id(),
             dir = self.dir.path().display()
         );
@@ -320,6 +359,31 @@ impl Drop for Cluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// A cluster stopped by [`Cluster::freeze`]; resumed (SIGCONT) when dropped.
+#[derive(Debug)]
+pub struct FrozenCluster {
+    /// The postmaster's and its children's, as `kill` takes them.
+    pids: Vec<String>,
+}
+
+impl FrozenCluster {
+    fn signal(&self, signal: &str) {
+        // Only this cluster's own processes, by pid.
+        let status = Command::new("kill")
+            .arg(signal)
+            .args(&self.pids)
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {:?} failed", self.pids);
+    }
+}
+
+impl Drop for FrozenCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-CONT").args(&self.pids).status();
     }
 }
 

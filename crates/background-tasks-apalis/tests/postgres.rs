@@ -230,3 +230,49 @@ async fn an_unreachable_server_is_refused_at_connect_with_the_password_hidden() 
     );
     assert!(!message.contains("s3cret"), "{message}");
 }
+
+/// A server that hangs (SIGSTOP: its connections stay open and nothing answers, as behind a
+/// dropped network link): an enqueue and a status read fail as unavailable within the
+/// builder's timeout, not when TCP gives up minutes later; once it answers again, so do they.
+/// What bounds them is the pool's test of a connection before use, which the timeout covers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_hangs_answers_unavailable_within_the_timeout() {
+    let Some(cluster) = Cluster::start() else {
+        postgres::skip_loudly("a_server_that_hangs");
+        return;
+    };
+    let url = cluster.server().database("bta_frozen").await;
+    let timeout = Duration::from_secs(1);
+    let jobs = DurableJobs::builder(&url)
+        .timeout(timeout)
+        .connect()
+        .await
+        .unwrap();
+    let before = jobs.enqueue(sleep(1)).await.unwrap();
+
+    let frozen = cluster.freeze();
+    // A call still waiting after 10 s would wait for TCP's minutes: fail rather than hang (the
+    // guard then lets the server go on, and the cluster is stopped as usual).
+    let bounded = Duration::from_secs(10);
+    let began = Instant::now();
+    let error = tokio::time::timeout(bounded, jobs.enqueue(sleep(1)))
+        .await
+        .expect("the enqueue answers while the server hangs")
+        .unwrap_err();
+    assert!(matches!(error, DurableJobError::Unavailable(_)), "{error}");
+    let error = tokio::time::timeout(bounded, jobs.status(&before))
+        .await
+        .expect("the status read answers while the server hangs")
+        .unwrap_err();
+    assert!(matches!(error, DurableJobError::Unavailable(_)), "{error}");
+    // Two calls of 1 s each; 5 s leaves room for a loaded machine, not for TCP's minutes.
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    drop(frozen);
+
+    assert!(jobs.status(&before).await.unwrap().is_some());
+    jobs.enqueue(sleep(1)).await.unwrap();
+}

@@ -42,6 +42,10 @@
 //! # }
 //! ```
 //!
+//! While it runs, [`TaskSupervisor::snapshot`] tells what it is doing: the running tasks with
+//! their names and ages, their counts by name, counters of every outcome since it was built,
+//! the recent failures and the progress of a shutdown, without stopping anything.
+//!
 //! See `docs/design.md` in the repository for the phases, the states and what each count of
 //! the [`ShutdownReport`] means.
 #![warn(
@@ -60,6 +64,7 @@ mod handle;
 mod registry;
 mod report;
 mod shutdown;
+mod snapshot;
 mod spawn;
 mod state;
 mod supervisor;
@@ -72,5 +77,9 @@ pub use error::{SpawnError, TaskError};
 pub use failure::{FailureKind, TaskFailure};
 pub use handle::{TaskHandle, TaskId};
 pub use report::{ShutdownReport, TaskRecord};
+pub use snapshot::{
+    Counters, NameCount, RECENT_FAILURES, RecentFailure, RunningTask, ShutdownProgress, Snapshot,
+    SupervisorPhase, TaskKind,
+};
 pub use supervisor::TaskSupervisor;
 pub use task_builder::TaskBuilder;

@@ -48,7 +48,10 @@ impl Inner {
             return None;
         }
         log.started = Some(started);
-        Some(self.state.advance(Phase::Draining).1)
+        let running = self.state.advance(Phase::Draining).1;
+        // Ends from now on are counted in this log, under this lock.
+        log.completed_before = self.completed_while_running(running) as usize;
+        Some(running)
     }
 
     /// Moves to `Cancelling` and aborts the tasks without a context: they cannot see the

@@ -20,6 +20,7 @@ use crate::failure::{Kind as FailureKind, TaskFailure};
 use crate::handle::{AbortedByShutdown, TaskHandle, TaskId};
 use crate::registry::{Blocking, Entry, Kind};
 use crate::report::{Age, TaskRecord};
+use crate::snapshot::Tally;
 use crate::state::{Origin, Phase, Refused};
 use crate::supervisor::Inner;
 
@@ -148,14 +149,21 @@ impl Inner {
                 inner: self,
                 cooperative,
             }),
-            Err(Refused::ShuttingDown) => Err(SpawnError::ShuttingDown),
-            Err(Refused::Undo) => {
-                self.release(cooperative, false);
+            Err(Refused::ShuttingDown) => {
+                Tally::bump(&self.tally.refused_shutting_down);
                 Err(SpawnError::ShuttingDown)
             }
-            Err(Refused::AtCapacity) => Err(SpawnError::AtCapacity {
-                limit: self.config.max_tasks.unwrap_or(usize::MAX),
-            }),
+            Err(Refused::Undo) => {
+                self.release(cooperative, false);
+                Tally::bump(&self.tally.refused_shutting_down);
+                Err(SpawnError::ShuttingDown)
+            }
+            Err(Refused::AtCapacity) => {
+                Tally::bump(&self.tally.refused_at_capacity);
+                Err(SpawnError::AtCapacity {
+                    limit: self.config.max_tasks.unwrap_or(usize::MAX),
+                })
+            }
         }
     }
 
@@ -215,6 +223,7 @@ impl Inner {
     fn dropped_unfinished(&self, id: TaskId, name: Option<Cow<'static, str>>, age: Age) {
         if !runtime_is_shutting_down() {
             // Its runtime runs on: the task was aborted through its handle, on purpose.
+            Tally::bump(&self.tally.stopped);
             return;
         }
         let failure = TaskFailure::new(id, name, FailureKind::Dropped { age });
@@ -233,6 +242,7 @@ impl Inner {
 
     /// Hands `failure` to the `on_failure` callback, if any.
     pub(crate) fn report_failure(&self, failure: &TaskFailure) {
+        self.tally.remember(failure);
         let Some(callback) = &self.config.on_failure else {
             return;
         };
@@ -364,6 +374,8 @@ impl Admission<'_> {
 
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
+        // The closure building the task panicked, after the task took its id.
+        Tally::bump(&self.inner.tally.unspawned);
         // Admitted places are taken before the walk's snapshot, which admits no one.
         self.inner.release(self.cooperative, true);
     }
@@ -529,8 +541,13 @@ impl TaskGuard {
             },
             None => (take_name(), false),
         };
+        // Snapshots count panics apart from the report's `completed` and `cancelled`.
+        let panicked = usize::from(cold.as_ref().is_some_and(|cold| cold.panic.is_some()));
         match (phase, &mut log.abort) {
-            (Phase::Draining, _) => log.completed += 1,
+            (Phase::Draining, _) => {
+                log.completed += 1;
+                log.panicked_draining += panicked;
+            }
             // Listed as aborted by the walk of the cancel phase, which stopped it.
             (Phase::Cancelling, _) if listed => {}
             // A task without a context that the walk could not see, stopped by the flag at its
@@ -540,7 +557,10 @@ impl TaskGuard {
                 name: name.clone(),
                 age: unseen_age(),
             }),
-            (Phase::Cancelling, _) => log.cancelled += 1,
+            (Phase::Cancelling, _) => {
+                log.cancelled += 1;
+                log.panicked_cancelling += panicked;
+            }
             (Phase::Done, Some(abort)) => {
                 abort.ended += 1;
                 // A task the abort walk could not see, because it had never suspended, reports
@@ -574,6 +594,7 @@ impl TaskGuard {
 
     fn panicked(&mut self, payload: &(dyn std::any::Any + Send)) {
         self.tagged_id |= FINISHED;
+        Tally::bump(&self.inner.tally.panicked);
         self.cold().panic = Some(panic_message(payload).map(str::to_owned));
     }
 

@@ -5,6 +5,7 @@
 //! cargo run -p example-quickstart
 //! curl -X POST 'http://127.0.0.1:3000/jobs?duration_ms=2000&kind=async'   # 202 {"id":2}
 //! curl http://127.0.0.1:3000/tasks                                          # {"running":1,...}
+//! open http://127.0.0.1:3000/dashboard/                                      # the task dashboard
 //! curl http://127.0.0.1:3000/ready                                          # ready
 //! # Ctrl-C: readiness flips, requests drain, jobs drain, then the report is printed.
 //! ```

@@ -64,6 +64,8 @@ impl Inner {
         // User code: should it panic, the admission gives its place back as it unwinds.
         let future = make(id);
         let span = task_span(self.config.task_span_level, id, name.as_deref());
+        #[cfg(feature = "metrics")]
+        self.labels.spawned(name.as_ref());
         // From here on the guard owns the place, and gives it back exactly once however the
         // task ends, even if tokio's spawn panics and drops the future.
         let guard = admission.into_guard(id, name, None, span);
@@ -90,6 +92,8 @@ impl Inner {
         let function = make(id);
         let span = task_span(self.config.task_span_level, id, name.as_deref());
         let started = Instant::now();
+        #[cfg(feature = "metrics")]
+        self.labels.spawned(name.as_ref());
         let mut slab = self.registry.lock(id);
         // Checked under the shard lock that the shutdown walks, as an async task's registration
         // is: once a walk's flag stops this task, it is not registered, since that walk may have
@@ -116,6 +120,12 @@ impl Inner {
         drop(slab);
         // From here on the task is counted: its guard accounts for its end.
         let guard = admission.into_guard(id, name, key, span);
+        #[cfg(feature = "metrics")]
+        let guard = {
+            let mut guard = guard;
+            guard.cold().started = Some(started);
+            guard
+        };
         // Spawned without the shard lock: tokio may start a thread here, or drop the closure
         // (and so end the task, which takes the shard lock) at once when its pool is shut down.
         let join = runtime.spawn_blocking(move || run_blocking(guard, function));
@@ -151,15 +161,21 @@ impl Inner {
             }),
             Err(Refused::ShuttingDown) => {
                 Tally::bump(&self.tally.refused_shutting_down);
+                #[cfg(feature = "metrics")]
+                crate::metrics::refused("shutting_down");
                 Err(SpawnError::ShuttingDown)
             }
             Err(Refused::Undo) => {
                 self.release(cooperative, false);
                 Tally::bump(&self.tally.refused_shutting_down);
+                #[cfg(feature = "metrics")]
+                crate::metrics::refused("shutting_down");
                 Err(SpawnError::ShuttingDown)
             }
             Err(Refused::AtCapacity) => {
                 Tally::bump(&self.tally.refused_at_capacity);
+                #[cfg(feature = "metrics")]
+                crate::metrics::refused("at_capacity");
                 Err(SpawnError::AtCapacity {
                     limit: self.config.max_tasks.unwrap_or(usize::MAX),
                 })
@@ -424,6 +440,10 @@ struct Cold {
     key: Option<usize>,
     /// Set when the task panicked, with the panic message if it had one.
     panic: Option<Option<String>>,
+    /// When the task first suspended, or a blocking task was spawned: the start of its
+    /// duration metric.
+    #[cfg(feature = "metrics")]
+    started: Option<Instant>,
     /// The task's span, when a subscriber wants it.
     span: Option<Span>,
 }
@@ -443,6 +463,8 @@ impl TaskGuard {
                 key,
                 panic: None,
                 span,
+                #[cfg(feature = "metrics")]
+                started: None,
             })
         });
         Self {
@@ -592,6 +614,32 @@ impl TaskGuard {
         name
     }
 
+    /// How the task is ending, as the `outcome` label of the metrics says: read from the phase
+    /// just before the end is counted, so a task that ends at the very instant the phase
+    /// changes may be labelled as of the phase before.
+    #[cfg(feature = "metrics")]
+    fn outcome(&self) -> crate::metrics::Outcome {
+        use crate::metrics::Outcome;
+        if self.cold.as_ref().is_some_and(|cold| cold.panic.is_some()) {
+            return Outcome::Panicked;
+        }
+        let (stopped, finished) = (
+            self.tagged_id & STOPPED != 0,
+            self.tagged_id & FINISHED != 0,
+        );
+        match self.inner.state.phase() {
+            // Dropped unfinished: aborted through its handle, or by its runtime.
+            Phase::Running if !stopped && !finished => Outcome::Aborted,
+            // During the drain every end but a panic completes, as the report counts them.
+            Phase::Running | Phase::Draining => Outcome::Completed,
+            Phase::Cancelling if stopped => Outcome::Aborted,
+            Phase::Cancelling => Outcome::Cancelled,
+            // Still running when the abort came, and ran to its end: abandoned.
+            Phase::Done if finished => Outcome::Abandoned,
+            Phase::Done => Outcome::Aborted,
+        }
+    }
+
     fn panicked(&mut self, payload: &(dyn std::any::Any + Send)) {
         self.tagged_id |= FINISHED;
         Tally::bump(&self.inner.tally.panicked);
@@ -617,10 +665,15 @@ impl TaskGuard {
         }
         // The clock is read here rather than at spawn: a task that never suspends never needs
         // it, and a clock read per spawn is a measurable share of a short task's cost.
+        let now = Instant::now();
+        #[cfg(feature = "metrics")]
+        {
+            cold.started = Some(now);
+        }
         cold.key = Some(slab.insert(Entry {
             id,
             name: cold.name.take(),
-            started: Instant::now(),
+            started: now,
             cooperative,
             kind: Kind::Async(waker.clone()),
         }));
@@ -648,7 +701,17 @@ impl TaskGuard {
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
+        #[cfg(feature = "metrics")]
+        let outcome = self.outcome();
         let name = self.end();
+        #[cfg(feature = "metrics")]
+        {
+            let started = self.cold.as_ref().and_then(|cold| cold.started);
+            let duration = started.map_or(std::time::Duration::ZERO, |started| {
+                Instant::now().saturating_duration_since(started)
+            });
+            self.inner.labels.finished(name.as_ref(), outcome, duration);
+        }
         if let Some(message) = self.cold.as_mut().and_then(|cold| cold.panic.take()) {
             self.inner.fail(TaskFailure::new(
                 self.id(),

@@ -119,6 +119,9 @@ pub(crate) struct Inner {
     pub(crate) dropped: AtomicUsize,
     /// What snapshots cannot derive: counts of rare events, and the recent failures.
     pub(crate) tally: Tally,
+    /// The task names used as metric labels, bounded.
+    #[cfg(feature = "metrics")]
+    pub(crate) labels: crate::metrics::Labels,
 }
 
 /// What shutdown has counted so far.
@@ -187,6 +190,8 @@ impl Inner {
             report_ready: Notify::new(),
             dropped: AtomicUsize::new(0),
             tally: Tally::new(),
+            #[cfg(feature = "metrics")]
+            labels: crate::metrics::Labels::default(),
         }
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,6 +14,7 @@ use background_tasks_axum::{
     BackgroundTaskError, BackgroundTasks, BackgroundTasksLayer, Readiness, TaskSupervisor,
     tasks_dashboard,
 };
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -28,6 +30,7 @@ pub(crate) fn router(supervisor: TaskSupervisor, readiness: Readiness, state: Ap
     Router::new()
         .route("/jobs", post(post_job))
         .route("/tasks", get(get_tasks))
+        .route("/metrics", get(get_metrics))
         .route_service("/ready", readiness)
         .nest_service("/dashboard", tasks_dashboard(supervisor.clone()))
         .with_state(state)
@@ -134,6 +137,34 @@ async fn get_tasks(
     Json(json!({ "running": running, "shutting_down": shutting_down }))
 }
 
+/// The buckets of `background_tasks_duration_seconds`, from a short job to a long one.
+const DURATION_BUCKETS: [f64; 9] = [0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0];
+
+/// Installs the Prometheus recorder as the process's `metrics` recorder; `GET /metrics`
+/// renders what it holds.
+pub(crate) fn install_metrics_recorder() -> Result<PrometheusHandle, BuildError> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("background_tasks_duration_seconds".to_owned()),
+            &DURATION_BUCKETS,
+        )?
+        .install_recorder()
+}
+
+/// `GET /metrics`: 200, the supervisor's metrics (and any other the app records) in the
+/// Prometheus text format.
+async fn get_metrics(tasks: BackgroundTasks, State(state): State<AppState>) -> Response {
+    // The gauges are set here, when they are read, rather than by every spawn.
+    tasks.supervisor().record_metrics();
+    // Drains the histograms' samples into their buckets, as the exporter asks of its users.
+    state.metrics.run_upkeep();
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
 /// Why `POST /jobs` refused a job.
 #[derive(Debug)]
 enum JobError {
@@ -197,6 +228,8 @@ mod tests {
             readiness: readiness.clone(),
             startup_tasks: Arc::new(AtomicUsize::new(0)),
             durable_fetchers: None,
+            // Not installed: these tests read no metrics, and a process has one recorder.
+            metrics: PrometheusBuilder::new().build_recorder().handle(),
         };
         router(supervisor.clone(), readiness, state)
     }

@@ -415,7 +415,13 @@ where
                 report
             }
             (report, ()) = async {
-                tokio::join!(supervisor.shutdown(), drain_upgraded(&connections, drain_timeout))
+                let upgraded = async {
+                    // Once the timeout has run out, step 2 closed them already.
+                    if drained {
+                        drain_upgraded(&connections, drain_timeout).await;
+                    }
+                };
+                tokio::join!(supervisor.shutdown(), upgraded)
             } => report,
         };
         tracing::info!("server shut down in {:?}", started.elapsed());

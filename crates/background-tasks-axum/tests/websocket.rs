@@ -22,7 +22,7 @@ use background_tasks::{ShutdownReport, TaskContext, TaskSupervisor};
 use background_tasks_axum::{BackgroundTasks, ServeError, serve};
 use futures_util::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message as ClientMessage;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -48,6 +48,8 @@ struct Running {
     server: Server,
     shutdown: Option<oneshot::Sender<()>>,
     force: Option<oneshot::Sender<()>>,
+    /// Told when a request reaches a handler that never answers.
+    stuck: Arc<Notify>,
 }
 
 impl Running {
@@ -106,28 +108,42 @@ async fn start(
         server,
         shutdown: Some(shutdown),
         force: Some(force),
+        stuck: Arc::new(Notify::new()),
     }
 }
 
-/// A server whose `/ws` says `ready`, then reads until the socket ends; the flag is set once
-/// the handler has let go of the socket.
+/// A server whose `/ws` says `ready`, then reads until the socket ends (the flag is set once
+/// the handler has let go of the socket), and whose `/stuck` never answers.
 async fn plain_socket_server(request_drain_timeout: Duration) -> (Running, Arc<AtomicBool>) {
     let dropped = Arc::new(AtomicBool::new(false));
     let flag = dropped.clone();
-    let app = Router::new().route(
-        "/ws",
-        get(move |ws: WebSocketUpgrade| async move {
-            ws.on_upgrade(move |mut socket| async move {
-                let _flag = DroppedFlag(flag);
-                socket
-                    .send(Message::text("ready"))
-                    .await
-                    .expect("the client is there");
-                while let Some(Ok(_)) = socket.recv().await {}
-            })
-        }),
-    );
-    let running = start(app, &TaskSupervisor::new(), request_drain_timeout).await;
+    let stuck = Arc::new(Notify::new());
+    let app = Router::new()
+        .route(
+            "/ws",
+            get(move |ws: WebSocketUpgrade| async move {
+                ws.on_upgrade(move |mut socket| async move {
+                    let _flag = DroppedFlag(flag);
+                    socket
+                        .send(Message::text("ready"))
+                        .await
+                        .expect("the client is there");
+                    while let Some(Ok(_)) = socket.recv().await {}
+                })
+            }),
+        )
+        .route(
+            "/stuck",
+            get({
+                let stuck = stuck.clone();
+                move || async move {
+                    stuck.notify_one();
+                    std::future::pending::<()>().await
+                }
+            }),
+        );
+    let mut running = start(app, &TaskSupervisor::new(), request_drain_timeout).await;
+    running.stuck = stuck;
     (running, dropped)
 }
 
@@ -178,6 +194,54 @@ async fn an_idle_websocket_at_the_signal_is_closed_at_the_request_drain_timeout_
         !logs.contains("had not stopped"),
         "the handler saw the close: {logs}"
     );
+}
+
+/// When a request outlives the request drain too, the WebSocket is closed with it, once.
+#[tokio::test]
+async fn a_websocket_and_a_stuck_request_at_the_request_drain_timeout_are_closed_together() {
+    let logs = Logs::capture();
+    let drain = Duration::from_millis(300);
+    let (mut running, dropped) = plain_socket_server(drain).await;
+    let _client = running.connect().await;
+    let address = running.address;
+    let entered = running.stuck.notified();
+    let stuck = tokio::spawn(async move {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(
+            &mut stream,
+            b"GET /stuck HTTP/1.1\r\nhost: test\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut answer = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer).await
+    });
+    entered.await;
+
+    let signalled = running.shutdown();
+    running.report().await;
+    let elapsed = signalled.elapsed();
+    assert!(
+        elapsed >= drain && elapsed < drain + Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+    assert!(dropped.load(Ordering::SeqCst));
+    let answer = stuck.await.unwrap();
+    assert!(
+        answer.is_err() || answer.is_ok_and(|read| read == 0),
+        "the stuck request's connection is closed without an answer"
+    );
+    let logs = logs.contents();
+    assert!(
+        logs.contains("closing 1 connections and 1 upgraded connections (WebSockets) still open"),
+        "{logs}"
+    );
+    assert_eq!(
+        logs.matches("closing").count(),
+        1,
+        "closed once, logged once: {logs}"
+    );
+    assert!(!logs.contains("had not stopped"), "{logs}");
 }
 
 /// Fails on the `serve` of before: it returned at once.

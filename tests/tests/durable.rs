@@ -198,8 +198,9 @@ async fn postgres_kill_9_then_restart_completes_every_job_and_reruns_none_that_h
         .await;
 }
 
-/// SIGTERM with jobs running longer than the budget: the process exits within the budget
-/// plus 300 ms, the jobs are back in the queue at once (pending, no attempt used), and a
+/// SIGTERM with jobs running longer than the budget, two that stop when cancelled and two that
+/// ignore it and are aborted at the end of the budget: the process exits within the budget
+/// plus 300 ms, all four are back in the queue at once (pending, no attempt used), and a
 /// restart completes them.
 async fn sigterm_returns_running_jobs_to_the_queue_at_once_and_a_restart_completes_them(
     backend: Backend,
@@ -219,8 +220,8 @@ async fn sigterm_returns_running_jobs_to_the_queue_at_once_and_a_restart_complet
         ],
     );
     let mut ids = Vec::new();
-    for _ in 0..4 {
-        ids.push(enqueue(&client, &server, "duration_ms=4000").await);
+    for kind in ["async", "async", "uncooperative", "uncooperative"] {
+        ids.push(enqueue(&client, &server, &format!("duration_ms=4000&kind={kind}")).await);
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     while count(&statuses(&client, &server, &ids).await, "running") < 4 {
@@ -243,6 +244,14 @@ async fn sigterm_returns_running_jobs_to_the_queue_at_once_and_a_restart_complet
         line.contains("4 durable jobs returned to the queue"),
         "{line}"
     );
+    // The two that ignored the cancellation were aborted, and named among the returned.
+    assert!(line.contains(", 2 aborted, "), "{line}");
+    for id in &ids {
+        assert!(
+            line.contains(&format!("quickstart-job {id}")),
+            "{id}: {line}"
+        );
+    }
 
     // Read at once by a process that runs no jobs: all pending, no attempt used.
     let reader = quickstart(&db, "0", &[]);
@@ -404,4 +413,117 @@ async fn postgres_stopped_for_seconds_gets_503s_meanwhile_and_every_accepted_job
     // Accepted again once the server is back.
     let later = enqueue(&client, &server, "duration_ms=10").await;
     all_done(&client, &server, &[later], Duration::from_secs(30)).await;
+}
+
+/// A `DATABASE_URL` that cannot be used: the quickstart exits with code 2 at once, with a
+/// message that names the variable and says what is expected.
+#[test]
+fn an_unusable_database_url_exits_2_with_what_is_expected() {
+    let binary = background_tasks_e2e::quickstart_binary();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let missing_dir = format!("sqlite://{}/no/such/dir/jobs.db", dir.path().display());
+    for (url, says) in [
+        // Another scheme.
+        ("mysql://root@127.0.0.1/jobs", "expected sqlite://<file>"),
+        // Malformed: no port number.
+        (
+            "postgres://postgres@127.0.0.1:port/jobs",
+            "or postgres://<user>:<password>@<host>:<port>/<database>",
+        ),
+        // Unreachable: nothing listens on port 1.
+        (
+            "postgres://postgres:secret@127.0.0.1:1/jobs",
+            "cannot open the job database postgres://postgres:***@127.0.0.1:1/jobs",
+        ),
+        // A file that cannot be created.
+        (missing_dir.as_str(), "cannot open the job database"),
+    ] {
+        let began = Instant::now();
+        let mut child = std::process::Command::new(&binary)
+            .env("PORT", "0")
+            .env("DATABASE_URL", url)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the quickstart starts");
+        // The database timeout is 3 s; a process still running after 15 s is stuck.
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if began.elapsed() > Duration::from_secs(15) {
+                let _ = child.kill();
+                panic!("DATABASE_URL={url}: still running after 15 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("piped stderr"), &mut stderr)
+            .expect("stderr");
+        assert_eq!(status.code(), Some(2), "DATABASE_URL={url}: {stderr}");
+        assert!(
+            stderr.contains("error: DATABASE_URL: ") && stderr.contains(says),
+            "DATABASE_URL={url}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("secret"),
+            "the password is shown: {stderr}"
+        );
+        // Nothing ran: no task is left for the exit to drop and warn about.
+        assert!(!stderr.contains("WARN"), "DATABASE_URL={url}: {stderr}");
+    }
+}
+
+/// Without `DATABASE_URL`, durable jobs go to `quickstart.db` in the working directory,
+/// created if missing, with 4 workers and 3 attempts.
+#[test]
+fn without_database_url_jobs_go_to_quickstart_db_in_the_working_directory() {
+    use std::io::BufRead;
+
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut child = std::process::Command::new(background_tasks_e2e::quickstart_binary())
+        .current_dir(dir.path())
+        .env("PORT", "0")
+        .env_remove("DATABASE_URL")
+        .env_remove("DURABLE_WORKERS")
+        .env_remove("DURABLE_MAX_ATTEMPTS")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the quickstart starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (lines, line) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for text in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(text);
+        }
+    });
+    let listening = line.recv_timeout(Duration::from_secs(15));
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped stderr"), &mut stderr)
+        .expect("stderr");
+    let listening = listening.unwrap_or_else(|_| panic!("no address line; logs:\n{stderr}"));
+    assert!(listening.starts_with("listening on "), "{listening}");
+    assert!(
+        dir.path().join("quickstart.db").is_file(),
+        "no quickstart.db in the working directory; logs:\n{stderr}"
+    );
+    let ready = stderr
+        .lines()
+        .find(|line| line.contains("durable jobs ready"))
+        .unwrap_or_else(|| panic!("no 'durable jobs ready' line:\n{stderr}"));
+    for field in ["url=sqlite://quickstart.db", "workers=4", "max_attempts=3"] {
+        assert!(ready.contains(field), "{field}: {ready}");
+    }
 }

@@ -16,10 +16,25 @@ pub enum ConnectError {
          (created if missing){postgres}"
     )]
     UnsupportedUrl {
-        /// The URL, as given.
+        /// The URL, without its password.
         url: String,
         /// What else is accepted.
         postgres: &'static str,
+    },
+    /// The URL has a scheme this crate opens, but does not parse (a port that is not a
+    /// number, an unknown option).
+    #[error(
+        "{url:?} is not a valid database URL ({source}): expected sqlite://<file> (created \
+         if missing){postgres}"
+    )]
+    InvalidUrl {
+        /// The URL, without its password.
+        url: String,
+        /// What else is accepted.
+        postgres: &'static str,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
     },
     /// The database could not be opened or reached.
     #[error("cannot open the job database {url}: {source}; check that it exists and is reachable")]

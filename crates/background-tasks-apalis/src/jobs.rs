@@ -299,6 +299,7 @@ impl DurableJobsBuilder {
     /// # Errors
     ///
     /// [`ConnectError::UnsupportedUrl`] for a URL of another scheme,
+    /// [`ConnectError::InvalidUrl`] for one that does not parse,
     /// [`ConnectError::Unreachable`] when the database cannot be opened or reached within the
     /// timeout, and [`ConnectError::Migrate`] when the tables cannot be set up.
     ///
@@ -314,7 +315,7 @@ impl DurableJobsBuilder {
             postgres(&self.url, self.timeout).await?
         } else {
             return Err(ConnectError::UnsupportedUrl {
-                url: self.url,
+                url: crate::store::redact(&self.url),
                 postgres: POSTGRES_HINT,
             });
         };
@@ -329,10 +330,11 @@ impl DurableJobsBuilder {
     }
 }
 
+/// What `postgres://` URLs look like, or why this build refuses them.
 #[cfg(feature = "postgres")]
-const POSTGRES_HINT: &str = " or postgres://<user>:<password>@<host>:<port>/<database>";
+pub(crate) const POSTGRES_HINT: &str = " or postgres://<user>:<password>@<host>:<port>/<database>";
 #[cfg(not(feature = "postgres"))]
-const POSTGRES_HINT: &str = " (postgres:// needs the feature `postgres`)";
+pub(crate) const POSTGRES_HINT: &str = " (postgres:// needs the feature `postgres`)";
 
 #[cfg(feature = "postgres")]
 async fn postgres(url: &str, timeout: Duration) -> Result<Store, ConnectError> {
@@ -345,7 +347,7 @@ async fn postgres(url: &str, timeout: Duration) -> Result<Store, ConnectError> {
 async fn postgres(url: &str, _timeout: Duration) -> Result<Store, ConnectError> {
     // Not reached: `connect` only calls it with the feature on.
     Err(ConnectError::UnsupportedUrl {
-        url: url.to_owned(),
+        url: crate::store::redact(url),
         postgres: POSTGRES_HINT,
     })
 }

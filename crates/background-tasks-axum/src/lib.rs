@@ -74,11 +74,13 @@ mod error;
 mod extract;
 mod future;
 mod gate;
+mod io;
 mod layer;
 mod make_service;
 mod readiness;
 mod serve;
 mod signals;
+mod stage;
 mod sync;
 
 pub use body::AfterResponseBody;

@@ -196,8 +196,8 @@ impl Inner {
         let report = ShutdownReport {
             completed,
             cancelled,
-            aborted,
-            abandoned,
+            aborted: aborted.into(),
+            abandoned: abandoned.into(),
             stuck: abort.unseen.saturating_sub(abort.accounted),
             elapsed: Instant::now().saturating_duration_since(started),
         };
@@ -313,7 +313,7 @@ async fn drive(guard: PublishOnDrop) {
     drop(guard);
     // The callbacks run after the report is published: however slow they are, they do not
     // lengthen the shutdown.
-    for (tasks, aborted) in [(&report.aborted, true), (&report.abandoned, false)] {
+    for (tasks, aborted) in [(&*report.aborted, true), (&*report.abandoned, false)] {
         for task in tasks {
             let kind = if aborted {
                 FailureKind::Aborted { age: task.age }

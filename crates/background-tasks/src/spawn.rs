@@ -18,7 +18,7 @@ use tracing::{Level, Span};
 use crate::error::{SpawnError, panic_message};
 use crate::failure::{Kind as FailureKind, TaskFailure};
 use crate::handle::{AbortedByShutdown, TaskHandle, TaskId};
-use crate::registry::{Blocking, Entry, Kind};
+use crate::registry::{Blocking, Entry, Key, Kind};
 use crate::report::{Age, TaskRecord};
 use crate::snapshot::Tally;
 use crate::state::{Origin, Phase, Refused};
@@ -120,12 +120,6 @@ impl Inner {
         drop(slab);
         // From here on the task is counted: its guard accounts for its end.
         let guard = admission.into_guard(id, name, key, span);
-        #[cfg(feature = "metrics")]
-        let guard = {
-            let mut guard = guard;
-            guard.cold().started = Some(started);
-            guard
-        };
         // Spawned without the shard lock: tokio may start a thread here, or drop the closure
         // (and so end the task, which takes the shard lock) at once when its pool is shut down.
         let join = runtime.spawn_blocking(move || run_blocking(guard, function));
@@ -134,7 +128,7 @@ impl Inner {
                 id: registered,
                 kind: Kind::Blocking { abort, .. },
                 ..
-            }) = self.registry.lock(id).get_mut(key)
+            }) = self.registry.lock_key(key).get_mut(key)
         {
             // The slot may already hold another task if this one ended at once.
             if *registered == id {
@@ -378,7 +372,7 @@ impl Admission<'_> {
         self,
         id: TaskId,
         name: Option<Cow<'static, str>>,
-        key: Option<usize>,
+        key: Option<Key>,
         span: Option<Span>,
     ) -> TaskGuard {
         let (inner, cooperative) = (self.inner.clone(), self.cooperative);
@@ -401,49 +395,52 @@ impl Drop for Admission<'_> {
 /// dropped by an abort.
 struct TaskGuard {
     inner: Arc<Inner>,
-    /// The task's id, with the flags [`POLLED`], [`COOPERATIVE`], [`STOPPED`] and [`FINISHED`]
-    /// in its top bits, which ids never reach (2^60 spawns, 36 years at a billion a second): a
-    /// field of its own would take the guard past 24 bytes, and a bare task past tokio's
-    /// 128-byte cell.
-    tagged_id: u64,
+    /// The task's id until it registers, then its registry [`Key`] ([`REGISTERED`] set; the
+    /// entry holds the id), with the flags [`POLLED`], [`COOPERATIVE`], [`STOPPED`],
+    /// [`FINISHED`] and [`REGISTERED`] in its top bits, which neither ids (2^59 spawns, 18
+    /// years at a billion a second) nor keys reach. A field of its own would take the guard
+    /// past 24 bytes, and a bare task past tokio's 128-byte cell; a key kept in the box below
+    /// would give every task that suspends a box.
+    tagged: u64,
     /// What a short, unnamed task never needs, boxed so that such a task stays as small as a
     /// tracked one: tokio rounds task cells up to multiples of 128 bytes, and a guard holding
     /// all of it inline doubled the memory of every task, and slowed spawning measurably.
     cold: Option<Box<Cold>>,
 }
 
-/// Set in [`TaskGuard::tagged_id`] once the task's future was first polled, which the abort
+/// Set in [`TaskGuard::tagged`] once the task's future was first polled, which the abort
 /// needs to know of a task that never suspended: was it waiting for its first poll, or inside
 /// it?
 const POLLED: u64 = 1 << 63;
 
-/// Set in [`TaskGuard::tagged_id`] for a task with a [`TaskContext`](crate::TaskContext): it
+/// Set in [`TaskGuard::tagged`] for a task with a [`TaskContext`](crate::TaskContext): it
 /// can see the cancellation signal, and so is given the grace before it is aborted.
 const COOPERATIVE: u64 = 1 << 62;
 
-/// Set in [`TaskGuard::tagged_id`] when shutdown stopped the task at a poll, which the count of
+/// Set in [`TaskGuard::tagged`] when shutdown stopped the task at a poll, which the count of
 /// a task ending in the cancel phase needs: aborted, or cancelled?
 const STOPPED: u64 = 1 << 61;
 
-/// Set in [`TaskGuard::tagged_id`] when the task's future returned or panicked (its closure,
+/// Set in [`TaskGuard::tagged`] when the task's future returned or panicked (its closure,
 /// for a blocking task): a guard dropped without it or [`STOPPED`] belongs to a task dropped
 /// unfinished, by its handle's abort or by its runtime shutting down.
 const FINISHED: u64 = 1 << 60;
 
-const FLAGS: u64 = POLLED | COOPERATIVE | STOPPED | FINISHED;
+/// Set in [`TaskGuard::tagged`] once the task has a registry entry: the bits below the flags
+/// then hold its [`Key`], not its id.
+const REGISTERED: u64 = 1 << 59;
+
+const FLAGS: u64 = POLLED | COOPERATIVE | STOPPED | FINISHED | REGISTERED;
+
+// The flags sit above every key.
+const _: () = assert!(FLAGS.trailing_zeros() >= Key::BITS);
 
 #[derive(Default)]
 struct Cold {
     /// The task's name until it registers, when the registry entry takes it.
     name: Option<Cow<'static, str>>,
-    /// The task's slot in the registry, once it has one.
-    key: Option<usize>,
     /// Set when the task panicked, with the panic message if it had one.
     panic: Option<Option<String>>,
-    /// When the task first suspended, or a blocking task was spawned: the start of its
-    /// duration metric.
-    #[cfg(feature = "metrics")]
-    started: Option<Instant>,
     /// The task's span, when a subscriber wants it.
     span: Option<Span>,
 }
@@ -454,32 +451,35 @@ impl TaskGuard {
         id: TaskId,
         cooperative: bool,
         name: Option<Cow<'static, str>>,
-        key: Option<usize>,
+        key: Option<Key>,
         span: Option<Span>,
     ) -> Self {
-        let cold = (name.is_some() || key.is_some() || span.is_some()).then(|| {
+        let cold = (name.is_some() || span.is_some()).then(|| {
             Box::new(Cold {
                 name,
-                key,
                 panic: None,
                 span,
-                #[cfg(feature = "metrics")]
-                started: None,
             })
         });
+        let word = key.map_or(id.0, |key| key.bits() | REGISTERED);
         Self {
             inner,
-            tagged_id: id.0 | if cooperative { COOPERATIVE } else { 0 },
+            tagged: word | if cooperative { COOPERATIVE } else { 0 },
             cold,
         }
     }
 
-    fn id(&self) -> TaskId {
-        TaskId(self.tagged_id & !FLAGS)
+    /// The task's id, kept here until the task registers; its entry holds it from then on.
+    fn unregistered_id(&self) -> TaskId {
+        debug_assert!(
+            self.key().is_none(),
+            "a registered task's id is in its entry"
+        );
+        TaskId(self.tagged & !FLAGS)
     }
 
     fn is_cooperative(&self) -> bool {
-        self.tagged_id & COOPERATIVE != 0
+        self.tagged & COOPERATIVE != 0
     }
 
     /// Whether shutdown stops this task now; if so, marks it as stopped.
@@ -487,23 +487,26 @@ impl TaskGuard {
     fn stopped_by_shutdown(&mut self) -> bool {
         let stops = self.inner.aborting.stops(self.is_cooperative());
         if stops {
-            self.tagged_id |= STOPPED;
+            self.tagged |= STOPPED;
         }
         stops
     }
 
-    fn key(&self) -> Option<usize> {
-        self.cold.as_ref().and_then(|cold| cold.key)
+    fn key(&self) -> Option<Key> {
+        (self.tagged & REGISTERED != 0).then(|| Key::from_bits(self.tagged & !FLAGS))
     }
 
     fn cold(&mut self) -> &mut Cold {
         self.cold.get_or_insert_with(Box::default)
     }
 
-    /// Counts the end of the task; returns its name.
-    fn end(&mut self) -> Option<Cow<'static, str>> {
-        let (id, key) = (self.id(), self.key());
-        let (cooperative, tagged) = (self.is_cooperative(), self.tagged_id);
+    /// Counts the end of the task; returns its id and name.
+    fn end(&mut self) -> (TaskId, Option<Cow<'static, str>>) {
+        let key = self.key();
+        let (cooperative, tagged) = (self.is_cooperative(), self.tagged);
+        // Meaningful only for a task that never registered: the entry holds the id of one
+        // that did.
+        let id = TaskId(tagged & !FLAGS);
         // Neither returned, panicked nor stopped by shutdown: dropped by its handle's abort or
         // by its runtime. A bit test: the hot path only pays for it when that is so.
         let unfinished = tagged & (FINISHED | STOPPED) == 0;
@@ -524,28 +527,25 @@ impl TaskGuard {
                     inner.notify_if_idle(left);
                     if unfinished {
                         inner.dropped_unfinished(id, take_name(), unseen_age());
-                        return None;
+                        return (id, None);
                     }
-                    return take_name();
+                    return (id, take_name());
                 }
             }
             Some(key) => {
-                let mut slab = inner.registry.lock(id);
+                let mut slab = inner.registry.lock_key(key);
                 if let Some(left) = inner.state.end_if_running(cooperative) {
                     // Removed under the same shard lock as the count drops, so that the
                     // registry and the count agree for the shutdown walking the shards.
-                    let entry = slab.remove(key);
+                    let entry = own_entry(slab.remove(key));
                     drop(slab);
                     inner.notify_if_idle(left);
                     if unfinished {
-                        let (name, age) = entry.map_or((None, Age::NotStarted), |entry| {
-                            let age = Instant::now().saturating_duration_since(entry.started);
-                            (entry.name, Age::Known(age))
-                        });
-                        inner.dropped_unfinished(id, name, age);
-                        return None;
+                        let age = Instant::now().saturating_duration_since(entry.started);
+                        inner.dropped_unfinished(entry.id, entry.name, Age::Known(age));
+                        return (entry.id, None);
                     }
-                    return entry.and_then(|entry| entry.name);
+                    return (entry.id, entry.name);
                 }
             }
         }
@@ -553,15 +553,13 @@ impl TaskGuard {
         // so that it is counted in exactly the phase it happened in.
         let mut log = inner.lock_shutdown();
         let (phase, left) = inner.state.end_in_shutdown(cooperative);
-        let (name, listed) = match key {
-            Some(key) => match inner.registry.lock(id).remove(key) {
-                Some(entry) => {
-                    let listed = entry.is_stopped();
-                    (entry.name, listed)
-                }
-                None => (None, false),
-            },
-            None => (take_name(), false),
+        let (id, name, listed) = match key {
+            Some(key) => {
+                let entry = own_entry(inner.registry.lock_key(key).remove(key));
+                let listed = entry.is_stopped();
+                (entry.id, entry.name, listed)
+            }
+            None => (id, take_name(), false),
         };
         // Snapshots count panics apart from the report's `completed` and `cancelled`.
         let panicked = usize::from(cold.as_ref().is_some_and(|cold| cold.panic.is_some()));
@@ -611,7 +609,7 @@ impl TaskGuard {
         }
         drop(log);
         inner.notify_if_idle(left.waited_for(phase));
-        name
+        (id, name)
     }
 
     /// How the task is ending, as the `outcome` label of the metrics says: read from the phase
@@ -623,10 +621,7 @@ impl TaskGuard {
         if self.cold.as_ref().is_some_and(|cold| cold.panic.is_some()) {
             return Outcome::Panicked;
         }
-        let (stopped, finished) = (
-            self.tagged_id & STOPPED != 0,
-            self.tagged_id & FINISHED != 0,
-        );
+        let (stopped, finished) = (self.tagged & STOPPED != 0, self.tagged & FINISHED != 0);
         match self.inner.state.phase() {
             // Dropped unfinished: aborted through its handle, or by its runtime.
             Phase::Running if !stopped && !finished => Outcome::Aborted,
@@ -640,8 +635,18 @@ impl TaskGuard {
         }
     }
 
+    /// When a registered task's duration began: its first suspension, or a blocking task's
+    /// spawn, as its registry entry says. Read before the end removes the entry, at the cost
+    /// of one more shard lock, paid only with the `metrics` feature.
+    #[cfg(feature = "metrics")]
+    fn started(&self) -> Option<Instant> {
+        let key = self.key()?;
+        let mut shard = self.inner.registry.lock_key(key);
+        shard.get_mut(key).map(|entry| entry.started)
+    }
+
     fn panicked(&mut self, payload: &(dyn std::any::Any + Send)) {
-        self.tagged_id |= FINISHED;
+        self.tagged |= FINISHED;
         Tally::bump(&self.inner.tally.panicked);
         self.cold().panic = Some(panic_message(payload).map(str::to_owned));
     }
@@ -649,34 +654,37 @@ impl TaskGuard {
     /// Registers a suspended async task, so that shutdown can name it and wake it to abort
     /// it; returns `false` if shutdown is already aborting, and the task must stop.
     fn register(&mut self, waker: &Waker) -> bool {
-        let (id, cooperative) = (self.id(), self.is_cooperative());
+        let (id, cooperative) = (self.unregistered_id(), self.is_cooperative());
         let TaskGuard {
             inner,
             cold,
-            tagged_id,
+            tagged,
         } = self;
-        let cold = cold.get_or_insert_with(Box::default);
-        let mut slab = inner.registry.lock(id);
+        let mut shard = inner.registry.lock(id);
         // Checked under the shard lock: each walk sets the flag before it locks any shard, so
         // either it finds this entry, or this task sees the flag.
         if inner.aborting.stops(cooperative) {
-            *tagged_id |= STOPPED;
+            *tagged |= STOPPED;
             return false;
         }
         // The clock is read here rather than at spawn: a task that never suspends never needs
         // it, and a clock read per spawn is a measurable share of a short task's cost.
-        let now = Instant::now();
-        #[cfg(feature = "metrics")]
-        {
-            cold.started = Some(now);
-        }
-        cold.key = Some(slab.insert(Entry {
+        let key = shard.insert(Entry {
             id,
-            name: cold.name.take(),
-            started: now,
+            name: cold.as_mut().and_then(|cold| cold.name.take()),
+            started: Instant::now(),
             cooperative,
             kind: Kind::Async(waker.clone()),
-        }));
+        });
+        drop(shard);
+        *tagged = (*tagged & FLAGS) | REGISTERED | key.bits();
+        // A box that held only the name is empty now: a long-lived named task keeps no box.
+        if cold
+            .as_deref()
+            .is_some_and(|cold| cold.span.is_none() && cold.panic.is_none())
+        {
+            *cold = None;
+        }
         true
     }
 
@@ -685,8 +693,7 @@ impl TaskGuard {
         let Some(key) = self.key() else {
             return false;
         };
-        let mut slab = self.inner.registry.lock(self.id());
-        match slab.get_mut(key) {
+        match self.inner.registry.lock_key(key).get_mut(key) {
             Some(Entry {
                 kind: Kind::Blocking { stage, .. },
                 ..
@@ -699,25 +706,29 @@ impl TaskGuard {
     }
 }
 
+/// The entry a registered task's end removed: only that end removes it, once, so it is there.
+fn own_entry(entry: Option<Entry>) -> Entry {
+    match entry {
+        Some(entry) => entry,
+        None => unreachable!("a registered task's entry is removed by its own end, once"),
+    }
+}
+
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         #[cfg(feature = "metrics")]
-        let outcome = self.outcome();
-        let name = self.end();
+        let (outcome, started) = (self.outcome(), self.started());
+        let (id, name) = self.end();
         #[cfg(feature = "metrics")]
         {
-            let started = self.cold.as_ref().and_then(|cold| cold.started);
             let duration = started.map_or(std::time::Duration::ZERO, |started| {
                 Instant::now().saturating_duration_since(started)
             });
             self.inner.labels.finished(name.as_ref(), outcome, duration);
         }
         if let Some(message) = self.cold.as_mut().and_then(|cold| cold.panic.take()) {
-            self.inner.fail(TaskFailure::new(
-                self.id(),
-                name,
-                FailureKind::Panic { message },
-            ));
+            self.inner
+                .fail(TaskFailure::new(id, name, FailureKind::Panic { message }));
         }
     }
 }
@@ -744,7 +755,7 @@ impl<F: Future> Future for Supervised<F> {
             return Poll::Ready(Err(AbortedByShutdown));
         }
         // A plain store to the task's own memory: cheaper than testing whether it is needed.
-        this.guard.tagged_id |= POLLED;
+        this.guard.tagged |= POLLED;
         let span = this
             .guard
             .cold
@@ -759,13 +770,13 @@ impl<F: Future> Future for Supervised<F> {
         match polled {
             Ok(Poll::Ready(output)) => {
                 // A plain store to the task's own memory, as for `POLLED`.
-                this.guard.tagged_id |= FINISHED;
+                this.guard.tagged |= FINISHED;
                 Poll::Ready(Ok(output))
             }
             Ok(Poll::Pending) => {
                 // The waker of a task's top-level future is the task's own and never changes,
                 // so registering once is enough.
-                if this.guard.key().is_none() && !this.guard.register(cx.waker()) {
+                if this.guard.tagged & REGISTERED == 0 && !this.guard.register(cx.waker()) {
                     return Poll::Ready(Err(AbortedByShutdown));
                 }
                 Poll::Pending
@@ -785,13 +796,13 @@ fn run_blocking<R>(
     if !guard.start_blocking() {
         // A walk aborted it before it started, or it was admitted as one was under way and
         // never registered: stopped, as an async task is at its first poll.
-        guard.tagged_id |= STOPPED;
+        guard.tagged |= STOPPED;
         return Err(AbortedByShutdown);
     }
     let span = guard.cold.as_ref().and_then(|cold| cold.span.clone());
     let run = || match catch_unwind(AssertUnwindSafe(function)) {
         Ok(output) => {
-            guard.tagged_id |= FINISHED;
+            guard.tagged |= FINISHED;
             Ok(output)
         }
         Err(payload) => {

@@ -3,8 +3,9 @@
 //!
 //! - `POST /durable-jobs?duration_ms=N&kind=K[&key=S]` -> 202 `{"id": "<ULID>"}`; K is
 //!   `async` (sleeps N ms; stops early when cancelled, and is retried), `fail` (an error after
-//!   N ms, every attempt) or `flaky` (fails its first attempt, succeeds on the second); S is an
-//!   idempotency key. 400 for bad input; 503 with `Retry-After` once shutdown began or while
+//!   N ms, every attempt), `flaky` (fails its first attempt, succeeds on the second) or
+//!   `uncooperative` (sleeps N ms and ignores cancellation: shutdown aborts it at the end of
+//!   the budget, and it goes back to the queue); S is an idempotency key. 400 for bad input; 503 with `Retry-After` once shutdown began or while
 //!   the database is unreachable.
 //! - `GET /durable-jobs/{id}` -> 200 `{"id", "status", "attempts"}`; 404 unknown; 400
 //!   malformed.
@@ -111,6 +112,9 @@ enum Kind {
     Async,
     Fail,
     Flaky,
+    /// Never looks at the cancellation signal, as a handler blocked in a call without a
+    /// timeout: only the abort at the end of the budget ends it.
+    Uncooperative,
 }
 
 /// The quickstart's durable job.
@@ -125,12 +129,17 @@ impl Job for QuickstartJob {
     type State = ();
 
     async fn run(self, (): (), ctx: JobContext) -> Result<(), BoxError> {
+        let work = tokio::time::sleep(Duration::from_millis(self.duration_ms));
+        if self.kind == Kind::Uncooperative {
+            work.await;
+            return Ok(());
+        }
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(self.duration_ms)) => {}
+            () = work => {}
             () = ctx.cancelled() => return Err("interrupted by shutdown".into()),
         }
         match self.kind {
-            Kind::Async => Ok(()),
+            Kind::Async | Kind::Uncooperative => Ok(()),
             Kind::Fail => Err(format!("failed on purpose (attempt {})", ctx.attempt()).into()),
             Kind::Flaky if ctx.attempt() == 1 => Err("flaky: fails its first attempt".into()),
             Kind::Flaky => Ok(()),

@@ -125,10 +125,11 @@ async fn run(
     let readiness = Readiness::new();
     let startup_tasks = Arc::new(AtomicUsize::new(0));
 
+    // The database first: when it cannot be opened, the process exits before any task runs.
+    let (jobs, workers) = durable::start(&durable, &supervisor).await?;
     // A startup task, as Quart's `before_serving`: it runs until shutdown starts, and shutdown
     // waits for it like for any other task.
     spawn_heartbeat(&supervisor, startup_tasks.clone())?;
-    let (jobs, workers) = durable::start(&durable, &supervisor).await?;
     let state = AppState {
         readiness: readiness.clone(),
         startup_tasks,

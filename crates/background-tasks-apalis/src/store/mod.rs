@@ -15,6 +15,7 @@ use apalis_core::task::status::Status;
 use apalis_core::task::task_id::TaskId;
 use apalis_core::worker::context::WorkerContext;
 
+use crate::error::ConnectError;
 use crate::id::JobId;
 use crate::status::{JobState, JobStatus};
 
@@ -229,6 +230,15 @@ pub(crate) fn state(status: &str, attempts: u32, max_attempts: u32) -> StoreResu
             )));
         }
     })
+}
+
+/// A URL of a known scheme that the driver cannot parse.
+pub(crate) fn invalid_url(url: &str, source: sqlx::Error) -> ConnectError {
+    ConnectError::InvalidUrl {
+        url: redact(url),
+        postgres: crate::jobs::POSTGRES_HINT,
+        source,
+    }
 }
 
 /// `url` without its password, for errors and logs.

@@ -37,7 +37,8 @@ impl PostgresStore {
             url: shown.clone(),
             source,
         };
-        let options = PgConnectOptions::from_str(url).map_err(unreachable)?;
+        let options =
+            PgConnectOptions::from_str(url).map_err(|source| super::invalid_url(url, source))?;
         let pool = PgPoolOptions::new()
             // The pool's default waits 30 s for a connection; an enqueue must answer 503
             // within seconds when the server is gone.

@@ -36,7 +36,7 @@ impl SqliteStore {
             source,
         };
         let options = SqliteConnectOptions::from_str(url)
-            .map_err(unreachable)?
+            .map_err(|source| super::invalid_url(url, source))?
             .create_if_missing(true)
             // WAL lets readers (status reads) run beside the writer. NORMAL keeps every commit
             // across a process crash (apalis's own `setup` turns syncing OFF, which does not

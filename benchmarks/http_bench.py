@@ -1,7 +1,7 @@
 """The HTTP and shutdown benchmarks behind `benchmarks/run`; see docs/benchmarks.md.
 
-Starts, in turn, the quickstart example, the bare axum server and the Quart app, drives each
-with the same wrk command, then measures how long the quickstart and the Quart app take to
+Starts, in turn, the quickstart example, the bare axum server, the actix example, the bare
+actix server and the Quart app, drives each with the same wrk command, then measures how long the quickstart and the Quart app take to
 exit on SIGTERM with 10 000 running jobs of each kind. Every server listens on 127.0.0.1 only,
 every wait is bounded, and every process started here is killed on the way out, even on
 failure; each pid is also written to `bench-results/.pids` for the wrapper's trap.
@@ -249,8 +249,14 @@ def machine() -> dict:
             return "?"
         return out.strip().splitlines()[0] if out.strip() else "?"
 
-    import hypercorn  # noqa: F401  (only for the version below)
-    from importlib.metadata import version as dist_version
+    from importlib.metadata import PackageNotFoundError, version as installed
+
+    def dist_version(name: str) -> str:
+        # A run without the Quart app (say, `--systems actix,bare-actix`) needs no venv.
+        try:
+            return installed(name)
+        except PackageNotFoundError:
+            return "not installed"
 
     return {
         "nproc": os.cpu_count(),
@@ -271,18 +277,31 @@ def machine() -> dict:
 DEFAULT_LOG = "quickstart-default-log"
 
 
+BARE_ACTIX_MAIN = "bare-actix-main-runtime"
+
+
 def systems(target_dir: Path) -> dict[str, list[str]]:
     return {
         "quickstart": [str(target_dir / "release" / "example-quickstart")],
         DEFAULT_LOG: [str(target_dir / "release" / "example-quickstart")],
         "bare-axum": [str(target_dir / "release" / "bench-bare-axum")],
+        # Issue 12: the actix crate against the same actix app with a plain `tokio::spawn`.
+        "actix": [str(target_dir / "release" / "example-actix")],
+        "bare-actix": [str(target_dir / "release" / "bench-bare-actix")],
+        # The same, spawning onto the runtime of `main` as the actix crate must (its tasks
+        # outlive the workers' runtimes): what crossing runtimes costs by itself.
+        BARE_ACTIX_MAIN: [str(target_dir / "release" / "bench-bare-actix")],
         "quart": [sys.executable, str(ROOT / "benchmarks" / "quart_app.py")],
     }
 
 
 def env_for(name: str, env: dict) -> dict:
     """The environment of one system: the default-level run has no `RUST_LOG` at all."""
-    return {**env, "RUST_LOG": None} if name == DEFAULT_LOG else env
+    if name == DEFAULT_LOG:
+        return {**env, "RUST_LOG": None}
+    if name == BARE_ACTIX_MAIN:
+        return {**env, "SPAWN_ON": "main"}
+    return env
 
 
 def ratio(value: float, base: float | None) -> float | None:
@@ -404,28 +423,44 @@ def run_shutdown(commands: dict, names: list[str], args, env: dict) -> list[dict
 
 
 def targets(data: dict) -> list[dict]:
-    """Issue 4's and issue 9's HTTP and shutdown targets, turned the way they read: the
-    quickstart against bare axum (medians of the per-round ratios), and its overshoot."""
+    """Issue 4's, issue 9's and issue 12's HTTP and shutdown targets, turned the way they read:
+    each server against its bare baseline (medians of the per-round ratios), and the
+    quickstart's overshoot."""
     rows = {row["system"]: row for row in data["http"]}
     out = []
     checks = [
-        ("quickstart", "rps", "quickstart requests/s ≥ 0.9x bare axum", 0.9, True),
-        ("quickstart", "p99_us", "quickstart p99 ≤ 1.2x bare axum", 1.2, False),
-        (DEFAULT_LOG, "rps", "quickstart at its default log level (info) requests/s "
-                             "≥ 0.95x bare axum (issue 9)", 0.95, True),
+        ("quickstart", "bare-axum", "rps", "quickstart requests/s ≥ 0.9x bare axum", 0.9, True),
+        ("quickstart", "bare-axum", "p99_us", "quickstart p99 ≤ 1.2x bare axum", 1.2, False),
+        (DEFAULT_LOG, "bare-axum", "rps", "quickstart at its default log level (info) "
+                                          "requests/s ≥ 0.95x bare axum (issue 9)", 0.95, True),
+        ("actix", "bare-actix", "rps", "actix example requests/s ≥ 0.95x the same app on bare "
+                                       "actix with tokio::spawn (issue 12)", 0.95, True),
+        # No target: what the requests/s ratio costs in CPU, which moves less with the load,
+        # and how much of it crossing runtimes costs alone.
+        ("actix", "bare-actix", "cpu_us_per_req", "actix example CPU per request vs bare actix",
+         None, False),
+        (BARE_ACTIX_MAIN, "bare-actix", "rps", "bare actix spawning onto main's runtime "
+                                               "requests/s vs bare actix", None, True),
+        (BARE_ACTIX_MAIN, "bare-actix", "cpu_us_per_req", "bare actix spawning onto main's "
+                                                          "runtime CPU per request vs bare actix",
+         None, False),
+        ("actix", BARE_ACTIX_MAIN, "rps", "actix example requests/s vs bare actix spawning onto "
+                                          "main's runtime", None, True),
+        ("actix", BARE_ACTIX_MAIN, "cpu_us_per_req", "actix example CPU per request vs bare "
+                                                     "actix spawning onto main's runtime",
+         None, False),
     ]
-    if "bare-axum" in rows:
-        for system, key, label, bound, at_least in checks:
-            if system not in rows:
-                continue
-            pairs = list(zip(rows[system]["rounds"], rows["bare-axum"]["rounds"]))
+    for system, baseline, key, label, bound, at_least in checks:
+        if system in rows and baseline in rows:
+            pairs = list(zip(rows[system]["rounds"], rows[baseline]["rounds"]))
             per_round = [mine[key] / theirs[key] for mine, theirs in pairs if theirs[key]]
             if not per_round:
                 continue
             value = statistics.median(per_round)
             out.append({"target": label, "measured": f"{value:.2f}x",
                         "per_round": [round(r, 3) for r in per_round],
-                        "pass": value >= bound if at_least else value <= bound})
+                        "pass": None if bound is None
+                        else value >= bound if at_least else value <= bound})
     for row in data["shutdown"]:
         if row["system"] != "quickstart":
             continue
@@ -454,7 +489,7 @@ def markdown(data: dict) -> str:
             detail = (" (per round " + ", ".join(f"{r:.2f}x" for r in per_round) + ")"
                       if per_round else "")
             out.append(f"| {target['target']} | {target['measured']}{detail} "
-                       f"| {'PASS' if target['pass'] else 'MISS'} |")
+                       f"| {'-' if target['pass'] is None else 'PASS' if target['pass'] else 'MISS'} |")
         out.append("")
     if data["http"]:
         out += [f"`{data['http'][0]['command']}` (after a {data['warmup_s']} s warm-up run; "
@@ -517,7 +552,9 @@ def plots(data: dict) -> list[Path]:
 
     IMAGES.mkdir(parents=True, exist_ok=True)
     made = []
-    colours = {"quickstart": "#d9534f", DEFAULT_LOG: "#f0ad4e", "bare-axum": "#5b8def", "quart": "#6c9a3b"}
+    colours = {"quickstart": "#d9534f", DEFAULT_LOG: "#f0ad4e", "bare-axum": "#5b8def",
+               "actix": "#9b59b6", "bare-actix": "#48c9b0", BARE_ACTIX_MAIN: "#76d7c4",
+               "quart": "#6c9a3b"}
     if data["http"]:
         fig, (ax, cpu_ax) = plt.subplots(1, 2, figsize=(9, 3.6))
         names = [row["system"] for row in data["http"]]
@@ -587,7 +624,8 @@ def plots(data: dict) -> list[Path]:
 def main() -> int:
     parser = argparse.ArgumentParser(description="HTTP and shutdown benchmarks (see run)")
     parser.add_argument("--target-dir", type=Path, required=True)
-    parser.add_argument("--systems", default=f"quickstart,{DEFAULT_LOG},bare-axum,quart")
+    parser.add_argument("--systems",
+                        default=f"quickstart,{DEFAULT_LOG},bare-axum,actix,bare-actix,quart")
     parser.add_argument("--shutdown-systems", default="quickstart,quart")
     parser.add_argument("--duration", type=int, default=10, help="wrk seconds per system")
     parser.add_argument("--warmup", type=int, default=2, help="wrk warm-up seconds")
@@ -601,6 +639,10 @@ def main() -> int:
     parser.add_argument("--kill-after", type=float, default=30.0,
                         help="seconds past the budget before a server is SIGKILLed")
     parser.add_argument("--post-timeout", type=float, default=300.0)
+    parser.add_argument("--save-as", metavar="STEM",
+                        help="write bench-results/runs/STEM.json and .md, and no plots, instead "
+                             "of bench-results/http.* and docs/img/: a partial run must not "
+                             "replace the full run's tables and plots")
     args = parser.parse_args()
 
     RESULTS.mkdir(exist_ok=True)
@@ -628,13 +670,16 @@ def main() -> int:
     data["targets"] = targets(data)
     # Other work on the same two cores moves every figure: say how busy the machine was.
     data["machine"]["load_average_at_end"] = os.getloadavg()[0]
-    (RESULTS / "http.json").write_text(json.dumps(data, indent=2) + "\n")
+    stem = RESULTS / "runs" / args.save_as if args.save_as else RESULTS / "http"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
     table = markdown(data)
-    (RESULTS / "http.md").write_text(table)
+    stem.with_suffix(".md").write_text(table)
     print()
     print(table)
-    for path in plots(data):
-        print(f"plot: {path.relative_to(ROOT)}")
+    if not args.save_as:
+        for path in plots(data):
+            print(f"plot: {path.relative_to(ROOT)}")
     return 0
 
 

@@ -40,6 +40,16 @@ use crate::signals::{BoxSignal, Event, Signals};
 ///    the workers are told to stop at once and [`TaskSupervisor::shutdown_now`] aborts the
 ///    tasks; workers still finishing a request are left to the process's exit.
 ///
+/// A WebSocket (actix-ws) stays one of actix's connections, unlike an upgraded connection
+/// under hyper: its worker counts it, so step 2 waits for it, and at the request drain timeout
+/// actix drops it with the worker, together with the worker's runtime and what the handler
+/// spawned there (actix-ws's session loop, with `actix_web::rt::spawn`). Nothing of it
+/// outlives `serve`, but its client gets no Close frame, and an open WebSocket makes every
+/// shutdown wait the whole request drain timeout; the supervisor's shutdown starts only after
+/// it, so a session loop run as a supervised task hears
+/// [`TaskContext::shutdown_started`](background_tasks::TaskContext::shutdown_started) only
+/// once its connection is gone.
+///
 /// So the whole shutdown takes at most `drain_delay + request_drain_timeout +
 /// shutdown_timeout + cancel_grace`, plus a few milliseconds. If the server stops on its own
 /// (app code called [`ServerHandle::stop`](actix_web::dev::ServerHandle::stop)), the supervisor

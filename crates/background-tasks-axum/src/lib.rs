@@ -8,7 +8,10 @@
 //!   tasks that start once the response has been sent;
 //! - [`serve`] runs the app like [`axum::serve()`], then on SIGINT or SIGTERM flips its
 //!   [`Readiness`] to `503`, drains requests within a timeout, and shuts the supervisor down,
-//!   returning its [`ShutdownReport`]; a second signal aborts at once.
+//!   returning its [`ShutdownReport`]; a second signal aborts at once;
+//! - [`tasks_dashboard`] is a read-only page of the running tasks, their counts and recent
+//!   failures, updated every second, with the same data as JSON, to mount (behind your
+//!   authentication) with [`Router::nest_service`](axum::Router::nest_service).
 //!
 //! The core's types an app needs are re-exported here, as axum re-exports axum-core's, so
 //! that this crate is the only dependency an axum app needs: [`TaskSupervisor`] and its
@@ -66,18 +69,25 @@
 
 mod body;
 mod connection;
+mod dashboard;
 mod error;
 mod extract;
 mod future;
 mod gate;
+mod io;
 mod layer;
 mod make_service;
 mod readiness;
 mod serve;
 mod signals;
+mod stage;
 mod sync;
 
 pub use body::AfterResponseBody;
+pub use dashboard::{
+    DashboardCounters, DashboardFailure, DashboardName, DashboardRefused, DashboardReport,
+    DashboardShutdown, DashboardSnapshot, DashboardTask, TasksDashboard, tasks_dashboard,
+};
 pub use error::BackgroundTaskError;
 pub use extract::{BackgroundTaskBuilder, BackgroundTasks, MissingBackgroundTasksLayer};
 pub use future::ResponseFuture;
@@ -88,8 +98,9 @@ pub use serve::{Serve, ServeError, ServeFuture, serve};
 
 // The core's public types, so that an app needs this crate only.
 pub use background_tasks::{
-    FailureKind, ShutdownReport, SpawnError, SupervisorBuilder, TaskBuilder, TaskContext,
-    TaskError, TaskFailure, TaskHandle, TaskId, TaskRecord, TaskSupervisor,
+    Counters, FailureKind, NameCount, RecentFailure, RunningTask, ShutdownProgress, ShutdownReport,
+    Snapshot, SpawnError, SupervisorBuilder, SupervisorPhase, TaskBuilder, TaskContext, TaskError,
+    TaskFailure, TaskHandle, TaskId, TaskKind, TaskRecord, TaskSupervisor,
 };
 
 // The examples of the README and the guide, compiled as doctests so that they stay true.

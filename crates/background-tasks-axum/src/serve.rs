@@ -2,14 +2,14 @@
 
 use std::fmt;
 use std::future::{Future, IntoFuture};
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::serve::Listener;
 use background_tasks::{ShutdownReport, TaskSupervisor};
-use tokio::time::{Instant, sleep};
+use tokio::time::{Instant, Sleep, sleep};
 
 use crate::connection::Connections;
 use crate::make_service::MakeConnectionService;
@@ -39,13 +39,29 @@ use crate::signals::{BoxSignal, Event, Signals};
 ///    still spawn tasks: the supervisor is still open;
 /// 2. it waits up to [`request_drain_timeout`](Serve::request_drain_timeout) for the
 ///    connections to close, and closes those still open, dropping their requests (on an
-///    HTTP/2 connection, every stream still open: its client sees the connection end). A
-///    connection upgraded to another protocol (a WebSocket) leaves the server's hands, as with
-///    `axum::serve`: close it from its handler, on [`TaskSupervisor`] tasks or your own signal;
+///    HTTP/2 connection, every stream still open: its client sees the connection end);
 /// 3. it shuts the supervisor down ([`TaskSupervisor::shutdown`]: drain, cancel, abort) and
 ///    returns its report, which the supervisor logs;
 /// 4. a force signal at any point (by default a second SIGINT or SIGTERM) skips to the end:
 ///    connections are closed and [`TaskSupervisor::shutdown_now`] aborts the tasks at once.
+///
+/// A connection upgraded to another protocol (a WebSocket through `axum::extract::ws`) has left
+/// hyper's hands, and its handler runs in a task of its own, but `serve` still counts its
+/// socket until the handler drops it:
+///
+/// - it is left alone while requests drain, and does not hold back step 3: a socket loop run
+///   as a supervised task (see [`TaskContext::shutdown_started`](background_tasks::TaskContext::shutdown_started))
+///   learns of the shutdown while its socket is still open, and can send a Close frame; the
+///   [`ShutdownReport`] counts its task, and names it if it had to be aborted;
+/// - it gets what is left of `request_drain_timeout`; then `serve` logs how many upgraded
+///   connections it closes, their reads return end of stream and their writes fail, so that
+///   their handlers end, and `serve` waits for the handlers to drop them (100 ms at most:
+///   a handler holding its socket without reading or writing it keeps it open, and `serve`
+///   warns that it went on without it);
+/// - the force signal closes it at once, as does dropping the `serve` future.
+///
+/// A handler of an upgraded connection still running in step 3 finds the supervisor shutting
+/// down: its spawns fail with [`SpawnError::ShuttingDown`](background_tasks::SpawnError::ShuttingDown).
 ///
 /// So the whole shutdown takes at most `drain_delay + request_drain_timeout +
 /// shutdown_timeout + cancel_grace`, plus the few milliseconds the abort takes (and, when
@@ -320,8 +336,7 @@ where
                 format!("accepting connections for {drain_delay:?} more")
             }
         );
-        let delay = sleep(drain_delay);
-        let mut delay = std::pin::pin!(delay);
+        let mut delay = pin!(sleep(drain_delay));
         loop {
             tokio::select! {
                 biased;
@@ -343,49 +358,102 @@ where
 
         // 2. The request drain.
         let drain_started = Instant::now();
+        // `sleep` rather than a deadline: a huge timeout must not overflow an `Instant`. One
+        // timer for both steps: upgraded connections get what is left of it during step 3.
+        let mut drain_timeout = pin!(sleep(request_drain_timeout));
         let drained = tokio::select! {
             biased;
             _ = signals.next() => return Ok(force(&connections, &supervisor).await),
-            () = connections.wait() => true,
-            // `sleep` rather than a deadline: a huge timeout must not overflow an `Instant`.
-            () = sleep(request_drain_timeout) => false,
+            () = connections.wait_http() => true,
+            () = &mut drain_timeout => false,
         };
-        if drained {
+        if !drained {
+            tracing::warn!(
+                connections = connections.len(),
+                upgraded = connections.upgraded_len(),
+                "closing {} connections and {} upgraded connections (WebSockets) still open \
+                 after the request drain timeout of {request_drain_timeout:?}; shutting down \
+                 background tasks",
+                connections.len(),
+                connections.upgraded_len(),
+            );
+            connections.close();
+            wait_closed(&connections).await;
+        } else if connections.upgraded_len() == 0 {
             tracing::info!(
                 "all connections closed after {:?}; shutting down background tasks",
                 drain_started.elapsed()
             );
         } else {
-            tracing::warn!(
-                connections = connections.len(),
-                "closing {} connections still open after the request drain timeout of \
-                 {request_drain_timeout:?}; shutting down background tasks",
-                connections.len(),
+            tracing::info!(
+                upgraded = connections.upgraded_len(),
+                "all requests finished after {:?}; shutting down background tasks while {} \
+                 upgraded connections (WebSockets) stay open until the request drain timeout, \
+                 {:?} from now",
+                drain_started.elapsed(),
+                connections.upgraded_len(),
+                request_drain_timeout.saturating_sub(drain_started.elapsed()),
             );
-            connections.close();
-            wait_closed(&connections).await;
         }
 
-        // 3. The supervisor's own phased shutdown, which logs its report.
+        // 3. The supervisor's own phased shutdown, which logs its report, beside what is left
+        // of the request drain for upgraded connections: a socket loop run as a task sees
+        // `TaskContext::shutdown_started` while its socket is still open, and can say goodbye.
         let report = tokio::select! {
             biased;
             _ = signals.next() => {
-                tracing::warn!("force shutdown signal received: aborting background tasks now");
-                supervisor.shutdown_now().await
+                tracing::warn!(
+                    upgraded = connections.upgraded_len(),
+                    "force shutdown signal received: closing {} upgraded connections \
+                     (WebSockets) and aborting background tasks now",
+                    connections.upgraded_len(),
+                );
+                connections.close();
+                // Once the supervisor's shutdown has ended, the same report.
+                let report = supervisor.shutdown_now().await;
+                wait_closed(&connections).await;
+                report
             }
-            report = supervisor.shutdown() => report,
+            (report, ()) = async {
+                let upgraded = async {
+                    // Once the timeout has run out, step 2 closed them already.
+                    if drained {
+                        drain_upgraded(&connections, drain_timeout).await;
+                    }
+                };
+                tokio::join!(supervisor.shutdown(), upgraded)
+            } => report,
         };
         tracing::info!("server shut down in {:?}", started.elapsed());
         Ok(report)
     }
 }
 
+/// Waits for the upgraded connections until the request drain timeout, then closes those
+/// still open.
+async fn drain_upgraded(connections: &Connections, drain_timeout: Pin<&mut Sleep>) {
+    tokio::select! {
+        () = connections.wait() => return,
+        () = drain_timeout => {}
+    }
+    tracing::info!(
+        upgraded = connections.upgraded_len(),
+        "closing {} upgraded connections (WebSockets) still open at the request drain timeout",
+        connections.upgraded_len(),
+    );
+    connections.close();
+    wait_closed(connections).await;
+}
+
 /// Closes every connection and aborts every task, now.
 async fn force(connections: &Connections, supervisor: &TaskSupervisor) -> ShutdownReport {
     tracing::warn!(
         connections = connections.len(),
-        "force shutdown signal received: closing {} connections and aborting background tasks now",
+        upgraded = connections.upgraded_len(),
+        "force shutdown signal received: closing {} connections and {} upgraded connections \
+         (WebSockets) and aborting background tasks now",
         connections.len(),
+        connections.upgraded_len(),
     );
     connections.close();
     wait_closed(connections).await;
@@ -393,7 +461,7 @@ async fn force(connections: &Connections, supervisor: &TaskSupervisor) -> Shutdo
 }
 
 /// How long to wait for closed connections to stop: each needs one more poll to drop its
-/// handler.
+/// handler, and an upgraded connection's handler one more read or write to see the close.
 const CLOSE_WAIT: Duration = Duration::from_millis(100);
 
 /// Waits, briefly, for closed connections to drop their handlers, so that none outlives
@@ -405,8 +473,12 @@ async fn wait_closed(connections: &Connections) {
     {
         tracing::warn!(
             connections = connections.len(),
-            "{} closed connections had not stopped after {CLOSE_WAIT:?}; going on without them",
+            upgraded = connections.upgraded_len(),
+            "{} closed connections and {} closed upgraded connections (WebSockets) had not \
+             stopped after {CLOSE_WAIT:?}; going on without them (an upgraded connection's \
+             handler that holds its socket without reading or writing it keeps it open)",
             connections.len(),
+            connections.upgraded_len(),
         );
     }
 }
@@ -483,8 +555,8 @@ where
 ///
 /// # Cancel safety
 ///
-/// Dropping it stops accepting and closes every connection, but does not shut the supervisor
-/// down: call [`TaskSupervisor::shutdown`] for that.
+/// Dropping it stops accepting and closes every connection, upgraded ones included, but does
+/// not shut the supervisor down: call [`TaskSupervisor::shutdown`] for that.
 #[must_use = "futures do nothing unless polled"]
 pub struct ServeFuture {
     inner: Pin<Box<dyn Future<Output = Result<ShutdownReport, ServeError>> + Send>>,

@@ -6,7 +6,7 @@
 #[cfg(not(all(loom, test)))]
 pub(crate) use std::sync::atomic::AtomicU8;
 #[cfg(not(all(loom, test)))]
-pub(crate) use tokio::sync::{Notify, futures::Notified};
+pub(crate) use tokio::sync::{Notify, futures::OwnedNotified};
 
 /// Marks a retry that waits for another thread's next few instructions: a no-op here, where
 /// the scheduler's re-poll is the wait.
@@ -15,7 +15,7 @@ pub(crate) use tokio::sync::{Notify, futures::Notified};
 pub(crate) fn spin_wait() {}
 
 #[cfg(all(loom, test))]
-pub(crate) use self::model::{Notified, Notify, spin_wait};
+pub(crate) use self::model::{Notify, OwnedNotified, spin_wait};
 #[cfg(all(loom, test))]
 pub(crate) use loom::sync::atomic::AtomicU8;
 
@@ -27,6 +27,7 @@ pub(crate) use loom::sync::atomic::AtomicU8;
 mod model {
     use std::future::Future;
     use std::pin::Pin;
+    use std::sync::Arc;
     use std::task::{Context, Poll, Waker};
 
     use loom::sync::Mutex;
@@ -55,9 +56,9 @@ mod model {
             }
         }
 
-        pub(crate) fn notified(&self) -> Notified<'_> {
+        pub(crate) fn notified_owned(self: Arc<Self>) -> OwnedNotified {
             let calls = self.waiters.lock().unwrap().calls;
-            Notified {
+            OwnedNotified {
                 notify: self,
                 calls,
             }
@@ -74,13 +75,13 @@ mod model {
     }
 
     #[derive(Debug)]
-    pub(crate) struct Notified<'a> {
-        notify: &'a Notify,
+    pub(crate) struct OwnedNotified {
+        notify: Arc<Notify>,
         /// The calls made before this was.
         calls: u64,
     }
 
-    impl Future for Notified<'_> {
+    impl Future for OwnedNotified {
         type Output = ();
 
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {

@@ -88,6 +88,15 @@ async fn the_layer_on_a_tower_service_served_by_plain_hyper_spawns_tasks_and_run
         .expect("the connection ends once the client is gone")
         .expect("the server task does not panic")
         .expect("hyper served the connection");
+    // The after-response task has sent its message, but may not have ended yet: one that
+    // ends after the shutdown began would be counted as completed there too.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while supervisor.len() > 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the after-response task ends once it has sent its message");
     let report = tokio::time::timeout(Duration::from_secs(10), supervisor.shutdown())
         .await
         .expect("the job ends when the drain begins");

@@ -42,6 +42,36 @@
 //! # }
 //! ```
 //!
+//! While it runs, [`TaskSupervisor::snapshot`] tells what it is doing: the running tasks with
+//! their names and ages, their counts by name, counters of every outcome since it was built,
+//! the recent failures and the progress of a shutdown, without stopping anything.
+//!
+//! # Metrics
+//!
+//! With the `metrics` cargo feature (off by default), the supervisor records its tasks through
+//! the [`metrics`](https://docs.rs/metrics/0.24) facade, for any exporter:
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `background_tasks_spawned_total` | counter | `name` |
+//! | `background_tasks_finished_total` | counter | `name`, `outcome`: `completed`, `panicked`, `cancelled`, `aborted`, `abandoned` |
+//! | `background_tasks_refused_total` | counter | `reason`: `shutting_down`, `at_capacity` |
+//! | `background_tasks_duration_seconds` | histogram | `name` |
+//! | `background_tasks_running` | gauge | |
+//! | `background_tasks_oldest_age_seconds` | gauge | |
+//!
+//! Counters and the histogram are recorded as tasks spawn and end (a task's duration runs from
+//! its first suspension, or a blocking task's spawn; a task that ends in its first poll counts
+//! 0 s). The gauges are set by `TaskSupervisor::record_metrics`, which a scrape handler
+//! calls. A task counts as finished when it ends: a blocking task abandoned by shutdown when its
+//! thread returns, and during the drain any end but a panic is `completed`, as in the
+//! [`ShutdownReport`].
+//!
+//! Every label value is a time series your metrics backend keeps, so task names must come from
+//! a small, fixed set (`"send-mail"`, never `"send-mail-42"` or user input). Unnamed tasks are
+//! labelled `METRIC_LABEL_UNNAMED` (`unnamed`); past `METRIC_NAMES_LIMIT` (100) distinct names,
+//! new names are labelled `METRIC_LABEL_OTHER` (`other`), with a warning logged once.
+//!
 //! See `docs/design.md` in the repository for the phases, the states and what each count of
 //! the [`ShutdownReport`] means.
 #![warn(
@@ -57,9 +87,12 @@ mod context;
 mod error;
 mod failure;
 mod handle;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod registry;
 mod report;
 mod shutdown;
+mod snapshot;
 mod spawn;
 mod state;
 mod supervisor;
@@ -71,6 +104,12 @@ pub use context::TaskContext;
 pub use error::{SpawnError, TaskError};
 pub use failure::{FailureKind, TaskFailure};
 pub use handle::{TaskHandle, TaskId};
+#[cfg(feature = "metrics")]
+pub use metrics::{METRIC_LABEL_OTHER, METRIC_LABEL_UNNAMED, METRIC_NAMES_LIMIT};
 pub use report::{ShutdownReport, TaskRecord};
+pub use snapshot::{
+    Counters, NameCount, RECENT_FAILURES, RecentFailure, RunningTask, ShutdownProgress, Snapshot,
+    SupervisorPhase, TaskKind,
+};
 pub use supervisor::TaskSupervisor;
 pub use task_builder::TaskBuilder;

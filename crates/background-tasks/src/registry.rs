@@ -193,6 +193,69 @@ impl<T> Slab<T> {
 #[repr(align(128))]
 struct Shard(Mutex<Slab<Entry>>);
 
+/// Where an entry lives: its shard, and its slot there. Packed into [`Key::BITS`] bits, so that
+/// a task's guard holds it in the word that held the task's id until it registered, and no
+/// registered task needs a box for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Key(u64);
+
+impl Key {
+    /// How many bits a key takes: the guard keeps its flags in the bits above.
+    pub(crate) const BITS: u32 = 59;
+
+    /// Bits for the shard's index: room for [`MAX_SHARDS`].
+    const SHARD_BITS: u32 = MAX_SHARDS.trailing_zeros();
+
+    fn new(shard: usize, slot: usize) -> Self {
+        let key = ((slot as u64) << Self::SHARD_BITS) | shard as u64;
+        // A slot past 2^53 would take 2^53 running tasks on one shard.
+        debug_assert!(key >> Self::BITS == 0, "slot {slot} does not fit a key");
+        Self(key)
+    }
+
+    /// The key a guard kept as `bits`.
+    pub(crate) fn from_bits(bits: u64) -> Self {
+        Self(bits)
+    }
+
+    pub(crate) fn bits(self) -> u64 {
+        self.0
+    }
+
+    fn shard(self) -> usize {
+        (self.0 & ((1 << Self::SHARD_BITS) - 1)) as usize
+    }
+
+    fn slot(self) -> usize {
+        (self.0 >> Self::SHARD_BITS) as usize
+    }
+}
+
+/// The most shards a registry has; a power of two, whose bits [`Key`] keeps.
+const MAX_SHARDS: usize = 64;
+
+/// One shard of the registry, locked.
+pub(crate) struct Locked<'a> {
+    index: usize,
+    slab: MutexGuard<'a, Slab<Entry>>,
+}
+
+impl Locked<'_> {
+    pub(crate) fn insert(&mut self, entry: Entry) -> Key {
+        Key::new(self.index, self.slab.insert(entry))
+    }
+
+    pub(crate) fn get_mut(&mut self, key: Key) -> Option<&mut Entry> {
+        debug_assert_eq!(key.shard(), self.index, "a key of another shard");
+        self.slab.get_mut(key.slot())
+    }
+
+    pub(crate) fn remove(&mut self, key: Key) -> Option<Entry> {
+        debug_assert_eq!(key.shard(), self.index, "a key of another shard");
+        self.slab.remove(key.slot())
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Registry {
     shards: Box<[Shard]>,
@@ -208,7 +271,7 @@ impl Registry {
             2
         } else {
             let cores = std::thread::available_parallelism().map_or(4, usize::from);
-            (cores * 4).next_power_of_two().clamp(4, 64)
+            (cores * 4).next_power_of_two().clamp(4, MAX_SHARDS)
         };
         Self {
             shards: (0..shards)
@@ -217,12 +280,23 @@ impl Registry {
         }
     }
 
-    /// The shard that holds the task `id`, locked.
-    pub(crate) fn lock(&self, id: TaskId) -> MutexGuard<'_, Slab<Entry>> {
+    /// The shard that holds, or will hold, the task `id`, locked.
+    pub(crate) fn lock(&self, id: TaskId) -> Locked<'_> {
         // The modulo keeps consecutive ids, the common case for concurrent spawns, on
         // different shards.
-        let shard = &self.shards[(id.as_u64() % self.shards.len() as u64) as usize];
-        lock(&shard.0)
+        self.lock_shard((id.as_u64() % self.shards.len() as u64) as usize)
+    }
+
+    /// The shard of `key`, locked.
+    pub(crate) fn lock_key(&self, key: Key) -> Locked<'_> {
+        self.lock_shard(key.shard())
+    }
+
+    fn lock_shard(&self, index: usize) -> Locked<'_> {
+        Locked {
+            index,
+            slab: lock(&self.shards[index].0),
+        }
     }
 
     /// Every shard in turn, locked.
@@ -283,6 +357,21 @@ mod tests {
         assert_eq!(left, [0, 5_000, 9_999]);
         // New entries fill the lowest page with room first.
         assert_eq!(slab.insert(7), 1);
+    }
+
+    #[test]
+    fn a_key_keeps_its_shard_and_slot_apart_from_the_guard_s_flags() {
+        for (shard, slot) in [
+            (0, 0),
+            (MAX_SHARDS - 1, 0),
+            (3, 1),
+            (MAX_SHARDS - 1, (1 << 53) - 1),
+        ] {
+            let key = Key::new(shard, slot);
+            assert_eq!((key.shard(), key.slot()), (shard, slot));
+            assert_eq!(key.bits() >> Key::BITS, 0, "clear of the flag bits");
+            assert_eq!(Key::from_bits(key.bits()), key);
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::handle::TaskId;
@@ -220,8 +221,11 @@ impl fmt::Display for TaskRecord {
 pub struct ShutdownReport {
     pub(crate) completed: usize,
     pub(crate) cancelled: usize,
-    pub(crate) aborted: Vec<TaskRecord>,
-    pub(crate) abandoned: Vec<TaskRecord>,
+    // Shared, not copied: the report is cloned for the shutdown log, for every `shutdown` caller
+    // and for whoever forwards it (serve), and a shutdown that aborts 200 000 tasks lists
+    // 200 000 records.
+    pub(crate) aborted: Arc<[TaskRecord]>,
+    pub(crate) abandoned: Arc<[TaskRecord]>,
     /// Async tasks that had not reported when the report was written: inside a first poll that
     /// blocks its thread, or queued behind one on that thread. Neither ever suspended, so
     /// nothing could name them.
@@ -456,7 +460,7 @@ impl fmt::Display for ShutdownReport {
         // A shutdown that aborts thousands of tasks must not log a line of megabytes, nor
         // spend the time past its budget formatting it.
         let named = if f.alternate() { usize::MAX } else { NAMED };
-        for (label, tasks) in [("aborted", &self.aborted), ("abandoned", &self.abandoned)] {
+        for (label, tasks) in [("aborted", &*self.aborted), ("abandoned", &*self.abandoned)] {
             if let Some((first, rest)) = tasks.split_first() {
                 write!(f, "; {label}: {first}")?;
                 for task in rest.iter().take(named - 1) {
@@ -490,7 +494,7 @@ mod tests {
         let report = ShutdownReport {
             completed: 3,
             cancelled: 1,
-            aborted: vec![
+            aborted: Arc::from([
                 TaskRecord {
                     id: TaskId(4),
                     name: Some("send-mail".into()),
@@ -501,12 +505,12 @@ mod tests {
                     name: None,
                     age: Age::NotStarted,
                 },
-            ],
-            abandoned: vec![TaskRecord {
+            ]),
+            abandoned: Arc::from([TaskRecord {
                 id: TaskId(9),
                 name: Some("resize".into()),
                 age: Age::Known(Duration::from_secs(6)),
-            }],
+            }]),
             stuck: 0,
             elapsed: Duration::from_millis(6002),
         };
@@ -531,7 +535,7 @@ mod tests {
             completed: 0,
             cancelled: 0,
             aborted: (1..=12).map(record).collect(),
-            abandoned: vec![record(13)],
+            abandoned: Arc::from([record(13)]),
             stuck: 0,
             elapsed: Duration::from_secs(3),
         };
@@ -567,7 +571,7 @@ mod tests {
             age: Age::NotStarted,
         };
         for (tasks, more) in [(1, ""), (10, ""), (11, " and 1 more")] {
-            let list = |first: u64| (first..first + tasks).map(record).collect::<Vec<_>>();
+            let list = |first: u64| (first..first + tasks).map(record).collect();
             let report = ShutdownReport {
                 completed: 0,
                 cancelled: 0,

@@ -48,7 +48,10 @@ impl Inner {
             return None;
         }
         log.started = Some(started);
-        Some(self.state.advance(Phase::Draining).1)
+        let running = self.state.advance(Phase::Draining).1;
+        // Ends from now on are counted in this log, under this lock.
+        log.completed_before = self.completed_while_running(running) as usize;
+        Some(running)
     }
 
     /// Moves to `Cancelling` and aborts the tasks without a context: they cannot see the
@@ -193,8 +196,8 @@ impl Inner {
         let report = ShutdownReport {
             completed,
             cancelled,
-            aborted,
-            abandoned,
+            aborted: aborted.into(),
+            abandoned: abandoned.into(),
             stuck: abort.unseen.saturating_sub(abort.accounted),
             elapsed: Instant::now().saturating_duration_since(started),
         };
@@ -310,7 +313,7 @@ async fn drive(guard: PublishOnDrop) {
     drop(guard);
     // The callbacks run after the report is published: however slow they are, they do not
     // lengthen the shutdown.
-    for (tasks, aborted) in [(&report.aborted, true), (&report.abandoned, false)] {
+    for (tasks, aborted) in [(&*report.aborted, true), (&*report.abandoned, false)] {
         for task in tasks {
             let kind = if aborted {
                 FailureKind::Aborted { age: task.age }

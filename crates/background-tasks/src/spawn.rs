@@ -18,8 +18,9 @@ use tracing::{Level, Span};
 use crate::error::{SpawnError, panic_message};
 use crate::failure::{Kind as FailureKind, TaskFailure};
 use crate::handle::{AbortedByShutdown, TaskHandle, TaskId};
-use crate::registry::{Blocking, Entry, Kind};
+use crate::registry::{Blocking, Entry, Key, Kind};
 use crate::report::{Age, TaskRecord};
+use crate::snapshot::Tally;
 use crate::state::{Origin, Phase, Refused};
 use crate::supervisor::Inner;
 
@@ -63,6 +64,8 @@ impl Inner {
         // User code: should it panic, the admission gives its place back as it unwinds.
         let future = make(id);
         let span = task_span(self.config.task_span_level, id, name.as_deref());
+        #[cfg(feature = "metrics")]
+        self.labels.spawned(name.as_ref());
         // From here on the guard owns the place, and gives it back exactly once however the
         // task ends, even if tokio's spawn panics and drops the future.
         let guard = admission.into_guard(id, name, None, span);
@@ -89,6 +92,8 @@ impl Inner {
         let function = make(id);
         let span = task_span(self.config.task_span_level, id, name.as_deref());
         let started = Instant::now();
+        #[cfg(feature = "metrics")]
+        self.labels.spawned(name.as_ref());
         let mut slab = self.registry.lock(id);
         // Checked under the shard lock that the shutdown walks, as an async task's registration
         // is: once a walk's flag stops this task, it is not registered, since that walk may have
@@ -123,7 +128,7 @@ impl Inner {
                 id: registered,
                 kind: Kind::Blocking { abort, .. },
                 ..
-            }) = self.registry.lock(id).get_mut(key)
+            }) = self.registry.lock_key(key).get_mut(key)
         {
             // The slot may already hold another task if this one ended at once.
             if *registered == id {
@@ -148,14 +153,27 @@ impl Inner {
                 inner: self,
                 cooperative,
             }),
-            Err(Refused::ShuttingDown) => Err(SpawnError::ShuttingDown),
-            Err(Refused::Undo) => {
-                self.release(cooperative, false);
+            Err(Refused::ShuttingDown) => {
+                Tally::bump(&self.tally.refused_shutting_down);
+                #[cfg(feature = "metrics")]
+                crate::metrics::refused("shutting_down");
                 Err(SpawnError::ShuttingDown)
             }
-            Err(Refused::AtCapacity) => Err(SpawnError::AtCapacity {
-                limit: self.config.max_tasks.unwrap_or(usize::MAX),
-            }),
+            Err(Refused::Undo) => {
+                self.release(cooperative, false);
+                Tally::bump(&self.tally.refused_shutting_down);
+                #[cfg(feature = "metrics")]
+                crate::metrics::refused("shutting_down");
+                Err(SpawnError::ShuttingDown)
+            }
+            Err(Refused::AtCapacity) => {
+                Tally::bump(&self.tally.refused_at_capacity);
+                #[cfg(feature = "metrics")]
+                crate::metrics::refused("at_capacity");
+                Err(SpawnError::AtCapacity {
+                    limit: self.config.max_tasks.unwrap_or(usize::MAX),
+                })
+            }
         }
     }
 
@@ -215,6 +233,7 @@ impl Inner {
     fn dropped_unfinished(&self, id: TaskId, name: Option<Cow<'static, str>>, age: Age) {
         if !runtime_is_shutting_down() {
             // Its runtime runs on: the task was aborted through its handle, on purpose.
+            Tally::bump(&self.tally.stopped);
             return;
         }
         let failure = TaskFailure::new(id, name, FailureKind::Dropped { age });
@@ -233,6 +252,7 @@ impl Inner {
 
     /// Hands `failure` to the `on_failure` callback, if any.
     pub(crate) fn report_failure(&self, failure: &TaskFailure) {
+        self.tally.remember(failure);
         let Some(callback) = &self.config.on_failure else {
             return;
         };
@@ -352,7 +372,7 @@ impl Admission<'_> {
         self,
         id: TaskId,
         name: Option<Cow<'static, str>>,
-        key: Option<usize>,
+        key: Option<Key>,
         span: Option<Span>,
     ) -> TaskGuard {
         let (inner, cooperative) = (self.inner.clone(), self.cooperative);
@@ -364,6 +384,8 @@ impl Admission<'_> {
 
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
+        // The closure building the task panicked, after the task took its id.
+        Tally::bump(&self.inner.tally.unspawned);
         // Admitted places are taken before the walk's snapshot, which admits no one.
         self.inner.release(self.cooperative, true);
     }
@@ -373,43 +395,50 @@ impl Drop for Admission<'_> {
 /// dropped by an abort.
 struct TaskGuard {
     inner: Arc<Inner>,
-    /// The task's id, with the flags [`POLLED`], [`COOPERATIVE`], [`STOPPED`] and [`FINISHED`]
-    /// in its top bits, which ids never reach (2^60 spawns, 36 years at a billion a second): a
-    /// field of its own would take the guard past 24 bytes, and a bare task past tokio's
-    /// 128-byte cell.
-    tagged_id: u64,
+    /// The task's id until it registers, then its registry [`Key`] ([`REGISTERED`] set; the
+    /// entry holds the id), with the flags [`POLLED`], [`COOPERATIVE`], [`STOPPED`],
+    /// [`FINISHED`] and [`REGISTERED`] in its top bits, which neither ids (2^59 spawns, 18
+    /// years at a billion a second) nor keys reach. A field of its own would take the guard
+    /// past 24 bytes, and a bare task past tokio's 128-byte cell; a key kept in the box below
+    /// would give every task that suspends a box.
+    tagged: u64,
     /// What a short, unnamed task never needs, boxed so that such a task stays as small as a
     /// tracked one: tokio rounds task cells up to multiples of 128 bytes, and a guard holding
     /// all of it inline doubled the memory of every task, and slowed spawning measurably.
     cold: Option<Box<Cold>>,
 }
 
-/// Set in [`TaskGuard::tagged_id`] once the task's future was first polled, which the abort
+/// Set in [`TaskGuard::tagged`] once the task's future was first polled, which the abort
 /// needs to know of a task that never suspended: was it waiting for its first poll, or inside
 /// it?
 const POLLED: u64 = 1 << 63;
 
-/// Set in [`TaskGuard::tagged_id`] for a task with a [`TaskContext`](crate::TaskContext): it
+/// Set in [`TaskGuard::tagged`] for a task with a [`TaskContext`](crate::TaskContext): it
 /// can see the cancellation signal, and so is given the grace before it is aborted.
 const COOPERATIVE: u64 = 1 << 62;
 
-/// Set in [`TaskGuard::tagged_id`] when shutdown stopped the task at a poll, which the count of
+/// Set in [`TaskGuard::tagged`] when shutdown stopped the task at a poll, which the count of
 /// a task ending in the cancel phase needs: aborted, or cancelled?
 const STOPPED: u64 = 1 << 61;
 
-/// Set in [`TaskGuard::tagged_id`] when the task's future returned or panicked (its closure,
+/// Set in [`TaskGuard::tagged`] when the task's future returned or panicked (its closure,
 /// for a blocking task): a guard dropped without it or [`STOPPED`] belongs to a task dropped
 /// unfinished, by its handle's abort or by its runtime shutting down.
 const FINISHED: u64 = 1 << 60;
 
-const FLAGS: u64 = POLLED | COOPERATIVE | STOPPED | FINISHED;
+/// Set in [`TaskGuard::tagged`] once the task has a registry entry: the bits below the flags
+/// then hold its [`Key`], not its id.
+const REGISTERED: u64 = 1 << 59;
+
+const FLAGS: u64 = POLLED | COOPERATIVE | STOPPED | FINISHED | REGISTERED;
+
+// The flags sit above every key.
+const _: () = assert!(FLAGS.trailing_zeros() >= Key::BITS);
 
 #[derive(Default)]
 struct Cold {
     /// The task's name until it registers, when the registry entry takes it.
     name: Option<Cow<'static, str>>,
-    /// The task's slot in the registry, once it has one.
-    key: Option<usize>,
     /// Set when the task panicked, with the panic message if it had one.
     panic: Option<Option<String>>,
     /// The task's span, when a subscriber wants it.
@@ -422,30 +451,35 @@ impl TaskGuard {
         id: TaskId,
         cooperative: bool,
         name: Option<Cow<'static, str>>,
-        key: Option<usize>,
+        key: Option<Key>,
         span: Option<Span>,
     ) -> Self {
-        let cold = (name.is_some() || key.is_some() || span.is_some()).then(|| {
+        let cold = (name.is_some() || span.is_some()).then(|| {
             Box::new(Cold {
                 name,
-                key,
                 panic: None,
                 span,
             })
         });
+        let word = key.map_or(id.0, |key| key.bits() | REGISTERED);
         Self {
             inner,
-            tagged_id: id.0 | if cooperative { COOPERATIVE } else { 0 },
+            tagged: word | if cooperative { COOPERATIVE } else { 0 },
             cold,
         }
     }
 
-    fn id(&self) -> TaskId {
-        TaskId(self.tagged_id & !FLAGS)
+    /// The task's id, kept here until the task registers; its entry holds it from then on.
+    fn unregistered_id(&self) -> TaskId {
+        debug_assert!(
+            self.key().is_none(),
+            "a registered task's id is in its entry"
+        );
+        TaskId(self.tagged & !FLAGS)
     }
 
     fn is_cooperative(&self) -> bool {
-        self.tagged_id & COOPERATIVE != 0
+        self.tagged & COOPERATIVE != 0
     }
 
     /// Whether shutdown stops this task now; if so, marks it as stopped.
@@ -453,23 +487,26 @@ impl TaskGuard {
     fn stopped_by_shutdown(&mut self) -> bool {
         let stops = self.inner.aborting.stops(self.is_cooperative());
         if stops {
-            self.tagged_id |= STOPPED;
+            self.tagged |= STOPPED;
         }
         stops
     }
 
-    fn key(&self) -> Option<usize> {
-        self.cold.as_ref().and_then(|cold| cold.key)
+    fn key(&self) -> Option<Key> {
+        (self.tagged & REGISTERED != 0).then(|| Key::from_bits(self.tagged & !FLAGS))
     }
 
     fn cold(&mut self) -> &mut Cold {
         self.cold.get_or_insert_with(Box::default)
     }
 
-    /// Counts the end of the task; returns its name.
-    fn end(&mut self) -> Option<Cow<'static, str>> {
-        let (id, key) = (self.id(), self.key());
-        let (cooperative, tagged) = (self.is_cooperative(), self.tagged_id);
+    /// Counts the end of the task; returns its id and name.
+    fn end(&mut self) -> (TaskId, Option<Cow<'static, str>>) {
+        let key = self.key();
+        let (cooperative, tagged) = (self.is_cooperative(), self.tagged);
+        // Meaningful only for a task that never registered: the entry holds the id of one
+        // that did.
+        let id = TaskId(tagged & !FLAGS);
         // Neither returned, panicked nor stopped by shutdown: dropped by its handle's abort or
         // by its runtime. A bit test: the hot path only pays for it when that is so.
         let unfinished = tagged & (FINISHED | STOPPED) == 0;
@@ -490,28 +527,25 @@ impl TaskGuard {
                     inner.notify_if_idle(left);
                     if unfinished {
                         inner.dropped_unfinished(id, take_name(), unseen_age());
-                        return None;
+                        return (id, None);
                     }
-                    return take_name();
+                    return (id, take_name());
                 }
             }
             Some(key) => {
-                let mut slab = inner.registry.lock(id);
+                let mut slab = inner.registry.lock_key(key);
                 if let Some(left) = inner.state.end_if_running(cooperative) {
                     // Removed under the same shard lock as the count drops, so that the
                     // registry and the count agree for the shutdown walking the shards.
-                    let entry = slab.remove(key);
+                    let entry = own_entry(slab.remove(key));
                     drop(slab);
                     inner.notify_if_idle(left);
                     if unfinished {
-                        let (name, age) = entry.map_or((None, Age::NotStarted), |entry| {
-                            let age = Instant::now().saturating_duration_since(entry.started);
-                            (entry.name, Age::Known(age))
-                        });
-                        inner.dropped_unfinished(id, name, age);
-                        return None;
+                        let age = Instant::now().saturating_duration_since(entry.started);
+                        inner.dropped_unfinished(entry.id, entry.name, Age::Known(age));
+                        return (entry.id, None);
                     }
-                    return entry.and_then(|entry| entry.name);
+                    return (entry.id, entry.name);
                 }
             }
         }
@@ -519,18 +553,21 @@ impl TaskGuard {
         // so that it is counted in exactly the phase it happened in.
         let mut log = inner.lock_shutdown();
         let (phase, left) = inner.state.end_in_shutdown(cooperative);
-        let (name, listed) = match key {
-            Some(key) => match inner.registry.lock(id).remove(key) {
-                Some(entry) => {
-                    let listed = entry.is_stopped();
-                    (entry.name, listed)
-                }
-                None => (None, false),
-            },
-            None => (take_name(), false),
+        let (id, name, listed) = match key {
+            Some(key) => {
+                let entry = own_entry(inner.registry.lock_key(key).remove(key));
+                let listed = entry.is_stopped();
+                (entry.id, entry.name, listed)
+            }
+            None => (id, take_name(), false),
         };
+        // Snapshots count panics apart from the report's `completed` and `cancelled`.
+        let panicked = usize::from(cold.as_ref().is_some_and(|cold| cold.panic.is_some()));
         match (phase, &mut log.abort) {
-            (Phase::Draining, _) => log.completed += 1,
+            (Phase::Draining, _) => {
+                log.completed += 1;
+                log.panicked_draining += panicked;
+            }
             // Listed as aborted by the walk of the cancel phase, which stopped it.
             (Phase::Cancelling, _) if listed => {}
             // A task without a context that the walk could not see, stopped by the flag at its
@@ -540,7 +577,10 @@ impl TaskGuard {
                 name: name.clone(),
                 age: unseen_age(),
             }),
-            (Phase::Cancelling, _) => log.cancelled += 1,
+            (Phase::Cancelling, _) => {
+                log.cancelled += 1;
+                log.panicked_cancelling += panicked;
+            }
             (Phase::Done, Some(abort)) => {
                 abort.ended += 1;
                 // A task the abort walk could not see, because it had never suspended, reports
@@ -569,40 +609,82 @@ impl TaskGuard {
         }
         drop(log);
         inner.notify_if_idle(left.waited_for(phase));
-        name
+        (id, name)
+    }
+
+    /// How the task is ending, as the `outcome` label of the metrics says: read from the phase
+    /// just before the end is counted, so a task that ends at the very instant the phase
+    /// changes may be labelled as of the phase before.
+    #[cfg(feature = "metrics")]
+    fn outcome(&self) -> crate::metrics::Outcome {
+        use crate::metrics::Outcome;
+        if self.cold.as_ref().is_some_and(|cold| cold.panic.is_some()) {
+            return Outcome::Panicked;
+        }
+        let (stopped, finished) = (self.tagged & STOPPED != 0, self.tagged & FINISHED != 0);
+        match self.inner.state.phase() {
+            // Dropped unfinished: aborted through its handle, or by its runtime.
+            Phase::Running if !stopped && !finished => Outcome::Aborted,
+            // During the drain every end but a panic completes, as the report counts them.
+            Phase::Running | Phase::Draining => Outcome::Completed,
+            Phase::Cancelling if stopped => Outcome::Aborted,
+            Phase::Cancelling => Outcome::Cancelled,
+            // Still running when the abort came, and ran to its end: abandoned.
+            Phase::Done if finished => Outcome::Abandoned,
+            Phase::Done => Outcome::Aborted,
+        }
+    }
+
+    /// When a registered task's duration began: its first suspension, or a blocking task's
+    /// spawn, as its registry entry says. Read before the end removes the entry, at the cost
+    /// of one more shard lock, paid only with the `metrics` feature.
+    #[cfg(feature = "metrics")]
+    fn started(&self) -> Option<Instant> {
+        let key = self.key()?;
+        let mut shard = self.inner.registry.lock_key(key);
+        shard.get_mut(key).map(|entry| entry.started)
     }
 
     fn panicked(&mut self, payload: &(dyn std::any::Any + Send)) {
-        self.tagged_id |= FINISHED;
+        self.tagged |= FINISHED;
+        Tally::bump(&self.inner.tally.panicked);
         self.cold().panic = Some(panic_message(payload).map(str::to_owned));
     }
 
     /// Registers a suspended async task, so that shutdown can name it and wake it to abort
     /// it; returns `false` if shutdown is already aborting, and the task must stop.
     fn register(&mut self, waker: &Waker) -> bool {
-        let (id, cooperative) = (self.id(), self.is_cooperative());
+        let (id, cooperative) = (self.unregistered_id(), self.is_cooperative());
         let TaskGuard {
             inner,
             cold,
-            tagged_id,
+            tagged,
         } = self;
-        let cold = cold.get_or_insert_with(Box::default);
-        let mut slab = inner.registry.lock(id);
+        let mut shard = inner.registry.lock(id);
         // Checked under the shard lock: each walk sets the flag before it locks any shard, so
         // either it finds this entry, or this task sees the flag.
         if inner.aborting.stops(cooperative) {
-            *tagged_id |= STOPPED;
+            *tagged |= STOPPED;
             return false;
         }
         // The clock is read here rather than at spawn: a task that never suspends never needs
         // it, and a clock read per spawn is a measurable share of a short task's cost.
-        cold.key = Some(slab.insert(Entry {
+        let key = shard.insert(Entry {
             id,
-            name: cold.name.take(),
+            name: cold.as_mut().and_then(|cold| cold.name.take()),
             started: Instant::now(),
             cooperative,
             kind: Kind::Async(waker.clone()),
-        }));
+        });
+        drop(shard);
+        *tagged = (*tagged & FLAGS) | REGISTERED | key.bits();
+        // A box that held only the name is empty now: a long-lived named task keeps no box.
+        if cold
+            .as_deref()
+            .is_some_and(|cold| cold.span.is_none() && cold.panic.is_none())
+        {
+            *cold = None;
+        }
         true
     }
 
@@ -611,8 +693,7 @@ impl TaskGuard {
         let Some(key) = self.key() else {
             return false;
         };
-        let mut slab = self.inner.registry.lock(self.id());
-        match slab.get_mut(key) {
+        match self.inner.registry.lock_key(key).get_mut(key) {
             Some(Entry {
                 kind: Kind::Blocking { stage, .. },
                 ..
@@ -625,15 +706,29 @@ impl TaskGuard {
     }
 }
 
+/// The entry a registered task's end removed: only that end removes it, once, so it is there.
+fn own_entry(entry: Option<Entry>) -> Entry {
+    match entry {
+        Some(entry) => entry,
+        None => unreachable!("a registered task's entry is removed by its own end, once"),
+    }
+}
+
 impl Drop for TaskGuard {
     fn drop(&mut self) {
-        let name = self.end();
+        #[cfg(feature = "metrics")]
+        let (outcome, started) = (self.outcome(), self.started());
+        let (id, name) = self.end();
+        #[cfg(feature = "metrics")]
+        {
+            let duration = started.map_or(std::time::Duration::ZERO, |started| {
+                Instant::now().saturating_duration_since(started)
+            });
+            self.inner.labels.finished(name.as_ref(), outcome, duration);
+        }
         if let Some(message) = self.cold.as_mut().and_then(|cold| cold.panic.take()) {
-            self.inner.fail(TaskFailure::new(
-                self.id(),
-                name,
-                FailureKind::Panic { message },
-            ));
+            self.inner
+                .fail(TaskFailure::new(id, name, FailureKind::Panic { message }));
         }
     }
 }
@@ -660,7 +755,7 @@ impl<F: Future> Future for Supervised<F> {
             return Poll::Ready(Err(AbortedByShutdown));
         }
         // A plain store to the task's own memory: cheaper than testing whether it is needed.
-        this.guard.tagged_id |= POLLED;
+        this.guard.tagged |= POLLED;
         let span = this
             .guard
             .cold
@@ -675,13 +770,13 @@ impl<F: Future> Future for Supervised<F> {
         match polled {
             Ok(Poll::Ready(output)) => {
                 // A plain store to the task's own memory, as for `POLLED`.
-                this.guard.tagged_id |= FINISHED;
+                this.guard.tagged |= FINISHED;
                 Poll::Ready(Ok(output))
             }
             Ok(Poll::Pending) => {
                 // The waker of a task's top-level future is the task's own and never changes,
                 // so registering once is enough.
-                if this.guard.key().is_none() && !this.guard.register(cx.waker()) {
+                if this.guard.tagged & REGISTERED == 0 && !this.guard.register(cx.waker()) {
                     return Poll::Ready(Err(AbortedByShutdown));
                 }
                 Poll::Pending
@@ -701,13 +796,13 @@ fn run_blocking<R>(
     if !guard.start_blocking() {
         // A walk aborted it before it started, or it was admitted as one was under way and
         // never registered: stopped, as an async task is at its first poll.
-        guard.tagged_id |= STOPPED;
+        guard.tagged |= STOPPED;
         return Err(AbortedByShutdown);
     }
     let span = guard.cold.as_ref().and_then(|cold| cold.span.clone());
     let run = || match catch_unwind(AssertUnwindSafe(function)) {
         Ok(output) => {
-            guard.tagged_id |= FINISHED;
+            guard.tagged |= FINISHED;
             Ok(output)
         }
         Err(payload) => {

@@ -19,6 +19,7 @@ use crate::failure::TaskFailure;
 use crate::handle::TaskHandle;
 use crate::registry::{Registry, lock};
 use crate::report::{ShutdownReport, TaskRecord};
+use crate::snapshot::Tally;
 use crate::spawn::NAMED_DROPS;
 use crate::state::{AbortFlag, Origin, Phase, State};
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard, fence};
@@ -116,16 +117,28 @@ pub(crate) struct Inner {
     /// Tasks dropped unfinished while the supervisor ran (their runtime shut down first);
     /// touched only by such drops.
     pub(crate) dropped: AtomicUsize,
+    /// What snapshots cannot derive: counts of rare events, and the recent failures.
+    pub(crate) tally: Tally,
+    /// The task names used as metric labels, bounded.
+    #[cfg(feature = "metrics")]
+    pub(crate) labels: crate::metrics::Labels,
 }
 
 /// What shutdown has counted so far.
 #[derive(Debug, Default)]
 pub(crate) struct ShutdownLog {
     pub(crate) started: Option<Instant>,
+    /// Tasks that ended, in any way but a panic or an abort, before shutdown began: the
+    /// snapshot's `completed` from then on, fixed at the instant admission closed.
+    pub(crate) completed_before: usize,
     /// Tasks that ended during the drain.
     pub(crate) completed: usize,
     /// Tasks that ended during the cancel phase.
     pub(crate) cancelled: usize,
+    /// How many of the `completed` and of the `cancelled` panicked, which snapshots count
+    /// apart.
+    pub(crate) panicked_draining: usize,
+    pub(crate) panicked_cancelling: usize,
     /// Tasks without a context that the cancel phase aborted, and so are not among the
     /// `cancelled`: those its walk found, and those it could not see, which the abort flag
     /// stopped at their first poll.
@@ -176,6 +189,9 @@ impl Inner {
             report: OnceLock::new(),
             report_ready: Notify::new(),
             dropped: AtomicUsize::new(0),
+            tally: Tally::new(),
+            #[cfg(feature = "metrics")]
+            labels: crate::metrics::Labels::default(),
         }
     }
 

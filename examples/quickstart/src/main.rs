@@ -5,6 +5,8 @@
 //! cargo run -p example-quickstart
 //! curl -X POST 'http://127.0.0.1:3000/jobs?duration_ms=2000&kind=async'   # 202 {"id":2}
 //! curl http://127.0.0.1:3000/tasks                                          # {"running":1,...}
+//! curl http://127.0.0.1:3000/metrics                                        # Prometheus text
+//! open http://127.0.0.1:3000/dashboard/                                      # the task dashboard
 //! curl http://127.0.0.1:3000/ready                                          # ready
 //! # Ctrl-C: readiness flips, requests drain, jobs drain, then the report is printed.
 //! ```
@@ -28,6 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use background_tasks_axum::{Readiness, SpawnError, TaskSupervisor, serve};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -41,6 +44,8 @@ pub(crate) struct AppState {
     startup_tasks: Arc<AtomicUsize>,
     /// The durable jobs' fetchers, tasks of the supervisor that are not jobs either.
     durable_fetchers: Option<background_tasks_apalis::FetchersHandle>,
+    /// What `GET /metrics` renders.
+    metrics: PrometheusHandle,
 }
 
 impl AppState {
@@ -116,6 +121,7 @@ async fn run(
         );
     }
     let supervisor = builder.build();
+    let metrics = routes::install_metrics_recorder()?;
     let readiness = Readiness::new();
     let startup_tasks = Arc::new(AtomicUsize::new(0));
 
@@ -128,6 +134,7 @@ async fn run(
         readiness: readiness.clone(),
         startup_tasks,
         durable_fetchers: Some(workers.fetchers()),
+        metrics,
     };
 
     let listener = TcpListener::bind(("127.0.0.1", config.port)).await?;

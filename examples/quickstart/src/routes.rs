@@ -1,30 +1,45 @@
 //! The quickstart's HTTP interface.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use background_tasks_axum::{
     BackgroundTaskError, BackgroundTasks, BackgroundTasksLayer, Readiness, TaskSupervisor,
+    tasks_dashboard,
 };
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::AppState;
 
-/// `POST /jobs`, `GET /tasks` and `GET /ready`, with the supervisor reachable from handlers.
+/// `POST /jobs`, `GET /tasks`, `GET /ready` and the task dashboard under `/dashboard/`, with
+/// the supervisor reachable from handlers.
+///
+/// The dashboard is mounted without authentication because the quickstart listens on
+/// 127.0.0.1 only; an app that listens on a network puts it behind its authentication (see
+/// `tasks_dashboard`'s docs).
 pub(crate) fn router(supervisor: TaskSupervisor, readiness: Readiness, state: AppState) -> Router {
     Router::new()
         .route("/jobs", post(post_job))
         .route("/tasks", get(get_tasks))
+        .route("/metrics", get(get_metrics))
         .route_service("/ready", readiness)
+        .nest_service("/dashboard", tasks_dashboard(supervisor.clone()))
         .with_state(state)
         .layer(BackgroundTasksLayer::new(supervisor))
 }
+
+/// The longest job name `POST /jobs` takes: names are labels (of the dashboard's rows, of
+/// metrics), not data.
+const MAX_NAME_LEN: usize = 64;
 
 /// What a job does for its `duration_ms`.
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
@@ -41,40 +56,62 @@ enum Kind {
     Cooperative,
 }
 
+impl Kind {
+    /// The job's name when the request gives none.
+    fn default_name(self) -> &'static str {
+        match self {
+            Kind::Async => "async-job",
+            Kind::Blocking => "blocking-job",
+            Kind::Panic => "panic-job",
+            Kind::Cooperative => "cooperative-job",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct JobParams {
     #[serde(default)]
     duration_ms: u64,
     #[serde(default)]
     kind: Kind,
+    /// The task's name; by default the kind's (`async-job`, ...).
+    name: Option<String>,
 }
 
-/// `POST /jobs?duration_ms=N&kind=K`: 202 `{"id": n}`, 400 on bad parameters, 503 while
-/// shutting down or at capacity.
+/// `POST /jobs?duration_ms=N&kind=K&name=S`: 202 `{"id": n}`, 400 on bad parameters, 503
+/// while shutting down or at capacity.
 async fn post_job(
     tasks: BackgroundTasks,
     params: Result<Query<JobParams>, QueryRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), JobError> {
-    let Query(JobParams { duration_ms, kind }) = params?;
+    let Query(JobParams {
+        duration_ms,
+        kind,
+        name,
+    }) = params?;
+    let name = match name {
+        None => Cow::Borrowed(kind.default_name()),
+        Some(name) if name.is_empty() || name.len() > MAX_NAME_LEN => {
+            return Err(JobError::BadName(name.len()));
+        }
+        Some(name) => Cow::Owned(name),
+    };
     let duration = Duration::from_millis(duration_ms);
     let id = match kind {
-        Kind::Async => tasks
-            .task("async-job")
-            .spawn(tokio::time::sleep(duration))?
-            .id(),
+        Kind::Async => tasks.task(name).spawn(tokio::time::sleep(duration))?.id(),
         Kind::Blocking => tasks
-            .task("blocking-job")
+            .task(name)
             .spawn_blocking(move || std::thread::sleep(duration))?
             .id(),
         Kind::Panic => tasks
-            .task("panic-job")
+            .task(name)
             .spawn(async move {
                 tokio::time::sleep(duration).await;
                 panic!("panic job failed on purpose after {duration_ms} ms");
             })?
             .id(),
         Kind::Cooperative => tasks
-            .task("cooperative-job")
+            .task(name)
             .spawn_with(move |ctx| async move {
                 tokio::select! {
                     () = tokio::time::sleep(duration) => {}
@@ -100,10 +137,40 @@ async fn get_tasks(
     Json(json!({ "running": running, "shutting_down": shutting_down }))
 }
 
+/// The buckets of `background_tasks_duration_seconds`, from a short job to a long one.
+const DURATION_BUCKETS: [f64; 9] = [0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0];
+
+/// Installs the Prometheus recorder as the process's `metrics` recorder; `GET /metrics`
+/// renders what it holds.
+pub(crate) fn install_metrics_recorder() -> Result<PrometheusHandle, BuildError> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("background_tasks_duration_seconds".to_owned()),
+            &DURATION_BUCKETS,
+        )?
+        .install_recorder()
+}
+
+/// `GET /metrics`: 200, the supervisor's metrics (and any other the app records) in the
+/// Prometheus text format.
+async fn get_metrics(tasks: BackgroundTasks, State(state): State<AppState>) -> Response {
+    // The gauges are set here, when they are read, rather than by every spawn.
+    tasks.supervisor().record_metrics();
+    // Drains the histograms' samples into their buckets, as the exporter asks of its users.
+    state.metrics.run_upkeep();
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
 /// Why `POST /jobs` refused a job.
 #[derive(Debug)]
 enum JobError {
     BadRequest(QueryRejection),
+    /// A `name` that is empty or longer than [`MAX_NAME_LEN`] bytes: its length.
+    BadName(usize),
     Spawn(BackgroundTaskError),
 }
 
@@ -125,6 +192,16 @@ impl IntoResponse for JobError {
             Self::BadRequest(rejection) => (
                 StatusCode::BAD_REQUEST,
                 Json(json!({ "error": rejection.body_text() })),
+            )
+                .into_response(),
+            Self::BadName(len) => (
+                StatusCode::BAD_REQUEST,
+                Json(json!({
+                    "error": format!(
+                        "`name` must be 1 to {MAX_NAME_LEN} bytes long, not {len}: \
+                         name the kind of job, not one job (no ids in names)"
+                    )
+                })),
             )
                 .into_response(),
             // 503 with Retry-After.
@@ -151,6 +228,8 @@ mod tests {
             readiness: readiness.clone(),
             startup_tasks: Arc::new(AtomicUsize::new(0)),
             durable_fetchers: None,
+            // Not installed: these tests read no metrics, and a process has one recorder.
+            metrics: PrometheusBuilder::new().build_recorder().handle(),
         };
         router(supervisor.clone(), readiness, state)
     }
@@ -189,13 +268,47 @@ mod tests {
         assert_eq!(supervisor.shutdown().await.completed(), 5);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn post_jobs_names_the_task_after_its_kind_or_the_name_given() {
+        let supervisor = TaskSupervisor::new();
+        let app = app(&supervisor);
+        for uri in [
+            "/jobs?duration_ms=60000&kind=cooperative",
+            "/jobs?duration_ms=60000&name=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+        ] {
+            assert_eq!(post(&app, uri).await.0, StatusCode::ACCEPTED, "{uri}");
+        }
+        tokio::task::yield_now().await;
+        let mut names: Vec<_> = supervisor
+            .snapshot()
+            .tasks
+            .into_iter()
+            .map(|task| task.name.unwrap().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["<script>alert(1)</script>", "cooperative-job"]);
+    }
+
+    #[tokio::test]
+    async fn the_dashboard_is_mounted_at_dashboard() {
+        let app = app(&TaskSupervisor::new());
+        for uri in ["/dashboard/", "/dashboard/snapshot.json"] {
+            let request = Request::get(uri).body(Body::empty()).unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{uri}");
+        }
+    }
+
     #[tokio::test]
     async fn post_jobs_answers_400_with_a_json_error_for_bad_parameters() {
         let app = app(&TaskSupervisor::new());
+        let long = format!("/jobs?name={}", "x".repeat(MAX_NAME_LEN + 1));
         for uri in [
             "/jobs?duration_ms=-1",
             "/jobs?duration_ms=soon",
             "/jobs?kind=cron",
+            "/jobs?name=",
+            &long,
         ] {
             let (status, _, json) = post(&app, uri).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");

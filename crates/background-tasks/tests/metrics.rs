@@ -1,0 +1,277 @@
+//! The `metrics` feature: every metric with its labels, read back from a test recorder, with
+//! exact values under paused time. Run with `--features metrics` (the workspace's test build
+//! enables it through the quickstart).
+
+use std::collections::BTreeMap;
+use std::future::pending;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use background_tasks::{METRIC_NAMES_LIMIT, SpawnError, TaskSupervisor};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+
+/// The metrics recorded so far as `name{label=value,...}` (labels sorted) to their value.
+/// Reading a `Snapshotter` takes counters and gauges back to zero: each read is merged into
+/// `seen` (counters summed, histograms appended, gauges replaced).
+fn recorded<'a>(
+    snapshotter: &Snapshotter,
+    seen: &'a mut BTreeMap<String, DebugValue>,
+) -> &'a BTreeMap<String, DebugValue> {
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let key = key.key();
+        let mut labels: Vec<String> = key
+            .labels()
+            .map(|label| format!("{}={}", label.key(), label.value()))
+            .collect();
+        labels.sort();
+        let key = format!("{}{{{}}}", key.name(), labels.join(","));
+        match (seen.get_mut(&key), value) {
+            (Some(DebugValue::Counter(total)), DebugValue::Counter(value)) => *total += value,
+            (Some(DebugValue::Histogram(all)), DebugValue::Histogram(values)) => {
+                all.extend(values);
+            }
+            (_, value) => {
+                seen.insert(key, value);
+            }
+        }
+    }
+    seen
+}
+
+fn counter(metrics: &BTreeMap<String, DebugValue>, key: &str) -> u64 {
+    match metrics.get(key) {
+        Some(DebugValue::Counter(value)) => *value,
+        other => panic!("{key}: expected a counter, got {other:?} among {metrics:#?}"),
+    }
+}
+
+fn gauge(metrics: &BTreeMap<String, DebugValue>, key: &str) -> f64 {
+    match metrics.get(key) {
+        Some(DebugValue::Gauge(value)) => value.into_inner(),
+        other => panic!("{key}: expected a gauge, got {other:?}"),
+    }
+}
+
+fn histogram(metrics: &BTreeMap<String, DebugValue>, key: &str) -> Vec<f64> {
+    match metrics.get(key) {
+        Some(DebugValue::Histogram(values)) => values.iter().map(|v| v.into_inner()).collect(),
+        other => panic!("{key}: expected a histogram, got {other:?}"),
+    }
+}
+
+/// Runs `test` on a paused current-thread runtime with `recorder` as this thread's recorder.
+fn with_recorder(recorder: &DebuggingRecorder, test: impl std::future::Future<Output = ()>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("a runtime");
+    metrics::with_local_recorder(recorder, || runtime.block_on(test));
+}
+
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[test]
+fn every_metric_is_recorded_with_its_name_outcome_and_reason() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let mut seen = BTreeMap::new();
+    with_recorder(&recorder, async {
+        let supervisor = TaskSupervisor::builder()
+            .shutdown_timeout(Duration::from_secs(1))
+            .cancel_grace(Duration::from_secs(1))
+            .max_tasks(6)
+            .build();
+        supervisor
+            .task("resize")
+            .spawn(tokio::time::sleep(Duration::from_secs(2)))
+            .unwrap();
+        supervisor
+            .task("resize")
+            .spawn(async {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                panic!("no such image");
+            })
+            .unwrap();
+        supervisor.spawn(async {}).unwrap();
+        let aborted = supervisor.spawn(pending::<()>()).unwrap();
+        supervisor.task("stuck").spawn(pending::<()>()).unwrap();
+        supervisor
+            .task("polite")
+            .spawn_with(|ctx| async move { ctx.cancelled().await })
+            .unwrap();
+        assert!(matches!(
+            supervisor.spawn(async {}),
+            Err(SpawnError::AtCapacity { limit: 6 })
+        ));
+        settle().await;
+        aborted.abort();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+
+        supervisor.record_metrics();
+        let metrics = recorded(&snapshotter, &mut seen);
+        assert_eq!(gauge(metrics, "background_tasks_running{}"), 2.0);
+        assert_eq!(gauge(metrics, "background_tasks_oldest_age_seconds{}"), 3.0);
+
+        let report = supervisor.shutdown().await;
+        assert_eq!((report.cancelled(), report.aborted()), (1, 1));
+        assert!(matches!(
+            supervisor.spawn(async {}),
+            Err(SpawnError::ShuttingDown)
+        ));
+        supervisor.record_metrics();
+    });
+
+    let metrics = recorded(&snapshotter, &mut seen);
+    for (key, value) in [
+        ("background_tasks_spawned_total{name=resize}", 2),
+        ("background_tasks_spawned_total{name=unnamed}", 2),
+        ("background_tasks_spawned_total{name=stuck}", 1),
+        ("background_tasks_spawned_total{name=polite}", 1),
+        (
+            "background_tasks_finished_total{name=resize,outcome=completed}",
+            1,
+        ),
+        (
+            "background_tasks_finished_total{name=resize,outcome=panicked}",
+            1,
+        ),
+        (
+            "background_tasks_finished_total{name=unnamed,outcome=completed}",
+            1,
+        ),
+        (
+            "background_tasks_finished_total{name=unnamed,outcome=aborted}",
+            1,
+        ),
+        (
+            "background_tasks_finished_total{name=stuck,outcome=aborted}",
+            1,
+        ),
+        (
+            "background_tasks_finished_total{name=polite,outcome=cancelled}",
+            1,
+        ),
+        ("background_tasks_refused_total{reason=at_capacity}", 1),
+        ("background_tasks_refused_total{reason=shutting_down}", 1),
+    ] {
+        assert_eq!(counter(metrics, key), value, "{key}");
+    }
+    let finished = metrics
+        .keys()
+        .filter(|key| key.starts_with("background_tasks_finished_total"))
+        .count();
+    assert_eq!(finished, 6, "no other outcome: {metrics:#?}");
+    let mut resize = histogram(metrics, "background_tasks_duration_seconds{name=resize}");
+    resize.sort_by(f64::total_cmp);
+    assert_eq!(resize, [0.5, 2.0]);
+    // The stuck task ran from 0 until the abort at 1 s into the shutdown, at 4 s.
+    assert_eq!(
+        histogram(metrics, "background_tasks_duration_seconds{name=stuck}"),
+        [4.0]
+    );
+    assert_eq!(gauge(metrics, "background_tasks_running{}"), 0.0);
+    assert_eq!(gauge(metrics, "background_tasks_oldest_age_seconds{}"), 0.0);
+}
+
+/// A blocking task still on its thread when the budget runs out is abandoned: counted so when
+/// its thread returns.
+#[test]
+fn a_blocking_task_abandoned_by_shutdown_is_counted_when_its_thread_returns() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // The blocking thread records through the global recorder: this test alone installs it,
+    // and reads only its own task's name.
+    let _ = recorder.install();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (started, start) = std::sync::mpsc::channel();
+    runtime.block_on(async {
+        let supervisor = TaskSupervisor::builder()
+            .shutdown_timeout(Duration::from_millis(50))
+            .cancel_grace(Duration::ZERO)
+            .build();
+        let handle = supervisor
+            .task("hog-abandoned")
+            .spawn_blocking(move || {
+                started.send(()).unwrap();
+                let _ = released.recv();
+            })
+            .unwrap();
+        start.recv().unwrap();
+        assert_eq!(supervisor.shutdown().await.abandoned(), 1);
+        // Its thread returns after the report.
+        release.send(()).unwrap();
+        handle.await.unwrap();
+    });
+    let mut seen = BTreeMap::new();
+    let metrics = recorded(&snapshotter, &mut seen);
+    assert_eq!(
+        counter(
+            metrics,
+            "background_tasks_finished_total{name=hog-abandoned,outcome=abandoned}"
+        ),
+        1
+    );
+}
+
+#[test]
+fn names_past_the_limit_share_the_other_label_and_a_warning_says_why() {
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Log {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let log = Log::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let log = log.clone();
+            move || log.clone()
+        })
+        .with_ansi(false)
+        .finish();
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    tracing::subscriber::with_default(subscriber, || {
+        with_recorder(&recorder, async {
+            let supervisor = TaskSupervisor::new();
+            for i in 0..METRIC_NAMES_LIMIT + 5 {
+                supervisor.task(format!("job-{i}")).spawn(async {}).unwrap();
+            }
+            // A name seen before the limit keeps its label.
+            supervisor.task("job-0").spawn(async {}).unwrap();
+            settle().await;
+        });
+    });
+    let mut seen = BTreeMap::new();
+    let metrics = recorded(&snapshotter, &mut seen);
+    assert_eq!(
+        counter(metrics, "background_tasks_spawned_total{name=other}"),
+        5
+    );
+    assert_eq!(
+        counter(metrics, "background_tasks_spawned_total{name=job-0}"),
+        2
+    );
+    let spawned = metrics
+        .keys()
+        .filter(|key| key.starts_with("background_tasks_spawned_total"))
+        .count();
+    assert_eq!(spawned, METRIC_NAMES_LIMIT + 1);
+    let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(log.matches("WARN").count(), 1, "{log}");
+    assert!(log.contains("never with ids or user input"), "{log}");
+}

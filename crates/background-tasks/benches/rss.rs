@@ -21,6 +21,8 @@ use background_tasks::TaskSupervisor;
 use tokio::runtime::Runtime;
 use tokio_util::task::TaskTracker;
 
+mod common;
+
 const KINDS: [&str; 6] = [
     "tokio_spawn",
     "task_tracker",
@@ -31,13 +33,8 @@ const KINDS: [&str; 6] = [
 ];
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    // cargo bench passes `--bench`; cargo test --benches passes nothing of ours.
-    let words: Vec<&str> = args
-        .iter()
-        .map(String::as_str)
-        .filter(|arg| !arg.starts_with("--"))
-        .collect();
+    let words = common::words();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
     match words.as_slice() {
         [] => {
             for kind in KINDS {
@@ -68,11 +65,7 @@ fn measure(kind: &str, tasks: usize) {
         "unknown kind {kind}; kinds: {}",
         KINDS.join(", ")
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a 2-worker runtime builds");
+    let runtime = common::runtime();
     let supervisor = runtime.block_on(async { TaskSupervisor::new() });
     let tracker = TaskTracker::new();
     let polled = Arc::new(AtomicUsize::new(0));

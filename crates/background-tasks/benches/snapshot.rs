@@ -16,16 +16,11 @@ use background_tasks::TaskSupervisor;
 use divan::Bencher;
 use tokio::runtime::Runtime;
 
+mod common;
+use common::scaled;
+
 fn main() {
     divan::main();
-}
-
-/// `full` outside of test mode, a thousandth of it when divan only checks that benchmarks run
-/// (`cargo test --benches`, `-- --test`), as in `benches/spawn.rs`.
-fn scaled(full: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    let test = args.iter().any(|arg| arg == "--test") || !args.iter().any(|arg| arg == "--bench");
-    if test { (full / 1_000).max(1) } else { full }
 }
 
 const NAMES: [&str; 10] = [

@@ -30,28 +30,15 @@ use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod common;
+use common::{runtime, scaled};
+
 // Counting allocations costs a thread-local access per allocation, in every variant alike.
 #[global_allocator]
 static ALLOC: AllocProfiler = AllocProfiler::system();
 
 fn main() {
     divan::main();
-}
-
-/// `full` outside of test mode, a thousandth of it when divan only checks that benchmarks run
-/// (`cargo test --benches`, `-- --test`): divan's own rule for test mode.
-fn scaled(full: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    let test = args.iter().any(|arg| arg == "--test") || !args.iter().any(|arg| arg == "--bench");
-    if test { (full / 1_000).max(1) } else { full }
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a 2-worker runtime builds")
 }
 
 /// Runs `driver` as a task on `runtime` (so that it spawns from a worker, as a handler does)

@@ -21,18 +21,16 @@ use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod common;
+
 const WAYS: [&str; 3] = ["runtime_drop", "token_and_tracker", "supervisor"];
 
 /// Long enough never to end during a run.
 const SLEEP: Duration = Duration::from_secs(600);
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let words: Vec<&str> = args
-        .iter()
-        .map(String::as_str)
-        .filter(|arg| !arg.starts_with("--"))
-        .collect();
+    let words = common::words();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
     match words.as_slice() {
         [] => {
             for way in WAYS {
@@ -43,14 +41,6 @@ fn main() {
         [way, tasks] => measure(way, tasks.parse().expect("tasks: a whole number")),
         _ => panic!("usage: teardown <way> [tasks]; ways: {}", WAYS.join(", ")),
     }
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a 2-worker runtime builds")
 }
 
 /// Runs `spawn` as a task (from a worker, as a handler spawns), then lets every task reach its
@@ -65,7 +55,7 @@ fn spawn_all(runtime: &Runtime, spawn: impl FnOnce() + Send + 'static) {
 }
 
 fn measure(way: &str, tasks: usize) {
-    let runtime = runtime();
+    let runtime = common::runtime();
     let (ended, dropped) = match way {
         "runtime_drop" => {
             spawn_all(&runtime, move || {

@@ -191,6 +191,29 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// Posts `POST /jobs?{query}` to a server with the quickstart's job interface (the
+    /// quickstart, examples/actix), checks that it was accepted (202), and returns the job's id.
+    ///
+    /// # Panics
+    ///
+    /// When the server does not answer, answers another status, or with no numeric `id`.
+    pub async fn post_job(&self, client: &reqwest::Client, query: &str) -> u64 {
+        let response = client
+            .post(self.url(&format!("/jobs?{query}")))
+            .send()
+            .await
+            .expect("POST /jobs is answered");
+        assert_eq!(
+            response.status(),
+            reqwest::StatusCode::ACCEPTED,
+            "POST /jobs?{query}"
+        );
+        let body: serde_json::Value = response.json().await.expect("a JSON body");
+        body["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("POST /jobs?{query}: no numeric id in {body}"))
+    }
+
     /// The process id, for `kill`.
     pub fn pid(&self) -> u32 {
         self.child.id()

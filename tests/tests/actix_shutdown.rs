@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use background_tasks_e2e::{Counts, Server, client, eventually, example_binary, shutdown_took};
-use reqwest::StatusCode;
 
 /// Slack on top of the budgets for process exit, scheduling, debug builds and actix's
 /// once-a-second check of its draining workers.
@@ -15,18 +14,9 @@ fn start(env: &[(&str, &str)]) -> Server {
 }
 
 async fn post_job(client: &reqwest::Client, server: &Server, kind: &str, ms: u64) {
-    let response = client
-        .post(server.url(&format!("/jobs?duration_ms={ms}&kind={kind}")))
-        .send()
-        .await
-        .expect("POST /jobs is answered");
-    assert_eq!(
-        response.status(),
-        StatusCode::ACCEPTED,
-        "POST /jobs kind={kind}"
-    );
-    let body: serde_json::Value = response.json().await.expect("a JSON body");
-    assert!(body["id"].is_u64(), "{body}");
+    server
+        .post_job(client, &format!("duration_ms={ms}&kind={kind}"))
+        .await;
 }
 
 /// Shutdown with jobs running on the supervisor's runtime, spawned from actix workers that

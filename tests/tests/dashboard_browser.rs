@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use background_tasks_e2e::{Server, client, eventually};
 use fantoccini::{Client, ClientBuilder, Locator};
-use reqwest::StatusCode;
 use serde_json::json;
 
 /// What the issue asks of the page: a change shows within 2 s (it polls every second).
@@ -136,16 +135,7 @@ async fn text(browser: &Client, css: &str) -> String {
 }
 
 async fn post_job(http: &reqwest::Client, server: &Server, query: &str) {
-    let response = http
-        .post(server.url(&format!("/jobs?{query}")))
-        .send()
-        .await
-        .expect("POST /jobs is answered");
-    assert_eq!(
-        response.status(),
-        StatusCode::ACCEPTED,
-        "POST /jobs?{query}"
-    );
+    server.post_job(http, query).await;
 }
 
 /// Waits up to `within` for the text of `css` to satisfy `check`; returns it and how long it

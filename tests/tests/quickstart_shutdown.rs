@@ -17,18 +17,9 @@ use reqwest::StatusCode;
 const MARGIN: Duration = Duration::from_millis(1500);
 
 async fn post_job(client: &reqwest::Client, server: &Server, kind: &str, ms: u64) -> u64 {
-    let response = client
-        .post(server.url(&format!("/jobs?duration_ms={ms}&kind={kind}")))
-        .send()
+    server
+        .post_job(client, &format!("duration_ms={ms}&kind={kind}"))
         .await
-        .expect("POST /jobs is answered");
-    assert_eq!(
-        response.status(),
-        StatusCode::ACCEPTED,
-        "POST /jobs kind={kind}"
-    );
-    let body: serde_json::Value = response.json().await.expect("a JSON body");
-    body["id"].as_u64().expect("an id")
 }
 
 async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {

@@ -205,17 +205,22 @@ fn a_local_set_dropped_with_tasks_running_reports_each_as_dropped() {
     // The runtime runs on: only the `LocalSet` goes, with the tasks it holds.
     runtime.block_on(async { drop(local_set) });
     assert_eq!(supervisor.len(), 0);
-    assert_eq!(std::rc::Rc::strong_count(&shared), 1, "the task's future was dropped");
+    assert_eq!(
+        std::rc::Rc::strong_count(&shared),
+        1,
+        "the task's future was dropped"
+    );
 
     let failures = failures.lock().unwrap();
     let mut names: Vec<_> = failures.iter().filter_map(TaskFailure::task_name).collect();
     names.sort_unstable();
     assert_eq!(names, ["never-polled", "suspended", "with-context"]);
+    assert!(failures.iter().all(TaskFailure::is_dropped), "{failures:?}");
     assert!(
-        failures.iter().all(TaskFailure::is_dropped),
-        "{failures:?}"
+        !logs.text().contains("aborted-on-purpose"),
+        "{}",
+        logs.text()
     );
-    assert!(!logs.text().contains("aborted-on-purpose"), "{}", logs.text());
     drop(runtime);
 }
 

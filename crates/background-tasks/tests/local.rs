@@ -82,7 +82,11 @@ async fn local_tasks_that_outlive_the_drain_are_cancelled_then_aborted_and_named
         (0, 1, 2),
         "{report}"
     );
-    let mut aborted: Vec<_> = report.aborted_tasks().iter().filter_map(|task| task.name()).collect();
+    let mut aborted: Vec<_> = report
+        .aborted_tasks()
+        .iter()
+        .filter_map(|task| task.name())
+        .collect();
     aborted.sort_unstable();
     assert_eq!(aborted, ["ignores-everything", "ignores-the-signal"]);
     // Woken by the abort, they stop the next time their `LocalSet` runs.
@@ -97,7 +101,9 @@ async fn local_spawns_are_admitted_and_refused_as_any_spawn() {
     local_set
         .run_until(async {
             let other = LocalSet::new();
-            supervisor.spawn_local(std::future::pending::<()>()).unwrap();
+            supervisor
+                .spawn_local(std::future::pending::<()>())
+                .unwrap();
             supervisor
                 .spawn_local_on(std::future::pending::<()>(), &other)
                 .unwrap();

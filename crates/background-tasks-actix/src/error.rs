@@ -41,7 +41,7 @@ impl BackgroundTaskError {
     const RETRY_SHUTTING_DOWN: Duration = Duration::from_secs(5);
 
     /// How long the client should wait before it retries, sent as the `Retry-After` header in
-    /// whole seconds: 1 second at capacity, 5 seconds while shutting down.
+    /// whole seconds: 1 second at capacity or with a full queue, 5 seconds while shutting down.
     ///
     /// # Examples
     ///
@@ -148,6 +148,16 @@ mod tests {
         assert_eq!(response.headers().get(RETRY_AFTER).unwrap(), "1");
         let body = response.into_body().try_into_bytes().unwrap();
         assert_eq!(body, SpawnError::AtCapacity { limit: 3 }.to_string());
+    }
+
+    #[test]
+    fn a_full_queue_answers_503_with_a_retry_in_a_second_and_says_why() {
+        let error = SpawnError::QueueFull { limit: 2, queue: 5 };
+        let response = BackgroundTaskError::from(error).error_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers().get(RETRY_AFTER).unwrap(), "1");
+        let body = response.into_body().try_into_bytes().unwrap();
+        assert_eq!(body, error.to_string());
     }
 
     #[test]

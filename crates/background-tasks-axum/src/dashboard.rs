@@ -256,11 +256,12 @@ fn common_headers(mut response: Response) -> Response {
 ///   "oldest_age_ms": 5012 | null,     // the oldest task that has started
 ///   "counters": {                     // since the supervisor was built
 ///     "spawned": 40, "completed": 25, "panicked": 1, "cancelled": 0,
-///     "aborted": 2, "abandoned": 0,
-///     "refused": { "shutting_down": 0, "at_capacity": 3 }
+///     "aborted": 2, "abandoned": 0, "timed_out": 0,
+///     "refused": { "shutting_down": 0, "at_capacity": 3, "queue_full": 0 }
 ///   },
 ///   "by_name": [                      // most numerous first; unnamed tasks: "name": null
-///     { "name": "send-mail", "running": 8, "oldest_age_ms": 5012 }
+///     { "name": "send-mail", "running": 8, "oldest_age_ms": 5012,
+///       "waiting": 0 }                // waiting for a place under the name's limit
 ///   ],
 ///   "oldest_tasks": [                 // the longest running, oldest first
 ///     { "id": 7, "name": "send-mail" | null, "kind": "async" | "blocking" | "tracked",
@@ -268,7 +269,7 @@ fn common_headers(mut response: Response) -> Response {
 ///   ],
 ///   "recent_failures": [              // most recent first, at most 32
 ///     { "id": 9, "name": "resize" | null,
-///       "kind": "panic" | "aborted" | "abandoned" | "dropped",
+///       "kind": "panic" | "aborted" | "abandoned" | "dropped" | "timed_out",
 ///       "message": "no such image" | null,   // the panic message, for panics
 ///       "description": "task 9 (resize) panicked: no such image",
 ///       "at_unix_ms": 1764950000000, "ago_ms": 1200 }
@@ -316,6 +317,7 @@ pub struct DashboardCounters {
     pub cancelled: u64,
     pub aborted: u64,
     pub abandoned: u64,
+    pub timed_out: u64,
     pub refused: DashboardRefused,
 }
 
@@ -326,6 +328,7 @@ pub struct DashboardCounters {
 pub struct DashboardRefused {
     pub shutting_down: u64,
     pub at_capacity: u64,
+    pub queue_full: u64,
 }
 
 /// An entry of `by_name` in a [`DashboardSnapshot`].
@@ -336,6 +339,7 @@ pub struct DashboardName {
     pub name: Option<String>,
     pub running: usize,
     pub oldest_age_ms: u64,
+    pub waiting: usize,
 }
 
 /// An entry of `oldest_tasks` in a [`DashboardSnapshot`].
@@ -358,7 +362,7 @@ pub struct DashboardTask {
 pub struct DashboardFailure {
     pub id: u64,
     pub name: Option<String>,
-    /// `"panic"`, `"aborted"`, `"abandoned"` or `"dropped"`.
+    /// `"panic"`, `"aborted"`, `"abandoned"`, `"dropped"` or `"timed_out"`.
     pub kind: &'static str,
     /// The panic message, for a panic with a string message.
     pub message: Option<String>,
@@ -410,9 +414,11 @@ impl From<Snapshot> for DashboardSnapshot {
                 cancelled: counters.cancelled,
                 aborted: counters.aborted,
                 abandoned: counters.abandoned,
+                timed_out: counters.timed_out,
                 refused: DashboardRefused {
                     shutting_down: counters.refused_shutting_down,
                     at_capacity: counters.refused_at_capacity,
+                    queue_full: counters.refused_queue_full,
                 },
             },
             by_name: snapshot
@@ -422,6 +428,7 @@ impl From<Snapshot> for DashboardSnapshot {
                     name: count.name.map(String::from),
                     running: count.running,
                     oldest_age_ms: millis(count.oldest_age),
+                    waiting: count.waiting,
                 })
                 .collect(),
             oldest_tasks: snapshot
@@ -451,7 +458,9 @@ impl From<Snapshot> for DashboardSnapshot {
                             FailureKind::Panic => "panic",
                             FailureKind::Aborted => "aborted",
                             FailureKind::Abandoned => "abandoned",
-                            _ => "dropped",
+                            FailureKind::Dropped => "dropped",
+                            FailureKind::TimedOut => "timed_out",
+                            _ => "other",
                         },
                         message: failure.panic_message().map(str::to_owned),
                         description: failure.to_string(),

@@ -8,7 +8,7 @@ use http::StatusCode;
 use http::header::{HeaderValue, RETRY_AFTER};
 
 /// Why [`BackgroundTasks`](crate::BackgroundTasks) could not spawn a task: the supervisor is
-/// shutting down or at capacity.
+/// shutting down or at capacity, or the queue of the task's name is full.
 ///
 /// It wraps the core's [`SpawnError`] (its [`source`](std::error::Error::source)) and turns into
 /// a `503 Service Unavailable` response with a `Retry-After` header and the
@@ -60,8 +60,9 @@ impl BackgroundTaskError {
     }
 
     /// How long the client should wait before it retries, sent as the `Retry-After` header in
-    /// whole seconds: 1 second at capacity (tasks end all the time), 5 seconds while shutting
-    /// down (about a restart, or long enough for a load balancer to route elsewhere).
+    /// whole seconds: 1 second at capacity or with a full queue (tasks end all the time), 5
+    /// seconds while shutting down (about a restart, or long enough for a load balancer to
+    /// route elsewhere).
     ///
     /// # Examples
     ///
@@ -124,6 +125,14 @@ mod tests {
     fn at_capacity_asks_for_a_retry_in_a_second() {
         let response =
             BackgroundTaskError::from(SpawnError::AtCapacity { limit: 3 }).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn a_full_queue_asks_for_a_retry_in_a_second() {
+        let response =
+            BackgroundTaskError::from(SpawnError::QueueFull { limit: 2, queue: 5 }).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[RETRY_AFTER], "1");
     }

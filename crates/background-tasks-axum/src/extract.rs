@@ -437,6 +437,65 @@ pub struct BackgroundTaskBuilder<'a> {
 }
 
 impl BackgroundTaskBuilder<'_> {
+    /// Ends the task if it runs longer than `timeout`; see [`TaskBuilder::timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use background_tasks_axum::{BackgroundTaskError, BackgroundTasks};
+    ///
+    /// async fn handler(tasks: BackgroundTasks) -> Result<(), BackgroundTaskError> {
+    ///     tasks
+    ///         .task("call-upstream")
+    ///         .timeout(Duration::from_secs(30))
+    ///         .spawn_with(|ctx| async move { ctx.cancelled().await })?;
+    ///     Ok(())
+    /// }
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(handler);
+    /// ```
+    #[inline]
+    pub fn timeout(self, timeout: std::time::Duration) -> Self {
+        Self {
+            builder: self.builder.timeout(timeout),
+            ..self
+        }
+    }
+
+    /// Spawns `future` as a named task once there is room for it, under its name's limit and
+    /// `max_tasks`, instead of queueing it or answering 503; see
+    /// [`TaskBuilder::spawn_when_ready`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use background_tasks_axum::{BackgroundTaskError, BackgroundTasks};
+    ///
+    /// async fn handler(tasks: BackgroundTasks) -> Result<&'static str, BackgroundTaskError> {
+    ///     tasks.task("import-row").spawn_when_ready(async { /* ... */ }).await?;
+    ///     Ok("accepted")
+    /// }
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(handler);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A 503 once shutdown has begun, as [`TaskBuilder::spawn_when_ready`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`TaskBuilder::spawn_when_ready`].
+    pub async fn spawn_when_ready<F>(
+        self,
+        future: F,
+    ) -> Result<TaskHandle<F::Output>, BackgroundTaskError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        Ok(self.builder.spawn_when_ready(future).await?)
+    }
+
     /// Spawns `future` as a named task; see [`TaskBuilder::spawn`].
     ///
     /// # Examples

@@ -98,9 +98,10 @@ pub use serve::{Serve, ServeError, ServeFuture, serve};
 
 // The core's public types, so that an app needs this crate only.
 pub use background_tasks::{
-    Counters, FailureKind, NameCount, RecentFailure, RunningTask, ShutdownProgress, ShutdownReport,
-    Snapshot, SpawnError, SupervisorBuilder, SupervisorPhase, TaskBuilder, TaskContext, TaskError,
-    TaskFailure, TaskHandle, TaskId, TaskKind, TaskRecord, TaskSupervisor, TrackedFuture,
+    Counters, FailureKind, Limit, NameCount, RecentFailure, RunningTask, ShutdownProgress,
+    ShutdownReport, Snapshot, SpawnError, SupervisorBuilder, SupervisorPhase, TaskBuilder,
+    TaskContext, TaskError, TaskFailure, TaskHandle, TaskId, TaskKind, TaskRecord, TaskSupervisor,
+    TrackedFuture,
 };
 
 // The examples of the README and the guide, compiled as doctests so that they stay true.

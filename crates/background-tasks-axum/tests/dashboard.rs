@@ -78,11 +78,12 @@ async fn snapshot_json_has_the_documented_schema_with_exact_values() {
             "oldest_age_ms": 2500,
             "counters": {
                 "spawned": 4, "completed": 0, "panicked": 1, "cancelled": 0, "aborted": 0,
-                "abandoned": 0, "refused": { "shutting_down": 0, "at_capacity": 0 }
+                "abandoned": 0, "timed_out": 0,
+                "refused": { "shutting_down": 0, "at_capacity": 0, "queue_full": 0 }
             },
             "by_name": [
-                { "name": "send-mail", "running": 2, "oldest_age_ms": 2500 },
-                { "name": null, "running": 1, "oldest_age_ms": 500 },
+                { "name": "send-mail", "running": 2, "oldest_age_ms": 2500, "waiting": 0 },
+                { "name": null, "running": 1, "oldest_age_ms": 500, "waiting": 0 },
             ],
             "oldest_tasks": [
                 { "id": 1, "name": "send-mail", "kind": "async", "started": true, "age_ms": 2500 },

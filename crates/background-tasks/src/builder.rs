@@ -1,5 +1,6 @@
 //! Configuring a supervisor.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -7,6 +8,7 @@ use tokio::runtime::Handle;
 use tracing::level_filters::LevelFilter;
 
 use crate::failure::TaskFailure;
+use crate::limit::{Limit, Limits};
 use crate::supervisor::{Config, FailureCallback, Inner, TaskSupervisor};
 
 /// Builds a [`TaskSupervisor`] with a shutdown budget, a task limit and a failure callback.
@@ -46,6 +48,7 @@ pub struct SupervisorBuilder {
     on_failure: Option<FailureCallback>,
     runtime: Option<Handle>,
     task_span_level: LevelFilter,
+    limits: Vec<(Cow<'static, str>, Limit)>,
 }
 
 impl SupervisorBuilder {
@@ -94,6 +97,7 @@ impl SupervisorBuilder {
             on_failure: None,
             runtime: None,
             task_span_level: Self::DEFAULT_TASK_SPAN_LEVEL,
+            limits: Vec::new(),
         }
     }
 
@@ -145,6 +149,54 @@ impl SupervisorBuilder {
     /// ```
     pub fn max_tasks(mut self, limit: usize) -> Self {
         self.max_tasks = Some(limit);
+        self
+    }
+
+    /// Limits the tasks named `name`: at most `limit.running()` run at once, and the others
+    /// wait their turn, in the order they were spawned, without being polled; when
+    /// `limit.queue_len()` of them wait already, a spawn is refused with
+    /// [`SpawnError::QueueFull`](crate::SpawnError::QueueFull). A number is a limit whose
+    /// queue is bounded only by [`max_tasks`](Self::max_tasks). Calling it again for the same
+    /// name replaces its limit.
+    ///
+    /// A waiting task is a real task: [`TaskSupervisor::len`](crate::TaskSupervisor::len)
+    /// and `max_tasks` count it, [`snapshot`](crate::TaskSupervisor::snapshot) shows it (not
+    /// started, and in its name's `waiting` count), its [`timeout`](crate::TaskBuilder::timeout)
+    /// runs while it waits, and shutdown drains it like the rest: it may still
+    /// start during the drain, and one that never started is reported by name as *not
+    /// started* (aborted). A tracked future ([`track_future`](crate::TaskSupervisor::track_future))
+    /// waits when its owner first polls it. A blocking task cannot wait without holding a
+    /// thread of the pool: beyond the limit it is refused with `QueueFull`.
+    /// [`spawn_when_ready`](crate::TaskBuilder::spawn_when_ready) waits for a place instead of
+    /// queueing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use background_tasks::{Limit, SpawnError, TaskSupervisor};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .limit("send-mail", Limit::new(2).queue(1))
+    ///     .build();
+    /// let send = || async { tokio::time::sleep(Duration::from_secs(1)).await };
+    /// supervisor.task("send-mail").spawn(send()).unwrap();
+    /// supervisor.task("send-mail").spawn(send()).unwrap();
+    /// // The third waits for one of the first two to end.
+    /// supervisor.task("send-mail").spawn(send()).unwrap();
+    /// assert_eq!(supervisor.len(), 3);
+    /// // The fourth finds the queue full.
+    /// let refused = supervisor.task("send-mail").spawn(send());
+    /// assert_eq!(refused.unwrap_err(), SpawnError::QueueFull { limit: 2, queue: 1 });
+    /// supervisor.wait_idle().await;
+    /// # }
+    /// ```
+    pub fn limit(mut self, name: impl Into<Cow<'static, str>>, limit: impl Into<Limit>) -> Self {
+        let (name, limit) = (name.into(), limit.into());
+        self.limits.retain(|(known, _)| *known != name);
+        self.limits.push((name, limit));
         self
     }
 
@@ -248,6 +300,7 @@ impl SupervisorBuilder {
                 on_failure: self.on_failure,
                 runtime: self.runtime,
                 task_span_level: self.task_span_level,
+                limits: Limits::new(self.limits),
             })),
         }
     }
@@ -262,6 +315,7 @@ impl fmt::Debug for SupervisorBuilder {
             .field("on_failure", &self.on_failure.as_ref().map(|_| ".."))
             .field("runtime", &self.runtime.as_ref().map(|_| ".."))
             .field("task_span_level", &self.task_span_level)
+            .field("limits", &self.limits)
             .finish()
     }
 }

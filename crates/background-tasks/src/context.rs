@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::runtime::Handle;
 use tokio::task::LocalSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::SpawnError;
@@ -14,6 +15,7 @@ use crate::handle::{TaskHandle, TaskId};
 use crate::state::{Origin, Phase};
 use crate::supervisor::Inner;
 use crate::task_builder::TaskBuilder;
+use crate::timeout::ContextDeadline;
 use crate::tracked::TrackedFuture;
 
 /// A task's view of itself and of its supervisor's shutdown, handed to tasks spawned with
@@ -22,8 +24,9 @@ use crate::tracked::TrackedFuture;
 /// Two signals tell a task when to stop, from polite to urgent:
 /// - [`shutdown_started`](Self::shutdown_started): the drain began. Finish the unit of work at
 ///   hand and return; Quart's `shutdown_event`.
-/// - [`cancelled`](Self::cancelled): the drain budget ran out. Stop now; what is still running
-///   after `cancel_grace` is aborted.
+/// - [`cancelled`](Self::cancelled): the drain budget ran out, or the task's own timeout
+///   ([`TaskBuilder::timeout`]) did. Stop now; what is still running after `cancel_grace` is
+///   aborted.
 ///
 /// Follow-up work spawned through the context belongs to the same shutdown: it is accepted
 /// during the drain (only outside callers are refused then), and awaited, cancelled or aborted
@@ -52,11 +55,50 @@ pub struct TaskContext {
     inner: Arc<Inner>,
     id: TaskId,
     name: Option<Cow<'static, str>>,
+    /// The task's timeout, if it has one: its own signal fires at the deadline.
+    deadline: Option<ContextDeadline>,
 }
 
 impl TaskContext {
-    pub(crate) fn new(inner: Arc<Inner>, id: TaskId, name: Option<Cow<'static, str>>) -> Self {
-        Self { inner, id, name }
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        id: TaskId,
+        name: Option<Cow<'static, str>>,
+        deadline: Option<ContextDeadline>,
+    ) -> Self {
+        Self {
+            inner,
+            id,
+            name,
+            deadline,
+        }
+    }
+
+    /// When the task's timeout ([`TaskBuilder::timeout`]) runs out, if it has one: then
+    /// [`cancelled`](Self::cancelled) fires, and the task is aborted once the supervisor's
+    /// `cancel_grace` has passed too.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let start = tokio::time::Instant::now();
+    /// let handle = supervisor
+    ///     .task("import")
+    ///     .timeout(Duration::from_secs(30))
+    ///     .spawn_with(|ctx| async move { ctx.deadline() })
+    ///     .unwrap();
+    /// assert_eq!(handle.await.unwrap(), Some(start + Duration::from_secs(30)));
+    /// # }
+    /// ```
+    #[inline]
+    #[must_use]
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline.as_ref().map(|deadline| deadline.at)
     }
 
     /// The task's id.
@@ -110,8 +152,8 @@ impl TaskContext {
         self.inner.state.phase() != Phase::Running
     }
 
-    /// Resolves once the cancel phase of the shutdown has begun: stop now, or be aborted when
-    /// the grace runs out.
+    /// Resolves once the cancel phase of the shutdown has begun, or the task's own timeout has
+    /// run out: stop now, or be aborted when the grace runs out.
     ///
     /// # Examples
     ///
@@ -128,10 +170,18 @@ impl TaskContext {
     ///
     /// This method is cancel safe.
     pub async fn cancelled(&self) {
-        self.inner.cancel.cancelled().await;
+        match &self.deadline {
+            // A child of the supervisor's: fires at the shutdown's cancel phase too.
+            Some(deadline) => deadline.token.cancelled().await,
+            None => self.inner.cancel.cancelled().await,
+        }
     }
 
-    /// Returns `true` once the cancel phase of the shutdown has begun.
+    /// Returns `true` once the cancel phase of the shutdown has begun, or the task's own
+    /// timeout has run out. A blocking task ([`spawn_blocking_with`]) checks it between units
+    /// of work: it reads the clock against the deadline, since no timer wakes a thread.
+    ///
+    /// [`spawn_blocking_with`]: crate::TaskSupervisor::spawn_blocking_with
     ///
     /// # Examples
     ///
@@ -146,11 +196,14 @@ impl TaskContext {
     #[must_use]
     pub fn is_cancelled(&self) -> bool {
         self.inner.state.phase() >= Phase::Cancelling
+            || self.deadline.as_ref().is_some_and(|deadline| {
+                deadline.token.is_cancelled() || Instant::now() >= deadline.at
+            })
     }
 
-    /// A token that is cancelled when the cancel phase begins, to pass to code that takes a
-    /// [`CancellationToken`]. It is a child token: cancelling it yourself affects only it and
-    /// its own children, not the supervisor.
+    /// A token that is cancelled when the cancel phase begins (or, for an async task, when its
+    /// timeout runs out), to pass to code that takes a [`CancellationToken`]. It is a child
+    /// token: cancelling it yourself affects only it and its own children, not the supervisor.
     ///
     /// # Examples
     ///
@@ -167,7 +220,10 @@ impl TaskContext {
     /// ```
     #[must_use]
     pub fn cancellation_token(&self) -> CancellationToken {
-        self.inner.cancel.child_token()
+        match &self.deadline {
+            Some(deadline) => deadline.token.child_token(),
+            None => self.inner.cancel.child_token(),
+        }
     }
 
     /// Spawns a follow-up task on the same supervisor; accepted during the drain.
@@ -288,7 +344,11 @@ impl TaskContext {
     /// As [`spawn`](Self::spawn).
     #[track_caller]
     #[inline]
-    pub fn spawn_on<F>(&self, future: F, handle: &Handle) -> Result<TaskHandle<F::Output>, SpawnError>
+    pub fn spawn_on<F>(
+        &self,
+        future: F,
+        handle: &Handle,
+    ) -> Result<TaskHandle<F::Output>, SpawnError>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -456,6 +516,7 @@ impl fmt::Debug for TaskContext {
             .field("name", &self.name)
             .field("shutting_down", &self.is_shutting_down())
             .field("cancelled", &self.is_cancelled())
+            .field("deadline", &self.deadline())
             .finish()
     }
 }

@@ -44,12 +44,27 @@ pub enum SpawnError {
         /// The limit set with [`SupervisorBuilder::max_tasks`](crate::SupervisorBuilder::max_tasks).
         limit: usize,
     },
+    /// As many tasks of this name run as its limit allows, and as many wait for a place as its
+    /// queue holds (see [`SupervisorBuilder::limit`](crate::SupervisorBuilder::limit)).
+    #[error(
+        "the tasks of this name are at their limit ({limit} running) and their queue is full \
+         ({queue} waiting); retry once one has finished, or raise the limit or the queue \
+         length given to `SupervisorBuilder::limit`"
+    )]
+    QueueFull {
+        /// How many tasks of the name may run at once.
+        limit: usize,
+        /// How many may wait: the queue length of the name's [`Limit`](crate::Limit), or 0
+        /// for a blocking task, which cannot wait without holding a thread.
+        queue: usize,
+    },
 }
 
 /// Why a task did not produce its output.
 ///
 /// Returned by awaiting a [`TaskHandle`](crate::TaskHandle) when the task panicked or was
-/// aborted, by its handle or by the supervisor's shutdown.
+/// aborted: by its handle, by the supervisor's shutdown, or by its own timeout
+/// ([`TaskBuilder::timeout`](crate::TaskBuilder::timeout)).
 ///
 /// # Examples
 ///
@@ -73,6 +88,7 @@ pub struct TaskError {
 
 enum Repr {
     Cancelled,
+    TimedOut,
     Panic {
         message: Option<String>,
         // The payload is `Send` but not `Sync`; the mutex makes the error `Sync` as errors should
@@ -85,6 +101,12 @@ impl TaskError {
     pub(crate) fn cancelled() -> Self {
         Self {
             repr: Repr::Cancelled,
+        }
+    }
+
+    pub(crate) fn timed_out() -> Self {
+        Self {
+            repr: Repr::TimedOut,
         }
     }
 
@@ -133,6 +155,34 @@ impl TaskError {
         matches!(self.repr, Repr::Cancelled)
     }
 
+    /// Returns `true` if the task ran past the timeout set with
+    /// [`TaskBuilder::timeout`](crate::TaskBuilder::timeout) and was aborted: at the timeout
+    /// for a task without a context, once the supervisor's `cancel_grace` had passed too for a
+    /// task with one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let handle = supervisor
+    ///     .task("call-upstream")
+    ///     .timeout(Duration::from_secs(10))
+    ///     .spawn(std::future::pending::<()>())
+    ///     .unwrap();
+    /// let error = handle.await.unwrap_err();
+    /// assert!(error.is_timeout());
+    /// assert!(!error.is_cancelled());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.repr, Repr::TimedOut)
+    }
+
     /// The panic message, when the task panicked with a string message (as `panic!` does).
     ///
     /// # Examples
@@ -149,7 +199,7 @@ impl TaskError {
     pub fn panic_message(&self) -> Option<&str> {
         match &self.repr {
             Repr::Panic { message, .. } => message.as_deref(),
-            Repr::Cancelled => None,
+            Repr::Cancelled | Repr::TimedOut => None,
         }
     }
 
@@ -176,13 +226,16 @@ impl TaskError {
             Repr::Panic { payload, .. } => Ok(payload
                 .into_inner()
                 .unwrap_or_else(|poison| poison.into_inner())),
-            Repr::Cancelled => Err(self),
+            Repr::Cancelled | Repr::TimedOut => Err(self),
         }
     }
 
     fn describe(&self) -> String {
         match &self.repr {
             Repr::Cancelled => "the task was aborted before it finished".to_owned(),
+            Repr::TimedOut => "the task ran past its timeout and was aborted; raise the timeout, \
+                               or spawn it with a context and stop at `ctx.cancelled()`"
+                .to_owned(),
             Repr::Panic {
                 message: Some(message),
                 ..
@@ -198,6 +251,7 @@ impl fmt::Debug for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
             Repr::Cancelled => f.write_str("TaskError::Cancelled"),
+            Repr::TimedOut => f.write_str("TaskError::TimedOut"),
             Repr::Panic { message, .. } => f
                 .debug_struct("TaskError::Panic")
                 .field("message", message)
@@ -249,6 +303,9 @@ mod tests {
     fn messages_say_what_to_do() {
         let message = SpawnError::AtCapacity { limit: 3 }.to_string();
         assert!(message.contains("3 tasks") && message.contains("max_tasks"));
+        let message = SpawnError::QueueFull { limit: 2, queue: 5 }.to_string();
+        assert!(message.contains("2 running") && message.contains("5 waiting"));
+        assert!(message.contains("SupervisorBuilder::limit"));
         assert!(
             SpawnError::ShuttingDown
                 .to_string()

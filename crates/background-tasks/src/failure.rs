@@ -4,9 +4,11 @@ use crate::handle::TaskId;
 use crate::report::Age;
 use std::borrow::Cow;
 use std::fmt;
+use std::time::Duration;
 
-/// A task that ended badly: it panicked, shutdown had to abort or abandon it, or it was
-/// dropped unfinished because its runtime shut down before the supervisor did.
+/// A task that ended badly: it panicked, ran past its timeout, shutdown had to abort or
+/// abandon it, or it was dropped unfinished because its runtime shut down before the
+/// supervisor did.
 ///
 /// Passed to the callback set with
 /// [`SupervisorBuilder::on_failure`](crate::SupervisorBuilder::on_failure), so that failures of
@@ -41,10 +43,24 @@ pub struct TaskFailure {
 
 #[derive(Debug, Clone)]
 pub(crate) enum Kind {
-    Panic { message: Option<String> },
-    Aborted { age: Age },
-    Abandoned { age: Age },
-    Dropped { age: Age },
+    Panic {
+        message: Option<String>,
+    },
+    Aborted {
+        age: Age,
+    },
+    Abandoned {
+        age: Age,
+    },
+    Dropped {
+        age: Age,
+    },
+    /// Ran past its timeout: `aborted` by it, or ended after its signal (within its grace, or
+    /// on a blocking thread or in its owner's hands, where nothing can abort it).
+    TimedOut {
+        timeout: Duration,
+        aborted: bool,
+    },
 }
 
 /// How a task failed: what [`TaskFailure::kind`] says.
@@ -74,6 +90,10 @@ pub enum FailureKind {
     /// of `main`, in a panic, or after `axum::serve` returned) before the supervisor was shut
     /// down. A task aborted through its [`TaskHandle`](crate::TaskHandle) is not reported.
     Dropped,
+    /// The task ran past the timeout set with
+    /// [`TaskBuilder::timeout`](crate::TaskBuilder::timeout): it was aborted, or ended on its
+    /// own after its cancellation signal fired.
+    TimedOut,
 }
 
 impl TaskFailure {
@@ -170,6 +190,7 @@ impl TaskFailure {
             Kind::Aborted { .. } => FailureKind::Aborted,
             Kind::Abandoned { .. } => FailureKind::Abandoned,
             Kind::Dropped { .. } => FailureKind::Dropped,
+            Kind::TimedOut { .. } => FailureKind::TimedOut,
         }
     }
 
@@ -198,6 +219,41 @@ impl TaskFailure {
     #[must_use]
     pub fn is_dropped(&self) -> bool {
         matches!(self.kind, Kind::Dropped { .. })
+    }
+
+    /// Returns `true` if the task ran past the timeout set with
+    /// [`TaskBuilder::timeout`](crate::TaskBuilder::timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use background_tasks::TaskSupervisor;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let failures = Arc::new(Mutex::new(Vec::new()));
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .on_failure({
+    ///         let failures = failures.clone();
+    ///         move |failure| failures.lock().unwrap().push(failure.clone())
+    ///     })
+    ///     .build();
+    /// let handle = supervisor
+    ///     .task("call-upstream")
+    ///     .timeout(Duration::from_secs(3))
+    ///     .spawn(std::future::pending::<()>())
+    ///     .unwrap();
+    /// let _ = handle.await;
+    /// let failure = failures.lock().unwrap()[0].clone();
+    /// assert!(failure.is_timeout());
+    /// assert_eq!(failure.to_string(), "task 1 (call-upstream) timed out after 3s and was aborted");
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.kind, Kind::TimedOut { .. })
     }
 
     /// Returns `true` if the task panicked.
@@ -360,6 +416,18 @@ impl fmt::Display for TaskFailure {
             Kind::Dropped { age: _ } => f.write_str(
                 " was dropped unfinished before it started: its runtime shut down before the \
                  supervisor did",
+            ),
+            Kind::TimedOut {
+                timeout,
+                aborted: true,
+            } => write!(f, " timed out after {timeout:?} and was aborted"),
+            Kind::TimedOut {
+                timeout,
+                aborted: false,
+            } => write!(
+                f,
+                " timed out after {timeout:?}, and ended on its own after its cancellation \
+                 signal"
             ),
         }
     }

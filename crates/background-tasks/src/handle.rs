@@ -55,12 +55,17 @@ impl fmt::Display for TaskId {
     }
 }
 
-/// What a supervised task gives tokio instead of its output when shutdown aborts it. A
-/// zero-sized error leaves the task's cell as small as a bare task's in practice (the future,
-/// not the output, sets its size), and ending with a value rather than unwinding keeps
-/// aborting thousands of tasks cheap: an unwind costs over a microsecond per task.
-#[derive(Debug)]
-pub(crate) struct AbortedByShutdown;
+/// What a supervised task gives tokio instead of its output when it is stopped: by shutdown's
+/// abort, or by its own timeout. A one-byte error leaves the task's cell as small as a bare
+/// task's in practice (the future, not the output, sets its size), and ending with a value
+/// rather than unwinding keeps aborting thousands of tasks cheap: an unwind costs over a
+/// microsecond per task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stopped {
+    ByShutdown,
+    /// By the timeout set with [`TaskBuilder::timeout`](crate::TaskBuilder::timeout).
+    TimedOut,
+}
 
 /// An owned permission to await a supervised task's output or abort it.
 ///
@@ -82,11 +87,11 @@ pub(crate) struct AbortedByShutdown;
 /// ```
 pub struct TaskHandle<T> {
     id: TaskId,
-    join: JoinHandle<Result<T, AbortedByShutdown>>,
+    join: JoinHandle<Result<T, Stopped>>,
 }
 
 impl<T> TaskHandle<T> {
-    pub(crate) fn new(id: TaskId, join: JoinHandle<Result<T, AbortedByShutdown>>) -> Self {
+    pub(crate) fn new(id: TaskId, join: JoinHandle<Result<T, Stopped>>) -> Self {
         Self { id, join }
     }
 
@@ -162,7 +167,8 @@ impl<T> Future for TaskHandle<T> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Poll::Ready(match ready!(Pin::new(&mut self.join).poll(cx)) {
             Ok(Ok(output)) => Ok(output),
-            Ok(Err(AbortedByShutdown)) => Err(TaskError::cancelled()),
+            Ok(Err(Stopped::ByShutdown)) => Err(TaskError::cancelled()),
+            Ok(Err(Stopped::TimedOut)) => Err(TaskError::timed_out()),
             Err(error) if error.is_cancelled() => Err(TaskError::cancelled()),
             Err(error) => Err(TaskError::panic(error.into_panic())),
         })

@@ -54,11 +54,12 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `background_tasks_spawned_total` | counter | `name` |
-//! | `background_tasks_finished_total` | counter | `name`, `outcome`: `completed`, `panicked`, `cancelled`, `aborted`, `abandoned` |
-//! | `background_tasks_refused_total` | counter | `reason`: `shutting_down`, `at_capacity` |
+//! | `background_tasks_finished_total` | counter | `name`, `outcome`: `completed`, `panicked`, `cancelled`, `aborted`, `abandoned`, `timed_out` |
+//! | `background_tasks_refused_total` | counter | `reason`: `shutting_down`, `at_capacity`, `queue_full` |
 //! | `background_tasks_duration_seconds` | histogram | `name` |
 //! | `background_tasks_running` | gauge | |
 //! | `background_tasks_oldest_age_seconds` | gauge | |
+//! | `background_tasks_waiting` | gauge | `name`: each name with a `SupervisorBuilder::limit` |
 //!
 //! Counters and the histogram are recorded as tasks spawn and end (a task's duration runs from
 //! its first suspension, or a blocking task's spawn; a task that ends in its first poll counts
@@ -87,8 +88,10 @@ mod context;
 mod error;
 mod failure;
 mod handle;
+mod limit;
 #[cfg(feature = "metrics")]
 mod metrics;
+mod ready;
 mod registry;
 mod report;
 mod shutdown;
@@ -98,6 +101,7 @@ mod state;
 mod supervisor;
 mod sync;
 mod task_builder;
+mod timeout;
 mod tracked;
 
 pub use builder::SupervisorBuilder;
@@ -105,6 +109,7 @@ pub use context::TaskContext;
 pub use error::{SpawnError, TaskError};
 pub use failure::{FailureKind, TaskFailure};
 pub use handle::{TaskHandle, TaskId};
+pub use limit::Limit;
 #[cfg(feature = "metrics")]
 pub use metrics::{METRIC_LABEL_OTHER, METRIC_LABEL_UNNAMED, METRIC_NAMES_LIMIT};
 pub use report::{ShutdownReport, TaskRecord};

@@ -37,6 +37,11 @@ pub(crate) struct Labels {
 }
 
 impl Labels {
+    /// The `name` label of the tasks named `name`.
+    pub(crate) fn label_of(&self, name: &str) -> SharedString {
+        self.label(Some(&Cow::Owned(name.to_owned())))
+    }
+
     /// The `name` label of a task named `name`.
     fn label(&self, name: Option<&Cow<'static, str>>) -> SharedString {
         let Some(name) = name else {
@@ -107,6 +112,7 @@ pub(crate) enum Outcome {
     Cancelled,
     Aborted,
     Abandoned,
+    TimedOut,
 }
 
 impl Outcome {
@@ -117,11 +123,12 @@ impl Outcome {
             Outcome::Cancelled => "cancelled",
             Outcome::Aborted => "aborted",
             Outcome::Abandoned => "abandoned",
+            Outcome::TimedOut => "timed_out",
         }
     }
 }
 
-/// Counts a refused spawn; `reason` is `shutting_down` or `at_capacity`.
+/// Counts a refused spawn; `reason` is `shutting_down`, `at_capacity` or `queue_full`.
 pub(crate) fn refused(reason: &'static str) {
     metrics::counter!("background_tasks_refused_total", "reason" => reason).increment(1);
 }
@@ -135,8 +142,9 @@ pub(crate) fn gauges(running: usize, oldest: Option<Duration>) {
 
 impl crate::TaskSupervisor {
     /// Sets the gauges of the `metrics` feature: `background_tasks_running`, the tasks running
-    /// now, and `background_tasks_oldest_age_seconds`, the age of the oldest (0 when none has
-    /// started). Call it where the metrics are read, such as a Prometheus scrape handler, so
+    /// now, `background_tasks_oldest_age_seconds`, the age of the oldest (0 when none has
+    /// started), and `background_tasks_waiting{name}`, the tasks of each limited name waiting
+    /// for a place ([`SupervisorBuilder::limit`](crate::SupervisorBuilder::limit)). Call it where the metrics are read, such as a Prometheus scrape handler, so
     /// that the gauges cost nothing between reads: it walks the running tasks as
     /// [`snapshot`](Self::snapshot) does.
     ///
@@ -155,5 +163,10 @@ impl crate::TaskSupervisor {
     pub fn record_metrics(&self) {
         let snapshot = self.snapshot_oldest(0);
         gauges(snapshot.running, snapshot.oldest_age);
+        // One series per limited name, set even at zero so that a drained queue reads 0.
+        for (name, limit) in self.inner.config.limits.iter() {
+            metrics::gauge!("background_tasks_waiting", "name" => self.inner.labels.label_of(name))
+                .set(limit.waiting() as f64);
+        }
     }
 }

@@ -28,6 +28,10 @@ pub(crate) struct Entry {
     /// Whether the task has a context, and so gets the grace: the cancel phase's walk stops
     /// the others.
     pub(crate) cooperative: bool,
+    /// Whether the task waits for a place under its name's limit, not started: the cancel
+    /// phase's walk stops it too, and the report names it as not started. `started` is when
+    /// it began to wait, until it gets its place.
+    pub(crate) waiting: bool,
     pub(crate) kind: Kind,
 }
 

@@ -72,9 +72,12 @@ impl Inner {
             self.aborting.set(Abort::Plain);
             let now = Instant::now();
             for mut slab in self.registry.lock_all() {
-                // Tracked futures are left to the abort: only their owner can stop them.
+                // Tracked futures are left to the abort: only their owner can stop them. Tasks
+                // waiting for a place under their name's limit never start from now on, with
+                // a context or without: there is no grace to give them.
                 let plain = slab.iter_mut().filter(|entry| {
-                    !entry.cooperative && !matches!(entry.kind, Kind::Tracked { .. })
+                    (!entry.cooperative || entry.waiting)
+                        && !matches!(entry.kind, Kind::Tracked { .. })
                 });
                 for entry in plain {
                     if let Some(Stop::Aborted(record)) = stop(entry, now, &mut wakers) {
@@ -232,10 +235,16 @@ fn stop(entry: &mut Entry, now: Instant, wakers: &mut Vec<Waker>) -> Option<Stop
     if entry.is_stopped() {
         return None;
     }
+    let age = if entry.waiting {
+        // Waiting for a place under its name's limit: it never started.
+        Age::NotStarted
+    } else {
+        Age::Known(now.saturating_duration_since(entry.started))
+    };
     let record = TaskRecord {
         id: entry.id,
         name: entry.name.clone(),
-        age: Age::Known(now.saturating_duration_since(entry.started)),
+        age,
     };
     match &mut entry.kind {
         // Woken to see the abort flag; it stops at once unless it is stuck inside a poll,
@@ -406,7 +415,7 @@ mod loom_models {
     use loom::sync::atomic::AtomicBool;
 
     use super::*;
-    use crate::spawn::Supervised;
+    use crate::spawn::{Spec, Supervised};
     use crate::state::Origin;
     use crate::supervisor::Config;
 
@@ -418,6 +427,7 @@ mod loom_models {
             on_failure: None,
             runtime: None,
             task_span_level: tracing::level_filters::LevelFilter::OFF,
+            limits: crate::limit::Limits::default(),
         }))
     }
 
@@ -492,6 +502,16 @@ mod loom_models {
         assert_eq!(inner.state.running(), 0);
     }
 
+    /// A spawn from outside, without a name or a timeout.
+    fn spec(cooperative: bool) -> Spec {
+        Spec {
+            origin: Origin::Outside,
+            cooperative,
+            name: None,
+            timeout: None,
+        }
+    }
+
     /// Admits a task that suspends once, as a spawn from outside does.
     fn admit(inner: &Arc<Inner>) -> Option<Supervised<YieldOnce>> {
         admit_as(inner, false)
@@ -499,8 +519,7 @@ mod loom_models {
 
     /// Admits a task that suspends once, with a context (`cooperative`) or without.
     fn admit_as(inner: &Arc<Inner>, cooperative: bool) -> Option<Supervised<YieldOnce>> {
-        let admitted =
-            inner.supervise(Origin::Outside, cooperative, None, |_| YieldOnce::default());
+        let admitted = inner.supervise(spec(cooperative), |_, _| YieldOnce::default());
         admitted.ok().map(|(_, task)| task)
     }
 
@@ -543,11 +562,7 @@ mod loom_models {
             let inner = inner();
             let tracker = loom::thread::spawn({
                 let inner = inner.clone();
-                move || {
-                    inner
-                        .track(Origin::Outside, false, None, |_| YieldOnce::default())
-                        .ok()
-                }
+                move || inner.track(spec(false), |_, _| YieldOnce::default()).ok()
             });
             let at_close = shut_down(&inner);
             let tracked = tracker.join().unwrap();

@@ -53,6 +53,10 @@ pub struct Snapshot {
     pub by_name: Vec<NameCount>,
     /// The age of the oldest task in the registry (listed or not), if any.
     pub oldest_age: Option<Duration>,
+    /// How many of the running tasks wait for a place under their name's limit
+    /// ([`SupervisorBuilder::limit`](crate::SupervisorBuilder::limit)), not started: the sum
+    /// of [`NameCount::waiting`].
+    pub waiting: usize,
     /// What has happened since the supervisor was built.
     pub counters: Counters,
     /// The last [`RECENT_FAILURES`] failures, most recent first.
@@ -110,12 +114,14 @@ pub struct RunningTask {
     pub name: Option<Cow<'static, str>>,
     /// Async, on tokio's blocking pool, or a tracked future.
     pub kind: TaskKind,
-    /// Whether it has started: an async task listed here always has (it has suspended); a
-    /// blocking one has once a thread picked it up; a tracked future counts as started from
-    /// when it was made.
+    /// Whether it has started: an async task listed here has (it has suspended), unless it
+    /// waits for a place under its name's limit; a blocking one has once a thread picked it
+    /// up; a tracked future counts as started from when it was made, unless it waits for a
+    /// place.
     pub started: bool,
     /// How long it has run: since its first suspension for an async task, since its spawn for
-    /// a blocking one, since it was made for a tracked future.
+    /// a blocking one, since it was made for a tracked future; for one waiting for a place,
+    /// how long it has waited.
     pub age: Duration,
 }
 
@@ -142,14 +148,20 @@ pub struct NameCount {
     pub running: usize,
     /// The age of the oldest of them.
     pub oldest_age: Duration,
+    /// How many tasks of this name wait for a place under its limit
+    /// ([`SupervisorBuilder::limit`](crate::SupervisorBuilder::limit)), listed or not (a task
+    /// is listed once it has first been polled). A limited name is in
+    /// [`Snapshot::by_name`] while any of its tasks runs or waits.
+    pub waiting: usize,
 }
 
 /// What has happened to a supervisor's tasks since it was built, in a [`Snapshot`].
 ///
-/// Every spawned task ends with one outcome: `completed`, `panicked`, `cancelled`, `aborted`
-/// or `abandoned`. Once no task runs,
-/// `spawned == completed + panicked + cancelled + aborted + abandoned`, but for a blocking
-/// task abandoned by shutdown that later panics on its thread, which is in both.
+/// Every spawned task ends with one outcome: `completed`, `panicked`, `cancelled`, `aborted`,
+/// `abandoned` or `timed_out`. Once no task runs,
+/// `spawned == completed + panicked + cancelled + aborted + abandoned + timed_out`, but for a
+/// blocking task abandoned by shutdown that later panics on its thread, or runs past its
+/// timeout, which is in both.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Counters {
@@ -170,10 +182,17 @@ pub struct Counters {
     /// Blocking tasks that shutdown left running on their thread, and tasks stuck in their
     /// first poll, as the report counts them.
     pub abandoned: u64,
+    /// Tasks that ran past the timeout set with
+    /// [`TaskBuilder::timeout`](crate::TaskBuilder::timeout): aborted by it, or ended on their
+    /// own after its signal. One that shutdown stopped first is counted as the report counts
+    /// it, `aborted` or `abandoned`.
+    pub timed_out: u64,
     /// Spawns refused with [`SpawnError::ShuttingDown`](crate::SpawnError::ShuttingDown).
     pub refused_shutting_down: u64,
     /// Spawns refused with [`SpawnError::AtCapacity`](crate::SpawnError::AtCapacity).
     pub refused_at_capacity: u64,
+    /// Spawns refused with [`SpawnError::QueueFull`](crate::SpawnError::QueueFull).
+    pub refused_queue_full: u64,
 }
 
 /// A failure in [`Snapshot::recent_failures`].
@@ -214,6 +233,9 @@ pub(crate) struct Tally {
     pub(crate) stopped: AtomicU64,
     pub(crate) refused_shutting_down: AtomicU64,
     pub(crate) refused_at_capacity: AtomicU64,
+    pub(crate) refused_queue_full: AtomicU64,
+    /// Tasks that ended past their timeout, whatever the phase.
+    pub(crate) timed_out: AtomicU64,
     recent_failures: Mutex<VecDeque<(TaskFailure, SystemTime, Instant)>>,
 }
 
@@ -225,6 +247,8 @@ impl Tally {
             stopped: AtomicU64::new(0),
             refused_shutting_down: AtomicU64::new(0),
             refused_at_capacity: AtomicU64::new(0),
+            refused_queue_full: AtomicU64::new(0),
+            timed_out: AtomicU64::new(0),
             recent_failures: Mutex::new(VecDeque::new()),
         }
     }
@@ -261,8 +285,8 @@ impl Inner {
         for mut slab in self.registry.lock_all() {
             tasks.extend(slab.iter_mut().map(|entry| {
                 let (kind, started) = match entry.kind {
-                    Kind::Async(_) | Kind::Stopped => (TaskKind::Async, true),
-                    Kind::Tracked { .. } => (TaskKind::Tracked, true),
+                    Kind::Async(_) | Kind::Stopped => (TaskKind::Async, !entry.waiting),
+                    Kind::Tracked { .. } => (TaskKind::Tracked, !entry.waiting),
                     Kind::Blocking { stage, .. } => {
                         (TaskKind::Blocking, stage == Blocking::Running)
                     }
@@ -283,12 +307,26 @@ impl Inner {
             *running += 1;
             *oldest = (*oldest).max(task.age);
         }
+        // Limited names count their waiting tasks, listed or not.
+        let mut waiting = 0;
+        for (name, limit) in self.config.limits.iter() {
+            let queued = limit.waiting();
+            waiting += queued;
+            if queued != 0 {
+                names.entry(Some(name)).or_default();
+            }
+        }
         let mut by_name: Vec<NameCount> = names
             .into_iter()
             .map(|(name, (running, oldest_age))| NameCount {
                 name: name.map(|name| Cow::Owned(name.to_owned())),
                 running,
                 oldest_age,
+                waiting: self
+                    .config
+                    .limits
+                    .of(name)
+                    .map_or(0, |limit| limit.waiting()),
             })
             .collect();
         by_name.sort_unstable_by(|a, b| b.running.cmp(&a.running).then(a.name.cmp(&b.name)));
@@ -317,6 +355,7 @@ impl Inner {
             tasks,
             by_name,
             oldest_age,
+            waiting,
             counters,
             recent_failures,
             shutdown,
@@ -334,6 +373,7 @@ impl Inner {
     pub(crate) fn completed_while_running(&self, running: usize) -> u64 {
         let failed = read(&self.tally.panicked)
             + read(&self.tally.stopped)
+            + read(&self.tally.timed_out)
             // Relaxed: as in `read`.
             + self.dropped.load(Ordering::Relaxed) as u64;
         self.spawned()
@@ -357,14 +397,22 @@ impl Inner {
             aborted: stopped + dropped,
             refused_shutting_down: read(&tally.refused_shutting_down),
             refused_at_capacity: read(&tally.refused_at_capacity),
+            refused_queue_full: read(&tally.refused_queue_full),
+            timed_out: read(&tally.timed_out),
             ..Counters::default()
         };
         let Some(started) = log.started else {
             counters.completed = self.completed_while_running(running);
             return (SupervisorPhase::Running, counters, None);
         };
-        counters.completed = (log.completed_before + log.completed - log.panicked_draining) as u64;
-        counters.cancelled = (log.cancelled - log.panicked_cancelling) as u64;
+        counters.completed = (log.completed_before + log.completed
+            - log.panicked_draining
+            - log.timed_out_draining) as u64;
+        counters.cancelled =
+            (log.cancelled - log.panicked_cancelling - log.timed_out_cancelling) as u64;
+        counters.timed_out = counters
+            .timed_out
+            .saturating_sub(log.timed_out_by_shutdown as u64);
         let report = log.abort.as_ref().and_then(|abort| abort.report.clone());
         let (aborted, abandoned) = match (&report, &log.abort) {
             (Some(report), _) => (report.aborted(), report.abandoned()),

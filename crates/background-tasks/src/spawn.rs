@@ -17,13 +17,40 @@ use tracing::{Level, Span};
 
 use crate::error::{SpawnError, panic_message};
 use crate::failure::{Kind as FailureKind, TaskFailure};
-use crate::handle::{AbortedByShutdown, TaskHandle, TaskId};
+use crate::handle::{Stopped, TaskHandle, TaskId};
+use crate::limit::Place;
 use crate::registry::{Blocking, Entry, Key, Kind};
 use crate::report::{Age, TaskRecord};
 use crate::snapshot::Tally;
 use crate::state::{Origin, Phase, Refused};
 use crate::supervisor::Inner;
+use crate::timeout::{ContextDeadline, Deadline, Stage};
 use crate::tracked::TrackedFuture;
+
+/// What a spawn asks for besides its work: who spawns, whether the task gets a
+/// [`TaskContext`](crate::TaskContext) (and so sees the cancellation signal and gets the
+/// grace), its name, and its timeout.
+#[derive(Debug)]
+pub(crate) struct Spec {
+    pub(crate) origin: Origin,
+    pub(crate) cooperative: bool,
+    pub(crate) name: Option<Cow<'static, str>>,
+    pub(crate) timeout: Option<std::time::Duration>,
+}
+
+impl Spec {
+    /// The deadline of a task with a timeout, made before anything is counted (see
+    /// [`Deadline::new`]).
+    #[track_caller]
+    #[inline]
+    pub(crate) fn deadline(&self, inner: &Inner) -> Option<Box<Deadline>> {
+        let timeout = self.timeout?;
+        Some(Deadline::new(
+            timeout,
+            self.cooperative.then_some(&inner.cancel),
+        ))
+    }
+}
 
 impl Inner {
     /// Spawns the future `make` builds for the new task's id, on `on`, else on the runtime
@@ -31,19 +58,17 @@ impl Inner {
     #[track_caller]
     pub(crate) fn spawn_async<F, M>(
         self: &Arc<Self>,
-        origin: Origin,
-        cooperative: bool,
-        name: Option<Cow<'static, str>>,
+        spec: Spec,
         make: M,
         on: Option<&Handle>,
     ) -> Result<TaskHandle<F::Output>, SpawnError>
     where
-        M: FnOnce(TaskId) -> F,
+        M: FnOnce(TaskId, Option<ContextDeadline>) -> F,
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
         let runtime = Runtime::get(on.or(self.config.runtime.as_ref()));
-        let (id, supervised) = self.supervise(origin, cooperative, name, make)?;
+        let (id, supervised) = self.supervise(spec, make)?;
         let join = runtime.spawn(supervised);
         Ok(TaskHandle::new(id, join))
     }
@@ -53,18 +78,16 @@ impl Inner {
     #[track_caller]
     pub(crate) fn spawn_local<F, M>(
         self: &Arc<Self>,
-        origin: Origin,
-        cooperative: bool,
-        name: Option<Cow<'static, str>>,
+        spec: Spec,
         make: M,
         on: Option<&LocalSet>,
     ) -> Result<TaskHandle<F::Output>, SpawnError>
     where
-        M: FnOnce(TaskId) -> F,
+        M: FnOnce(TaskId, Option<ContextDeadline>) -> F,
         F: Future + 'static,
         F::Output: 'static,
     {
-        let (id, mut supervised) = self.supervise(origin, cooperative, name, make)?;
+        let (id, mut supervised) = self.supervise(spec, make)?;
         supervised.guard.tagged |= LOCAL;
         // Without a `LocalSet` to run on, tokio panics here and drops the task, which its
         // guard then tells apart from one dropped by its `LocalSet` (see
@@ -78,23 +101,24 @@ impl Inner {
 
     /// Admits a task and wraps the future `make` builds for its id, for its owner to poll: it
     /// counts until it completes or is dropped.
+    #[track_caller]
     pub(crate) fn track<F, M>(
         self: &Arc<Self>,
-        origin: Origin,
-        cooperative: bool,
-        name: Option<Cow<'static, str>>,
+        spec: Spec,
         make: M,
     ) -> Result<TrackedFuture<F>, SpawnError>
     where
-        M: FnOnce(TaskId) -> F,
+        M: FnOnce(TaskId, Option<ContextDeadline>) -> F,
     {
-        let admission = self.admit(origin, cooperative)?;
+        let (admission, name, flow) = self.admit_spec(spec, true)?;
+        let cooperative = admission.cooperative;
         let id = self.next_id();
         // User code: should it panic, the admission gives its place back as it unwinds.
-        let future = make(id);
+        let future = make(id, flow.deadline.as_deref().and_then(Deadline::for_context));
         let span = task_span(self.config.task_span_level, id, name.as_deref());
         #[cfg(feature = "metrics")]
         self.labels.spawned(name.as_ref());
+        let waiting = flow.place.as_ref().is_some_and(Place::is_waiting);
         let mut shard = self.registry.lock(id);
         // Registered at once, whatever the phase: only the abort's walk can name a future that
         // nothing else can stop. Read under the shard lock, as a registration does: unless
@@ -105,10 +129,11 @@ impl Inner {
             name,
             started: Instant::now(),
             cooperative,
+            waiting,
             kind: Kind::Tracked { listed: false },
         });
         drop(shard);
-        let mut guard = admission.into_guard(id, None, Some(key), span);
+        let mut guard = admission.into_guard(id, None, Some(key), span, flow);
         // Its owner ends it, on purpose, however it ends: never a task dropped unfinished.
         guard.tagged |= POLLED | FINISHED;
         if walk_may_have_passed {
@@ -150,28 +175,60 @@ impl Inner {
     /// Admits a task and wraps the future `make` builds for its id, ready to be spawned.
     /// `cooperative` says whether the task has a [`TaskContext`](crate::TaskContext), and so
     /// can see the cancellation signal and gets the grace.
+    #[track_caller]
     #[inline]
     pub(crate) fn supervise<F, M>(
         self: &Arc<Self>,
-        origin: Origin,
-        cooperative: bool,
-        name: Option<Cow<'static, str>>,
+        spec: Spec,
         make: M,
     ) -> Result<(TaskId, Supervised<F>), SpawnError>
     where
-        M: FnOnce(TaskId) -> F,
+        M: FnOnce(TaskId, Option<ContextDeadline>) -> F,
     {
-        let admission = self.admit(origin, cooperative)?;
+        let (admission, name, flow) = self.admit_spec(spec, true)?;
+        Ok(self.wrap(admission, name, flow, make))
+    }
+
+    /// Admits the task `spec` describes: makes its deadline (which may panic, before anything
+    /// is counted), takes its place in the count, then its place under its name's limit
+    /// (`queue`: it may wait for one). Returns the admission, the name, and what the guard
+    /// keeps of the deadline and the place.
+    #[track_caller]
+    #[inline]
+    fn admit_spec(
+        self: &Arc<Self>,
+        spec: Spec,
+        queue: bool,
+    ) -> Result<(Admission<'_>, Option<Cow<'static, str>>, Flow), SpawnError> {
+        let deadline = spec.deadline(self);
+        let admission = self.admit(spec.origin, spec.cooperative)?;
+        let place = self.reserve(&admission, spec.name.as_ref(), queue)?;
+        Ok((admission, spec.name, Flow { deadline, place }))
+    }
+
+    /// Wraps the future `make` builds for an admitted task, with its name, its place under
+    /// its name's limit and its deadline.
+    #[inline]
+    pub(crate) fn wrap<F, M>(
+        &self,
+        admission: Admission<'_>,
+        name: Option<Cow<'static, str>>,
+        flow: Flow,
+        make: M,
+    ) -> (TaskId, Supervised<F>)
+    where
+        M: FnOnce(TaskId, Option<ContextDeadline>) -> F,
+    {
         let id = self.next_id();
         // User code: should it panic, the admission gives its place back as it unwinds.
-        let future = make(id);
+        let future = make(id, flow.deadline.as_deref().and_then(Deadline::for_context));
         let span = task_span(self.config.task_span_level, id, name.as_deref());
         #[cfg(feature = "metrics")]
         self.labels.spawned(name.as_ref());
         // From here on the guard owns the place, and gives it back exactly once however the
         // task ends, even if tokio's spawn panics and drops the future.
-        let guard = admission.into_guard(id, name, None, span);
-        Ok((id, Supervised { future, guard }))
+        let guard = admission.into_guard(id, name, None, span, flow);
+        (id, Supervised { future, guard })
     }
 
     /// Spawns the closure `make` builds for the new task's id on the blocking pool of `on`, else
@@ -179,21 +236,22 @@ impl Inner {
     #[track_caller]
     pub(crate) fn spawn_blocking<R, F, M>(
         self: &Arc<Self>,
-        origin: Origin,
-        cooperative: bool,
-        name: Option<Cow<'static, str>>,
+        spec: Spec,
         make: M,
         on: Option<&Handle>,
     ) -> Result<TaskHandle<R>, SpawnError>
     where
-        M: FnOnce(TaskId) -> F,
+        M: FnOnce(TaskId, Option<ContextDeadline>) -> F,
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
         let runtime = Runtime::get(on.or(self.config.runtime.as_ref()));
-        let admission = self.admit(origin, cooperative)?;
+        // A blocking task cannot wait without holding a thread: it takes a place under its
+        // name's limit or is refused.
+        let (admission, name, flow) = self.admit_spec(spec, false)?;
+        let cooperative = admission.cooperative;
         let id = self.next_id();
-        let function = make(id);
+        let function = make(id, flow.deadline.as_deref().and_then(Deadline::for_context));
         let span = task_span(self.config.task_span_level, id, name.as_deref());
         let started = Instant::now();
         #[cfg(feature = "metrics")]
@@ -214,6 +272,7 @@ impl Inner {
                 name,
                 started,
                 cooperative,
+                waiting: false,
                 kind: Kind::Blocking {
                     abort: None,
                     stage: Blocking::Queued,
@@ -223,7 +282,7 @@ impl Inner {
         };
         drop(slab);
         // From here on the task is counted: its guard accounts for its end.
-        let guard = admission.into_guard(id, name, key, span);
+        let guard = admission.into_guard(id, name, key, span, flow);
         // Spawned without the shard lock: tokio may start a thread here, or drop the closure
         // (and so end the task, which takes the shard lock) at once when its pool is shut down.
         let join = runtime.spawn_blocking(move || run_blocking(guard, function));
@@ -252,10 +311,22 @@ impl Inner {
         origin: Origin,
         cooperative: bool,
     ) -> Result<Admission<'_>, SpawnError> {
-        match self.state.admit(origin, cooperative, self.config.max_tasks) {
+        let admitted = self.state.admit(origin, cooperative, self.config.max_tasks);
+        self.decide(admitted, cooperative)
+    }
+
+    /// The admission, or the refusal, that `admitted`, what the state word said, amounts to.
+    #[inline]
+    pub(crate) fn decide(
+        self: &Arc<Self>,
+        admitted: Result<(), Refused>,
+        cooperative: bool,
+    ) -> Result<Admission<'_>, SpawnError> {
+        match admitted {
             Ok(()) => Ok(Admission {
                 inner: self,
                 cooperative,
+                refused: std::cell::Cell::new(false),
             }),
             Err(Refused::ShuttingDown) => {
                 Tally::bump(&self.tally.refused_shutting_down);
@@ -278,6 +349,46 @@ impl Inner {
                     limit: self.config.max_tasks.unwrap_or(usize::MAX),
                 })
             }
+        }
+    }
+
+    /// A place for an admitted task of a limited name, if its name has a limit (`queue`: it
+    /// may wait for one); refuses it, giving its admission back, when the name's queue is
+    /// full. Tasks of other names pay for one test.
+    #[inline]
+    fn reserve(
+        &self,
+        admission: &Admission<'_>,
+        name: Option<&Cow<'static, str>>,
+        queue: bool,
+    ) -> Result<Option<Place>, SpawnError> {
+        let Some(limit) = self.config.limits.of(name.map(Cow::as_ref)) else {
+            return Ok(None);
+        };
+        match limit.reserve(queue) {
+            Some(place) => Ok(Some(place)),
+            None => Err(self.queue_full(admission, limit.limit(), queue)),
+        }
+    }
+
+    #[cold]
+    fn queue_full(
+        &self,
+        admission: &Admission<'_>,
+        limit: crate::Limit,
+        queue: bool,
+    ) -> SpawnError {
+        admission.refused.set(true);
+        Tally::bump(&self.tally.refused_queue_full);
+        #[cfg(feature = "metrics")]
+        crate::metrics::refused("queue_full");
+        SpawnError::QueueFull {
+            limit: limit.running(),
+            queue: if queue {
+                limit.queue_len().unwrap_or(usize::MAX)
+            } else {
+                0
+            },
         }
     }
 
@@ -308,6 +419,13 @@ impl Inner {
     /// Wakes the waits for the count to reach zero when `left`, the count they wait on, is
     /// zero.
     pub(crate) fn notify_if_idle(&self, left: usize) {
+        // An end from a full `max_tasks` makes room: wake the spawns waiting for it. A test
+        // of a plain field for supervisors without the limit.
+        if let Some(max) = self.config.max_tasks
+            && left.wrapping_add(1) == max
+        {
+            self.notify_room();
+        }
         if left != 0 {
             return;
         }
@@ -334,7 +452,13 @@ impl Inner {
     /// supervisor is dropped), and handed to `on_failure`. Off the hot path: only a task's
     /// drop comes here.
     #[cold]
-    fn dropped_unfinished(&self, id: TaskId, name: Option<Cow<'static, str>>, age: Age, local: bool) {
+    fn dropped_unfinished(
+        &self,
+        id: TaskId,
+        name: Option<Cow<'static, str>>,
+        age: Age,
+        local: bool,
+    ) {
         if local && age == Age::NotStarted && std::thread::panicking() {
             // `spawn_local` outside of a `LocalSet` panicked, and dropped the task as it
             // unwound: never spawned, as a task whose closure panicked. The panic says why.
@@ -426,7 +550,7 @@ fn local_set_is_closing() -> bool {
 }
 
 /// The runtime to spawn on.
-enum Runtime {
+pub(crate) enum Runtime {
     /// The caller is a task, so a runtime is current: `tokio::spawn` finds it.
     Current,
     Handle(Handle),
@@ -438,7 +562,7 @@ impl Runtime {
     ///
     /// Checked before anything is counted, so that the panic leaves the supervisor as it was.
     #[track_caller]
-    fn get(configured: Option<&Handle>) -> Self {
+    pub(crate) fn get(configured: Option<&Handle>) -> Self {
         if let Some(handle) = configured {
             return Runtime::Handle(handle.clone());
         }
@@ -458,7 +582,7 @@ impl Runtime {
     }
 
     #[track_caller]
-    fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    pub(crate) fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -498,9 +622,12 @@ fn task_span(level: LevelFilter, id: TaskId, name: Option<&str>) -> Option<Span>
 
 /// An admitted task that is not spawned yet: dropped before [`Admission::into_guard`], it
 /// gives its place back.
-struct Admission<'a> {
+pub(crate) struct Admission<'a> {
     inner: &'a Arc<Inner>,
     cooperative: bool,
+    /// Set when the spawn is refused after all (its name's queue is full): no task took an
+    /// id, so none is counted as never spawned.
+    refused: std::cell::Cell<bool>,
 }
 
 impl Admission<'_> {
@@ -512,18 +639,22 @@ impl Admission<'_> {
         name: Option<Cow<'static, str>>,
         key: Option<Key>,
         span: Option<Span>,
+        flow: Flow,
     ) -> TaskGuard {
         let (inner, cooperative) = (self.inner.clone(), self.cooperative);
         // Not dropped: the place is the guard's now. Forgetting a reference leaks nothing.
         std::mem::forget(self);
-        TaskGuard::new(inner, id, cooperative, name, key, span)
+        TaskGuard::new(inner, id, cooperative, name, key, span, flow)
     }
 }
 
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
-        // The closure building the task panicked, after the task took its id.
-        Tally::bump(&self.inner.tally.unspawned);
+        // The closure building the task panicked, after the task took its id; or the spawn
+        // was refused before it took one.
+        if !self.refused.get() {
+            Tally::bump(&self.inner.tally.unspawned);
+        }
         // Admitted places are taken before the walk's snapshot, which admits no one.
         self.inner.release(self.cooperative, true);
     }
@@ -585,6 +716,28 @@ struct Cold {
     panic: Option<Option<String>>,
     /// The task's span, when a subscriber wants it.
     span: Option<Span>,
+    /// The task's deadline, when it was spawned with a timeout.
+    deadline: Option<Box<Deadline>>,
+    /// The task's place under its name's limit, if its name has one.
+    place: Option<Place>,
+}
+
+/// What a task with a timeout or under a per-name limit keeps in its cold box.
+pub(crate) struct Flow {
+    pub(crate) deadline: Option<Box<Deadline>>,
+    pub(crate) place: Option<Place>,
+}
+
+impl Cold {
+    /// Whether the task ran past its timeout; if so, its failure: aborted by it, or not.
+    fn timed_out(&self) -> Option<(std::time::Duration, bool)> {
+        let deadline = self.deadline.as_deref()?;
+        match deadline.stage() {
+            Stage::Armed => None,
+            Stage::Signalled => Some((deadline.timeout(), false)),
+            Stage::Aborted => Some((deadline.timeout(), true)),
+        }
+    }
 }
 
 impl TaskGuard {
@@ -595,14 +748,19 @@ impl TaskGuard {
         name: Option<Cow<'static, str>>,
         key: Option<Key>,
         span: Option<Span>,
+        flow: Flow,
     ) -> Self {
-        let cold = (name.is_some() || span.is_some()).then(|| {
-            Box::new(Cold {
-                name,
-                panic: None,
-                span,
-            })
-        });
+        let Flow { deadline, place } = flow;
+        let cold = (name.is_some() || span.is_some() || deadline.is_some() || place.is_some())
+            .then(|| {
+                Box::new(Cold {
+                    name,
+                    panic: None,
+                    span,
+                    deadline,
+                    place,
+                })
+            });
         let word = key.map_or(id.0, |key| key.bits() | REGISTERED);
         Self {
             inner,
@@ -663,6 +821,15 @@ impl TaskGuard {
             }
         };
         let TaskGuard { inner, cold, .. } = self;
+        // Counted before the end, so that a snapshot never sees the task neither running nor
+        // timed out (as a panic is counted before its task ends). A panic past the deadline
+        // counts as a panic only.
+        let timed_out = cold
+            .as_deref()
+            .is_some_and(|cold| cold.panic.is_none() && cold.timed_out().is_some());
+        if timed_out {
+            Tally::bump(&inner.tally.timed_out);
+        }
         let mut take_name = || cold.as_mut().and_then(|cold| cold.name.take());
         match key {
             None => {
@@ -706,10 +873,12 @@ impl TaskGuard {
         };
         // Snapshots count panics apart from the report's `completed` and `cancelled`.
         let panicked = usize::from(cold.as_ref().is_some_and(|cold| cold.panic.is_some()));
+        let timed_out = usize::from(timed_out);
         match (phase, &mut log.abort) {
             (Phase::Draining, _) => {
                 log.completed += 1;
                 log.panicked_draining += panicked;
+                log.timed_out_draining += timed_out;
             }
             // Listed as aborted by the walk of the cancel phase, which stopped it.
             (Phase::Cancelling, _) if listed => {}
@@ -723,6 +892,7 @@ impl TaskGuard {
             (Phase::Cancelling, _) => {
                 log.cancelled += 1;
                 log.panicked_cancelling += panicked;
+                log.timed_out_cancelling += timed_out;
             }
             (Phase::Done, Some(abort)) => {
                 abort.ended += 1;
@@ -750,6 +920,15 @@ impl TaskGuard {
             // `Done` writes the abort log under this lock.
             (Phase::Running, _) | (Phase::Done, None) => {}
         }
+        // Stopped by shutdown, which reports it as aborted or abandoned, not as timed out.
+        let by_shutdown = match phase {
+            Phase::Cancelling => listed || tagged & STOPPED != 0,
+            Phase::Done => true,
+            Phase::Running | Phase::Draining => false,
+        };
+        if by_shutdown {
+            log.timed_out_by_shutdown += timed_out;
+        }
         drop(log);
         inner.notify_if_idle(left.waited_for(phase));
         (id, name)
@@ -765,6 +944,14 @@ impl TaskGuard {
             return Outcome::Panicked;
         }
         let (stopped, finished) = (self.tagged & STOPPED != 0, self.tagged & FINISHED != 0);
+        if !stopped
+            && self
+                .cold
+                .as_ref()
+                .is_some_and(|cold| cold.timed_out().is_some())
+        {
+            return Outcome::TimedOut;
+        }
         match self.inner.state.phase() {
             // Dropped unfinished: aborted through its handle, or by its runtime.
             Phase::Running if !stopped && !finished => Outcome::Aborted,
@@ -796,7 +983,7 @@ impl TaskGuard {
 
     /// Registers a suspended async task, so that shutdown can name it and wake it to abort
     /// it; returns `false` if shutdown is already aborting, and the task must stop.
-    fn register(&mut self, waker: &Waker) -> bool {
+    fn register(&mut self, waker: &Waker, waiting: bool) -> bool {
         let (id, cooperative) = (self.unregistered_id(), self.is_cooperative());
         let TaskGuard {
             inner,
@@ -805,8 +992,10 @@ impl TaskGuard {
         } = self;
         let mut shard = inner.registry.lock(id);
         // Checked under the shard lock: each walk sets the flag before it locks any shard, so
-        // either it finds this entry, or this task sees the flag.
-        if inner.aborting.stops(cooperative) {
+        // either it finds this entry, or this task sees the flag. A task waiting for a place
+        // is stopped by the cancel phase's walk with or without a context, so it checks the
+        // flag as a task without one does.
+        if inner.aborting.stops(cooperative && !waiting) {
             *tagged |= STOPPED;
             return false;
         }
@@ -817,15 +1006,18 @@ impl TaskGuard {
             name: cold.as_mut().and_then(|cold| cold.name.take()),
             started: Instant::now(),
             cooperative,
+            waiting,
             kind: Kind::Async(waker.clone()),
         });
         drop(shard);
         *tagged = (*tagged & FLAGS) | REGISTERED | key.bits();
         // A box that held only the name is empty now: a long-lived named task keeps no box.
-        if cold
-            .as_deref()
-            .is_some_and(|cold| cold.span.is_none() && cold.panic.is_none())
-        {
+        if cold.as_deref().is_some_and(|cold| {
+            cold.span.is_none()
+                && cold.panic.is_none()
+                && cold.deadline.is_none()
+                && cold.place.is_none()
+        }) {
             *cold = None;
         }
         true
@@ -869,9 +1061,18 @@ impl Drop for TaskGuard {
             });
             self.inner.labels.finished(name.as_ref(), outcome, duration);
         }
-        if let Some(message) = self.cold.as_mut().and_then(|cold| cold.panic.take()) {
+        let Some(cold) = self.cold.as_deref_mut() else {
+            return;
+        };
+        if let Some(message) = cold.panic.take() {
             self.inner
                 .fail(TaskFailure::new(id, name, FailureKind::Panic { message }));
+        } else if self.tagged & STOPPED == 0
+            && let Some((timeout, aborted)) = cold.timed_out()
+        {
+            // Past its deadline, unless shutdown stopped it first: then the report names it.
+            let kind = FailureKind::TimedOut { timeout, aborted };
+            self.inner.fail(TaskFailure::new(id, name, kind));
         }
     }
 }
@@ -890,12 +1091,17 @@ pin_project! {
 }
 
 impl<F: Future> Future for Supervised<F> {
-    type Output = Result<F::Output, AbortedByShutdown>;
+    type Output = Result<F::Output, Stopped>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if this.guard.stopped_by_shutdown() {
-            return Poll::Ready(Err(AbortedByShutdown));
+            return Poll::Ready(Err(Stopped::ByShutdown));
+        }
+        match this.guard.gate(cx, true) {
+            Gate::Go => {}
+            Gate::Wait => return Poll::Pending,
+            Gate::Stop(stopped) => return Poll::Ready(Err(stopped)),
         }
         // A plain store to the task's own memory: cheaper than testing whether it is needed.
         this.guard.tagged |= POLLED;
@@ -908,8 +1114,8 @@ impl<F: Future> Future for Supervised<F> {
             Poll::Pending => {
                 // The waker of a task's top-level future is the task's own and never changes,
                 // so registering once is enough.
-                if this.guard.tagged & REGISTERED == 0 && !this.guard.register(cx.waker()) {
-                    return Poll::Ready(Err(AbortedByShutdown));
+                if this.guard.tagged & REGISTERED == 0 && !this.guard.register(cx.waker(), false) {
+                    return Poll::Ready(Err(Stopped::ByShutdown));
                 }
                 Poll::Pending
             }
@@ -917,7 +1123,77 @@ impl<F: Future> Future for Supervised<F> {
     }
 }
 
+/// What a task's limit and timeout say before its future is polled.
+pub(crate) enum Gate {
+    Go,
+    /// Waiting for a place under its name's limit.
+    Wait,
+    Stop(Stopped),
+}
+
 impl TaskGuard {
+    /// What the task's per-name limit and timeout say before its future is polled with
+    /// `cx`: go on, wait for a place, or stop. `abortable` is false for a tracked future,
+    /// which only its owner can stop.
+    #[inline]
+    pub(crate) fn gate(&mut self, cx: &mut Context<'_>, abortable: bool) -> Gate {
+        // A test of a word the guard holds anyway: only a task with a cold box (a name not yet
+        // registered, a span, a timeout, a limit) looks further.
+        let Some(cold) = self.cold.as_deref_mut() else {
+            return Gate::Go;
+        };
+        // The timeout runs from the spawn, waiting included, as `tokio::time::timeout`'s.
+        if let Some(deadline) = cold.deadline.as_deref_mut()
+            && deadline.poll_expired(cx, self.inner.config.cancel_grace, abortable)
+        {
+            // Ended by its timeout, not dropped unfinished: its end is a failure of its own.
+            self.tagged |= FINISHED;
+            return Gate::Stop(Stopped::TimedOut);
+        }
+        if cold.place.as_ref().is_some_and(Place::is_waiting) {
+            return self.wait_for_place(cx, abortable).unwrap_or(Gate::Go);
+        }
+        Gate::Go
+    }
+
+    /// Waits for the task's place under its name's limit; `None` once it has it (and has
+    /// started: its entry says so).
+    #[cold]
+    fn wait_for_place(&mut self, cx: &mut Context<'_>, abortable: bool) -> Option<Gate> {
+        // Never started, and from the cancel phase on never will: stopped, and named as not
+        // started (a walk listed it so, or its end does).
+        if abortable && self.inner.state.phase() >= Phase::Cancelling {
+            self.tagged |= STOPPED;
+            return Some(Gate::Stop(Stopped::ByShutdown));
+        }
+        let place = self
+            .cold
+            .as_deref_mut()
+            .and_then(|cold| cold.place.as_mut())?;
+        if place.poll_held(cx).is_pending() {
+            // Registered while it waits, so that snapshots show it and the walks find it.
+            if abortable && self.tagged & REGISTERED == 0 && !self.register(cx.waker(), true) {
+                return Some(Gate::Stop(Stopped::ByShutdown));
+            }
+            return Some(Gate::Wait);
+        }
+        if let Some(key) = self.key() {
+            let mut shard = self.inner.registry.lock_key(key);
+            if let Some(entry) = shard.get_mut(key) {
+                // Under the shard lock the walks take: a walk that listed it as not started
+                // stopped it, and it does not start now.
+                if abortable && entry.is_stopped() {
+                    drop(shard);
+                    self.tagged |= STOPPED;
+                    return Some(Gate::Stop(Stopped::ByShutdown));
+                }
+                entry.waiting = false;
+                entry.started = Instant::now();
+            }
+        }
+        None
+    }
+
     /// Runs `poll`, a poll of the task's future, inside the task's span. A panic is caught
     /// here rather than only by tokio (or the owner of a tracked future), so that it is logged
     /// and reported even when nobody awaits the handle; it then unwinds on.
@@ -934,20 +1210,36 @@ impl TaskGuard {
     }
 }
 
-fn run_blocking<R>(
-    mut guard: TaskGuard,
-    function: impl FnOnce() -> R,
-) -> Result<R, AbortedByShutdown> {
+fn run_blocking<R>(mut guard: TaskGuard, function: impl FnOnce() -> R) -> Result<R, Stopped> {
     if !guard.start_blocking() {
         // A walk aborted it before it started, or it was admitted as one was under way and
         // never registered: stopped, as an async task is at its first poll.
         guard.tagged |= STOPPED;
-        return Err(AbortedByShutdown);
+        return Err(Stopped::ByShutdown);
+    }
+    let deadline = guard
+        .cold
+        .as_deref_mut()
+        .and_then(|cold| cold.deadline.as_deref_mut());
+    if let Some(deadline) = deadline
+        && deadline.expired_before_start()
+    {
+        // Queued past its deadline: it does not start, and its end is a failure of its own.
+        guard.tagged |= FINISHED;
+        return Err(Stopped::TimedOut);
     }
     let span = guard.cold.as_ref().and_then(|cold| cold.span.clone());
     let run = || match catch_unwind(AssertUnwindSafe(function)) {
         Ok(output) => {
             guard.tagged |= FINISHED;
+            // Nothing could stop it once it ran: past its deadline, it is reported as such.
+            let deadline = guard
+                .cold
+                .as_deref_mut()
+                .and_then(|cold| cold.deadline.as_deref_mut());
+            if let Some(deadline) = deadline {
+                deadline.check_after_run();
+            }
             Ok(output)
         }
         Err(payload) => {

@@ -87,6 +87,8 @@ pub(crate) struct Config {
     pub(crate) runtime: Option<tokio::runtime::Handle>,
     /// Set with [`SupervisorBuilder::task_span_level`].
     pub(crate) task_span_level: LevelFilter,
+    /// Set with [`SupervisorBuilder::limit`].
+    pub(crate) limits: crate::limit::Limits,
 }
 
 // `repr(C)` keeps the fields in this order: the two words every spawn writes come first, on
@@ -102,6 +104,9 @@ pub(crate) struct Inner {
     /// How many futures wait for the count to reach zero; see `notify_if_idle`.
     pub(crate) idle_waiters: AtomicUsize,
     pub(crate) idle: Notify,
+    /// How many `spawn_when_ready` calls wait for room under `max_tasks`; see `notify_room`.
+    pub(crate) room_waiters: AtomicUsize,
+    pub(crate) room: Notify,
     /// Fired when the drain begins.
     pub(crate) drain: CancellationToken,
     /// Fired when the cancel phase begins.
@@ -142,6 +147,12 @@ pub(crate) struct ShutdownLog {
     /// apart.
     pub(crate) panicked_draining: usize,
     pub(crate) panicked_cancelling: usize,
+    /// The same for tasks that ran past their timeout.
+    pub(crate) timed_out_draining: usize,
+    pub(crate) timed_out_cancelling: usize,
+    /// Tasks past their timeout that shutdown stopped, and so are in its report as aborted
+    /// (or abandoned), and not among the snapshot's timed out.
+    pub(crate) timed_out_by_shutdown: usize,
     /// Tasks without a context that the cancel phase aborted, and so are not among the
     /// `cancelled`: those its walk found, and those it could not see, which the abort flag
     /// stopped at their first poll.
@@ -183,6 +194,8 @@ impl Inner {
             next_id: AtomicU64::new(1),
             idle_waiters: AtomicUsize::new(0),
             idle: Notify::new(),
+            room_waiters: AtomicUsize::new(0),
+            room: Notify::new(),
             drain: CancellationToken::new(),
             cancel: CancellationToken::new(),
             force: CancellationToken::new(),
@@ -262,7 +275,7 @@ impl Drop for Inner {
     }
 }
 
-struct DecrementOnDrop<'a>(&'a AtomicUsize);
+pub(crate) struct DecrementOnDrop<'a>(pub(crate) &'a AtomicUsize);
 
 impl Drop for DecrementOnDrop<'_> {
     fn drop(&mut self) {
@@ -488,7 +501,11 @@ impl TaskSupervisor {
     /// As [`spawn`](Self::spawn).
     #[track_caller]
     #[inline]
-    pub fn spawn_on<F>(&self, future: F, handle: &Handle) -> Result<TaskHandle<F::Output>, SpawnError>
+    pub fn spawn_on<F>(
+        &self,
+        future: F,
+        handle: &Handle,
+    ) -> Result<TaskHandle<F::Output>, SpawnError>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -823,6 +840,26 @@ impl TaskSupervisor {
     #[must_use]
     pub fn max_tasks(&self) -> Option<usize> {
         self.inner.config.max_tasks
+    }
+
+    /// The limit set with [`SupervisorBuilder::limit`] for the tasks named `name`, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use background_tasks::{Limit, TaskSupervisor};
+    ///
+    /// let supervisor = TaskSupervisor::builder().limit("send-mail", 10).build();
+    /// assert_eq!(supervisor.limit("send-mail"), Some(Limit::new(10)));
+    /// ```
+    #[must_use]
+    pub fn limit(&self, name: &str) -> Option<crate::Limit> {
+        self.inner
+            .config
+            .limits
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, limit)| limit.limit())
     }
 
     /// The runtime set with [`SupervisorBuilder::runtime`], if any, that every task is

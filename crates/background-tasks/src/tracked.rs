@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 
 use crate::handle::TaskId;
-use crate::spawn::TaskGuard;
+use crate::spawn::{Gate, TaskGuard};
 
 pin_project! {
     /// A future tracked by a supervisor, from
@@ -79,6 +79,11 @@ impl<F: Future> Future for TrackedFuture<F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        // It waits for its place under its name's limit; its timeout fires its signal, if it
+        // has a context. Only its owner can stop it.
+        if matches!(this.guard.gate(cx, false), Gate::Wait) {
+            return Poll::Pending;
+        }
         this.guard.poll_in_span(|| this.future.poll(cx))
     }
 }

@@ -275,3 +275,47 @@ fn names_past_the_limit_share_the_other_label_and_a_warning_says_why() {
     assert_eq!(log.matches("WARN").count(), 1, "{log}");
     assert!(log.contains("never with ids or user input"), "{log}");
 }
+
+#[test]
+fn timeouts_queue_refusals_and_waiting_tasks_are_recorded() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    with_recorder(&recorder, async {
+        let supervisor = TaskSupervisor::builder()
+            .limit("send-mail", background_tasks::Limit::new(1).queue(1))
+            .build();
+        let timed = supervisor
+            .task("call-upstream")
+            .timeout(Duration::from_secs(2))
+            .spawn(pending::<()>())
+            .unwrap();
+        supervisor.task("send-mail").spawn(pending::<()>()).unwrap();
+        supervisor.task("send-mail").spawn(pending::<()>()).unwrap();
+        let refused = supervisor.task("send-mail").spawn(async {});
+        assert_eq!(
+            refused.unwrap_err(),
+            SpawnError::QueueFull { limit: 1, queue: 1 }
+        );
+        settle().await;
+        supervisor.record_metrics();
+        let mut seen = BTreeMap::new();
+        let metrics = recorded(&snapshotter, &mut seen);
+        assert_eq!(
+            gauge(metrics, "background_tasks_waiting{name=send-mail}"),
+            1.0
+        );
+        assert_eq!(
+            counter(metrics, "background_tasks_refused_total{reason=queue_full}"),
+            1
+        );
+        assert!(timed.await.unwrap_err().is_timeout());
+        let metrics = recorded(&snapshotter, &mut seen);
+        assert_eq!(
+            counter(
+                metrics,
+                "background_tasks_finished_total{name=call-upstream,outcome=timed_out}"
+            ),
+            1
+        );
+    });
+}

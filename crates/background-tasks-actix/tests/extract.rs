@@ -216,18 +216,23 @@ async fn a_handler_spawns_a_not_send_task_on_its_worker_and_shutdown_drains_it()
                 web::post().to(
                     |tasks: BackgroundTasks, finished: web::Data<Arc<AtomicBool>>| async move {
                         let session = std::rc::Rc::new(finished.get_ref().clone()); // not `Send`
-                        tasks.task("touch-session").spawn_local_with(|ctx| async move {
-                            ctx.shutdown_started().await;
-                            session.store(true, Ordering::SeqCst);
-                        })?;
+                        tasks
+                            .task("touch-session")
+                            .spawn_local_with(|ctx| async move {
+                                ctx.shutdown_started().await;
+                                session.store(true, Ordering::SeqCst);
+                            })?;
                         Ok::<_, BackgroundTaskError>(HttpResponse::Accepted().finish())
                     },
                 ),
             ),
     )
     .await;
-    let response =
-        test::call_service(&service, test::TestRequest::post().uri("/local").to_request()).await;
+    let response = test::call_service(
+        &service,
+        test::TestRequest::post().uri("/local").to_request(),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     assert_eq!(supervisor.len(), 1);
     // This test runs on the worker's `LocalSet`, as the handler did: drained while it runs.
@@ -255,13 +260,19 @@ async fn a_handler_s_tracked_future_counts_while_the_handler_awaits_it() {
             ),
     )
     .await;
-    let response =
-        test::call_service(&service, test::TestRequest::post().uri("/save").to_request()).await;
+    let response = test::call_service(
+        &service,
+        test::TestRequest::post().uri("/save").to_request(),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(test::read_body(response).await, "1", "counted while it ran");
     assert!(supervisor.is_empty());
     supervisor.shutdown().await;
-    let refused =
-        test::call_service(&service, test::TestRequest::post().uri("/save").to_request()).await;
+    let refused = test::call_service(
+        &service,
+        test::TestRequest::post().uri("/save").to_request(),
+    )
+    .await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
 }

@@ -174,7 +174,9 @@ async fn a_handler_spawns_on_the_runtime_it_names() {
                     .task("render")
                     .spawn_with_on(|_ctx| async move { here() }, &handle)?;
                 let (plain, named) = (plain.await.unwrap(), named.await.unwrap());
-                Ok::<_, BackgroundTaskError>((plain == handle.id() && named == handle.id()).to_string())
+                Ok::<_, BackgroundTaskError>(
+                    (plain == handle.id() && named == handle.id()).to_string(),
+                )
             }),
         )
         .layer(BackgroundTasksLayer::new(supervisor.clone()));

@@ -288,7 +288,11 @@ impl TaskContext {
     /// As [`spawn`](Self::spawn).
     #[track_caller]
     #[inline]
-    pub fn spawn_on<F>(&self, future: F, handle: &Handle) -> Result<TaskHandle<F::Output>, SpawnError>
+    pub fn spawn_on<F>(
+        &self,
+        future: F,
+        handle: &Handle,
+    ) -> Result<TaskHandle<F::Output>, SpawnError>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,

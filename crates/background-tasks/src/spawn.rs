@@ -141,6 +141,7 @@ impl Inner {
                     id: entry.id,
                     name: entry.name.clone(),
                     age: Age::Known(Instant::now().saturating_duration_since(entry.started)),
+                    tracked: true,
                 });
                 self.late.notify_waiters();
             }
@@ -334,7 +335,13 @@ impl Inner {
     /// supervisor is dropped), and handed to `on_failure`. Off the hot path: only a task's
     /// drop comes here.
     #[cold]
-    fn dropped_unfinished(&self, id: TaskId, name: Option<Cow<'static, str>>, age: Age, local: bool) {
+    fn dropped_unfinished(
+        &self,
+        id: TaskId,
+        name: Option<Cow<'static, str>>,
+        age: Age,
+        local: bool,
+    ) {
         if local && age == Age::NotStarted && std::thread::panicking() {
             // `spawn_local` outside of a `LocalSet` panicked, and dropped the task as it
             // unwound: never spawned, as a task whose closure panicked. The panic says why.
@@ -719,6 +726,7 @@ impl TaskGuard {
                 id,
                 name: name.clone(),
                 age: unseen_age(),
+                tracked: false,
             }),
             (Phase::Cancelling, _) => {
                 log.cancelled += 1;
@@ -742,6 +750,7 @@ impl TaskGuard {
                         id,
                         name: name.clone(),
                         age,
+                        tracked: false,
                     });
                     inner.late.notify_waiters();
                 }

@@ -90,22 +90,26 @@ fn other_runtime(name: &str) -> tokio::runtime::Runtime {
         .thread_name(name)
         .enable_all()
         .build()
-        .unwrap()
+        .expect("a runtime")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn spawn_on_runs_each_form_on_the_runtime_given_rather_than_the_configured_one() {
     let other = other_runtime("other-runtime");
-    let supervisor = TaskSupervisor::builder()
-        .runtime(Handle::current())
-        .build();
+    let supervisor = TaskSupervisor::builder().runtime(Handle::current()).build();
     let here = || Handle::current().id();
     let on = other.handle();
     let plain = supervisor.spawn_on(async move { here() }, on).unwrap();
-    let named = supervisor.task("named").spawn_on(async move { here() }, on).unwrap();
+    let named = supervisor
+        .task("named")
+        .spawn_on(async move { here() }, on)
+        .unwrap();
     let with = supervisor
         .task("with-context")
-        .spawn_with_on(|ctx| async move { (here(), ctx.name().map(str::to_owned)) }, on)
+        .spawn_with_on(
+            |ctx| async move { (here(), ctx.name().map(str::to_owned)) },
+            on,
+        )
         .unwrap();
     let thread = || std::thread::current().name().map(str::to_owned);
     let blocking = supervisor.spawn_blocking_on(thread, on).unwrap();

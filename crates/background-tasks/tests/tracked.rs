@@ -1,26 +1,20 @@
 //! `track_future`: a future its owner polls, counted as a running task while it lives,
 //! drained, signalled and reported by shutdown, which cannot abort it.
 
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::Duration;
 
-use background_tasks::{FailureKind, SpawnError, TaskFailure, TaskKind, TaskSupervisor};
+use background_tasks::{FailureKind, SpawnError, TaskKind, TaskSupervisor};
+use support::Failures;
 use tokio::time::{Instant, sleep};
 
-fn recording(
-    shutdown_timeout: Duration,
-    cancel_grace: Duration,
-) -> (TaskSupervisor, Arc<Mutex<Vec<TaskFailure>>>) {
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let supervisor = TaskSupervisor::builder()
-        .shutdown_timeout(shutdown_timeout)
-        .cancel_grace(cancel_grace)
-        .on_failure({
-            let failures = failures.clone();
-            move |failure| failures.lock().unwrap().push(failure.clone())
-        })
-        .build();
-    (supervisor, failures)
+fn recording(shutdown_timeout: Duration, cancel_grace: Duration) -> (TaskSupervisor, Failures) {
+    support::recording(
+        TaskSupervisor::builder()
+            .shutdown_timeout(shutdown_timeout)
+            .cancel_grace(cancel_grace),
+    )
 }
 
 #[tokio::test(start_paused = true)]
@@ -46,7 +40,11 @@ async fn a_tracked_future_counts_as_a_running_task_until_it_completes_or_is_drop
     }
     assert!(supervisor.is_empty());
     let counters = supervisor.snapshot().counters;
-    assert_eq!((counters.spawned, counters.completed), (2, 2), "{counters:?}");
+    assert_eq!(
+        (counters.spawned, counters.completed),
+        (2, 2),
+        "{counters:?}"
+    );
     assert_eq!(counters.aborted, 0, "{counters:?}");
     assert!(supervisor.shutdown().await.is_clean());
 }
@@ -67,7 +65,11 @@ async fn shutdown_drains_a_tracked_future_while_its_owner_polls_it() {
     assert_eq!(saved, "saved");
     assert_eq!(report.completed(), 1, "{report}");
     assert!(report.is_clean(), "{report}");
-    assert_eq!(started.elapsed(), Duration::from_secs(2), "waited for it, no longer");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(2),
+        "waited for it, no longer"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -110,12 +112,14 @@ async fn a_tracked_future_alive_at_the_abort_is_reported_abandoned_and_runs_on()
         .task("never-polled")
         .track_future(async {})
         .unwrap();
-    let owner = tokio::spawn(async move {
-        tokio::join!(plain, with_context).0
-    });
+    let owner = tokio::spawn(async move { tokio::join!(plain, with_context).0 });
     let started = Instant::now();
     let report = supervisor.shutdown().await;
-    assert_eq!(started.elapsed(), Duration::from_secs(2), "not waited for past the budget");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(2),
+        "not waited for past the budget"
+    );
     let mut abandoned: Vec<_> = report
         .abandoned_tasks()
         .iter()
@@ -128,16 +132,36 @@ async fn a_tracked_future_alive_at_the_abort_is_reported_abandoned_and_runs_on()
         "{report}"
     );
     assert_eq!(report.aborted(), 0, "nothing could abort them: {report}");
-    assert_eq!(report.abandoned(), 3, "each by name, none merely counted: {report}");
+    assert_eq!(
+        report.abandoned(),
+        3,
+        "each by name, none merely counted: {report}"
+    );
     assert_eq!(supervisor.len(), 3, "still counted while they live");
 
     // Their owners still run them.
     assert_eq!(owner.await.unwrap(), "finished anyway");
     never_polled.await;
     assert!(supervisor.is_empty());
+    assert!(
+        report
+            .abandoned_tasks()
+            .iter()
+            .all(|task| task.is_tracked())
+    );
+    assert!(report.to_string().contains("tracked)"), "{report}");
     let failures = failures.lock().unwrap();
     assert_eq!(failures.len(), 3, "{failures:?}");
-    assert!(failures.iter().all(|failure| failure.kind() == FailureKind::Abandoned));
+    assert!(
+        failures
+            .iter()
+            .all(|failure| failure.kind() == FailureKind::Abandoned)
+    );
+    assert!(
+        failures[0].to_string().contains("tracked future"),
+        "says why nothing could stop it: {}",
+        failures[0]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -167,13 +191,18 @@ async fn track_future_is_admitted_and_refused_as_any_spawn() {
         Err(SpawnError::AtCapacity { limit: 1 })
     ));
     drop(held);
-    assert!(supervisor.track_future(async {}).is_ok(), "its place is back");
+    assert!(
+        supervisor.track_future(async {}).is_ok(),
+        "its place is back"
+    );
     let supervisor = TaskSupervisor::new();
     supervisor
         .spawn_with(|ctx| async move {
             ctx.shutdown_started().await;
             // A task's follow-ups, tracked ones too, are accepted during the drain.
-            ctx.track_future(sleep(Duration::from_millis(10))).unwrap().await;
+            ctx.track_future(sleep(Duration::from_millis(10)))
+                .unwrap()
+                .await;
         })
         .unwrap();
     let (report, refused) = tokio::join!(supervisor.shutdown(), async {

@@ -245,6 +245,7 @@ fn stop(entry: &mut Entry, now: Instant, wakers: &mut Vec<Waker>) -> Option<Stop
         id: entry.id,
         name: entry.name.clone(),
         age,
+        tracked: matches!(entry.kind, Kind::Tracked { .. }),
     };
     match &mut entry.kind {
         // Woken to see the abort flag; it stops at once unless it is stuck inside a poll,
@@ -337,7 +338,10 @@ async fn drive(guard: PublishOnDrop) {
             let kind = if aborted {
                 FailureKind::Aborted { age: task.age }
             } else {
-                FailureKind::Abandoned { age: task.age }
+                FailureKind::Abandoned {
+                    age: task.age,
+                    tracked: task.tracked,
+                }
             };
             inner.report_failure(&TaskFailure::new(task.id, task.name.clone(), kind));
         }

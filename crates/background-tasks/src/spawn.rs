@@ -166,6 +166,7 @@ impl Inner {
                     id: entry.id,
                     name: entry.name.clone(),
                     age: Age::Known(Instant::now().saturating_duration_since(entry.started)),
+                    tracked: true,
                 });
                 self.late.notify_waiters();
             }
@@ -888,6 +889,7 @@ impl TaskGuard {
                 id,
                 name: name.clone(),
                 age: unseen_age(),
+                tracked: false,
             }),
             (Phase::Cancelling, _) => {
                 log.cancelled += 1;
@@ -912,6 +914,7 @@ impl TaskGuard {
                         id,
                         name: name.clone(),
                         age,
+                        tracked: false,
                     });
                     inner.late.notify_waiters();
                 }

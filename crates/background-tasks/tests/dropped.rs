@@ -3,10 +3,13 @@
 //! down. Each is logged at WARN, the first ten by name, then one summary line, and passed to
 //! `on_failure`; a task aborted on purpose through its handle stays quiet.
 
+mod support;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use background_tasks::{FailureKind, TaskFailure, TaskSupervisor};
+use support::recording;
 
 /// What the tracing subscriber of a test writes.
 #[derive(Clone, Default)]
@@ -42,22 +45,6 @@ impl Write for Logs {
     }
 }
 
-fn recording() -> (TaskSupervisor, Arc<Mutex<Vec<TaskFailure>>>) {
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let supervisor = TaskSupervisor::builder()
-        .on_failure({
-            let failures = failures.clone();
-            move |failure| {
-                failures
-                    .lock()
-                    .expect("the failures' lock")
-                    .push(failure.clone());
-            }
-        })
-        .build();
-    (supervisor, failures)
-}
-
 fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -69,7 +56,7 @@ fn current_thread() -> tokio::runtime::Runtime {
 fn a_runtime_dropped_before_the_shutdown_logs_and_reports_every_running_task() {
     let logs = Logs::default();
     let _capture = logs.capture();
-    let (supervisor, failures) = recording();
+    let (supervisor, failures) = recording(TaskSupervisor::builder());
     let runtime = current_thread();
     runtime.block_on(async {
         for n in 0..12 {
@@ -144,7 +131,7 @@ fn a_runtime_dropped_before_the_shutdown_logs_and_reports_every_running_task() {
 fn a_runtime_dropped_after_the_shutdown_loses_nothing_more() {
     let logs = Logs::default();
     let _capture = logs.capture();
-    let (supervisor, failures) = recording();
+    let (supervisor, failures) = recording(TaskSupervisor::builder());
     let runtime = current_thread();
     let report = runtime.block_on(async {
         supervisor
@@ -170,7 +157,7 @@ fn a_runtime_dropped_after_the_shutdown_loses_nothing_more() {
 fn a_local_set_dropped_with_tasks_running_reports_each_as_dropped() {
     let logs = Logs::default();
     let _capture = logs.capture();
-    let (supervisor, failures) = recording();
+    let (supervisor, failures) = recording(TaskSupervisor::builder());
     let runtime = current_thread();
     let local_set = tokio::task::LocalSet::new();
     let shared = std::rc::Rc::new(()); // what makes these tasks need a `LocalSet`
@@ -226,7 +213,7 @@ fn a_local_set_dropped_with_tasks_running_reports_each_as_dropped() {
 
 #[test]
 fn a_task_spawned_on_a_runtime_that_shuts_down_first_is_reported_dropped() {
-    let (supervisor, failures) = recording();
+    let (supervisor, failures) = recording(TaskSupervisor::builder());
     let main = current_thread();
     let other = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -3,12 +3,14 @@
 //! abort, panics reported, exact counts) for as long as their `LocalSet` runs. A `LocalSet`
 //! dropped with tasks still running is covered in `dropped.rs`.
 
+mod support;
+
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use background_tasks::{FailureKind, SpawnError, TaskFailure, TaskSupervisor};
+use background_tasks::{FailureKind, SpawnError, TaskSupervisor};
+use support::recording;
 use tokio::task::LocalSet;
 use tokio::time::sleep;
 
@@ -134,13 +136,7 @@ async fn local_spawns_are_admitted_and_refused_as_any_spawn() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panic_in_a_local_task_is_reported_and_reaches_its_handle() {
-    let failures = Arc::new(Mutex::new(Vec::<TaskFailure>::new()));
-    let supervisor = TaskSupervisor::builder()
-        .on_failure({
-            let failures = failures.clone();
-            move |failure| failures.lock().unwrap().push(failure.clone())
-        })
-        .build();
+    let (supervisor, failures) = recording(TaskSupervisor::builder());
     let error = LocalSet::new()
         .run_until(async {
             let not_send = Rc::new("local");
@@ -162,13 +158,7 @@ async fn a_panic_in_a_local_task_is_reported_and_reaches_its_handle() {
 
 #[tokio::test]
 async fn spawn_local_outside_a_local_set_panics_and_leaves_nothing_counted() {
-    let failures = Arc::new(Mutex::new(Vec::<TaskFailure>::new()));
-    let supervisor = TaskSupervisor::builder()
-        .on_failure({
-            let failures = failures.clone();
-            move |failure| failures.lock().unwrap().push(failure.clone())
-        })
-        .build();
+    let (supervisor, failures) = recording(TaskSupervisor::builder());
     let spawn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         supervisor.task("nowhere-to-run").spawn_local(async {})
     }));

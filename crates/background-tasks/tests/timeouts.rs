@@ -2,26 +2,24 @@
 //! grace (at once without a context), and how a timed-out task is reported and counted, under
 //! paused time.
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use background_tasks::{Counters, FailureKind, TaskFailure, TaskSupervisor};
+use support::Failures;
 use tokio::time::{Instant, sleep};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const GRACE: Duration = Duration::from_secs(2);
 
-fn recording() -> (TaskSupervisor, Arc<Mutex<Vec<TaskFailure>>>) {
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let supervisor = TaskSupervisor::builder()
-        .shutdown_timeout(Duration::from_secs(60))
-        .cancel_grace(GRACE)
-        .on_failure({
-            let failures = failures.clone();
-            move |failure| failures.lock().expect("the failures").push(failure.clone())
-        })
-        .build();
-    (supervisor, failures)
+fn recording() -> (TaskSupervisor, Failures) {
+    support::recording(
+        TaskSupervisor::builder()
+            .shutdown_timeout(Duration::from_secs(60))
+            .cancel_grace(GRACE),
+    )
 }
 
 fn failures_of(failures: &Mutex<Vec<TaskFailure>>) -> Vec<(FailureKind, String)> {

@@ -1,26 +1,20 @@
 //! `track_future`: a future its owner polls, counted as a running task while it lives,
 //! drained, signalled and reported by shutdown, which cannot abort it.
 
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::Duration;
 
-use background_tasks::{FailureKind, SpawnError, TaskFailure, TaskKind, TaskSupervisor};
+use background_tasks::{FailureKind, SpawnError, TaskKind, TaskSupervisor};
+use support::Failures;
 use tokio::time::{Instant, sleep};
 
-fn recording(
-    shutdown_timeout: Duration,
-    cancel_grace: Duration,
-) -> (TaskSupervisor, Arc<Mutex<Vec<TaskFailure>>>) {
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let supervisor = TaskSupervisor::builder()
-        .shutdown_timeout(shutdown_timeout)
-        .cancel_grace(cancel_grace)
-        .on_failure({
-            let failures = failures.clone();
-            move |failure| failures.lock().expect("the failures").push(failure.clone())
-        })
-        .build();
-    (supervisor, failures)
+fn recording(shutdown_timeout: Duration, cancel_grace: Duration) -> (TaskSupervisor, Failures) {
+    support::recording(
+        TaskSupervisor::builder()
+            .shutdown_timeout(shutdown_timeout)
+            .cancel_grace(cancel_grace),
+    )
 }
 
 #[tokio::test(start_paused = true)]
@@ -149,12 +143,24 @@ async fn a_tracked_future_alive_at_the_abort_is_reported_abandoned_and_runs_on()
     assert_eq!(owner.await.unwrap(), "finished anyway");
     never_polled.await;
     assert!(supervisor.is_empty());
+    assert!(
+        report
+            .abandoned_tasks()
+            .iter()
+            .all(|task| task.is_tracked())
+    );
+    assert!(report.to_string().contains("tracked)"), "{report}");
     let failures = failures.lock().unwrap();
     assert_eq!(failures.len(), 3, "{failures:?}");
     assert!(
         failures
             .iter()
             .all(|failure| failure.kind() == FailureKind::Abandoned)
+    );
+    assert!(
+        failures[0].to_string().contains("tracked future"),
+        "says why nothing could stop it: {}",
+        failures[0]
     );
 }
 

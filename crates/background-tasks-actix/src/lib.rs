@@ -82,6 +82,6 @@ pub use serve::{Serve, ServeError, ServeFuture, serve};
 
 /// The core's types, so that an actix app needs this crate only.
 pub use background_tasks::{
-    ShutdownReport, SpawnError, SupervisorBuilder, TaskContext, TaskError, TaskFailure, TaskHandle,
-    TaskId, TaskRecord, TaskSupervisor, TrackedFuture,
+    Limit, ShutdownReport, SpawnError, SupervisorBuilder, TaskContext, TaskError, TaskFailure,
+    TaskHandle, TaskId, TaskRecord, TaskSupervisor, TrackedFuture,
 };

@@ -80,6 +80,50 @@ async fn spawn_at_capacity_answers_503_with_retry_after() {
     );
 }
 
+#[tokio::test]
+async fn a_full_queue_of_the_task_s_name_answers_503_with_retry_after() {
+    let supervisor = TaskSupervisor::builder()
+        .limit("job", background_tasks::Limit::new(1).queue(1))
+        .build();
+    let app = app(&supervisor);
+    for _ in 0..2 {
+        let accepted = app.clone().oneshot(request("POST", "/jobs")).await.unwrap();
+        assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    }
+    assert_eq!(supervisor.snapshot().waiting, 1);
+    let refused = app.oneshot(request("POST", "/jobs")).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()[RETRY_AFTER], "1");
+    let body = text(refused).await;
+    assert!(body.contains("queue is full"), "{body}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_waits_for_room_with_spawn_when_ready_and_times_its_task_out() {
+    let supervisor = TaskSupervisor::builder().limit("import", 1).build();
+    let handler = |tasks: BackgroundTasks| async move {
+        let handle = tasks
+            .task("import")
+            .timeout(Duration::from_secs(5))
+            .spawn_when_ready(std::future::pending::<()>())
+            .await?;
+        let timed_out = handle.await.is_err_and(|error| error.is_timeout());
+        Ok::<_, BackgroundTaskError>(timed_out.to_string())
+    };
+    let app = Router::new()
+        .route("/import", post(handler))
+        .layer(BackgroundTasksLayer::new(supervisor.clone()));
+    let start = tokio::time::Instant::now();
+    let (first, second) = tokio::join!(
+        app.clone().oneshot(request("POST", "/import")),
+        app.oneshot(request("POST", "/import")),
+    );
+    assert_eq!(text(first.unwrap()).await, "true");
+    assert_eq!(text(second.unwrap()).await, "true");
+    // One at a time: the second waited for the first's place, then its own timeout.
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+}
+
 #[tokio::test(start_paused = true)]
 async fn spawn_while_shutting_down_answers_503_with_retry_after() {
     let supervisor = TaskSupervisor::new();

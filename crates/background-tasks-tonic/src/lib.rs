@@ -59,8 +59,8 @@ pub use status::IntoStatus;
 
 /// The core's types, so that a tonic app needs this crate only.
 pub use background_tasks::{
-    ShutdownReport, SpawnError, SupervisorBuilder, TaskContext, TaskError, TaskFailure, TaskHandle,
-    TaskId, TaskRecord, TaskSupervisor, TrackedFuture,
+    Limit, ShutdownReport, SpawnError, SupervisorBuilder, TaskContext, TaskError, TaskFailure,
+    TaskHandle, TaskId, TaskRecord, TaskSupervisor, TrackedFuture,
 };
 /// The layer, the extractor and the lifecycle types, from `background-tasks-axum`.
 pub use background_tasks_axum::{

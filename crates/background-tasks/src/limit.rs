@@ -141,6 +141,12 @@ impl Limits {
         self.by_name.get(name?)
     }
 
+    /// Whether no name has a limit.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &NameLimit)> {
         self.by_name
             .iter()

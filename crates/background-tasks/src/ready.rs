@@ -51,7 +51,7 @@ impl Inner {
         let admission = self.wait_for_room(spec.origin, spec.cooperative).await?;
         // From here on nothing waits: the spawn completes in this poll.
         let deadline = spec.deadline(self);
-        let (id, supervised) = self.wrap(admission, spec.name, Flow { deadline, place }, make);
+        let (id, supervised) = self.wrap(admission, spec.name, Flow::boxed(deadline, place), make);
         Ok(TaskHandle::new(id, runtime.spawn(supervised)))
     }
 

@@ -218,8 +218,8 @@ impl PostgresStore {
 
     #[cfg(feature = "metrics")]
     pub(crate) async fn pending(&self, queue: &str) -> StoreResult<u64> {
-        // The condition of apalis's partial index `idx_apalis_jobs_fetch_partial`, so that
-        // only the waiting jobs' index entries are read.
+        // The condition of apalis's partial index `idx_apalis_jobs_fetch_partial`, which
+        // holds the waiting jobs only, so that the planner may count on it.
         let pending: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM apalis.jobs WHERE job_type = $1 AND (status = 'Pending' \
              OR (status = 'Failed' AND attempts < max_attempts))",

@@ -6,7 +6,7 @@ use std::future::{Future, Ready, ready};
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
-use background_tasks::{TaskBuilder, TaskContext, TaskHandle, TaskSupervisor};
+use background_tasks::{TaskBuilder, TaskContext, TaskHandle, TaskSupervisor, TrackedFuture};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{BackgroundTaskError, MissingBackgroundTasksMiddleware};
@@ -183,6 +183,140 @@ impl BackgroundTasks {
         R: Send + 'static,
     {
         Ok(self.supervisor.spawn_blocking(function)?)
+    }
+
+    /// [`TaskSupervisor::spawn_local`]: spawns `future`, which need not be `Send`, on the
+    /// worker that runs the handler, answering `503` through `?`.
+    ///
+    /// Each actix worker runs its own single-thread runtime with a `LocalSet`, which ends when
+    /// the server has stopped, before the supervisor's shutdown begins: a local task must end
+    /// within the request drain, or it is dropped with its worker and reported as
+    /// [`FailureKind::Dropped`](background_tasks::FailureKind::Dropped). Work that may take
+    /// longer belongs in [`spawn`](Self::spawn), which runs on the supervisor's runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use background_tasks_actix::{BackgroundTaskError, BackgroundTasks};
+    ///
+    /// async fn handler(tasks: BackgroundTasks) -> Result<&'static str, BackgroundTaskError> {
+    ///     let session = Rc::new("worker-local state"); // not `Send`
+    ///     tasks.spawn_local(async move { drop(session) })?;
+    ///     Ok("ok")
+    /// }
+    /// # let _ = actix_web::web::post().to(handler);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    ///
+    /// # Panics
+    ///
+    /// As [`TaskSupervisor::spawn_local`]: never in a handler, which actix runs on a
+    /// `LocalSet`.
+    #[track_caller]
+    #[inline]
+    pub fn spawn_local<F>(&self, future: F) -> Result<TaskHandle<F::Output>, BackgroundTaskError>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        Ok(self.supervisor.spawn_local(future)?)
+    }
+
+    /// [`TaskSupervisor::spawn_local_with`]: spawns the future that `task` builds from its
+    /// [`TaskContext`], which need not be `Send`, on the worker that runs the handler; see
+    /// [`spawn_local`](Self::spawn_local).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use background_tasks_actix::{BackgroundTaskError, BackgroundTasks};
+    ///
+    /// async fn handler(tasks: BackgroundTasks) -> Result<&'static str, BackgroundTaskError> {
+    ///     tasks.spawn_local_with(|ctx| async move { ctx.shutdown_started().await })?;
+    ///     Ok("ok")
+    /// }
+    /// # let _ = actix_web::web::post().to(handler);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    ///
+    /// # Panics
+    ///
+    /// As [`spawn_local`](Self::spawn_local).
+    #[track_caller]
+    #[inline]
+    pub fn spawn_local_with<F, Fut>(
+        &self,
+        task: F,
+    ) -> Result<TaskHandle<Fut::Output>, BackgroundTaskError>
+    where
+        F: FnOnce(TaskContext) -> Fut,
+        Fut: Future + 'static,
+        Fut::Output: 'static,
+    {
+        Ok(self.supervisor.spawn_local_with(task)?)
+    }
+
+    /// [`TaskSupervisor::track_future`]: tracks `future`, which the handler awaits itself, as
+    /// a supervised task, answering `503` through `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use background_tasks_actix::{BackgroundTaskError, BackgroundTasks};
+    ///
+    /// async fn save(tasks: BackgroundTasks) -> Result<&'static str, BackgroundTaskError> {
+    ///     let written = tasks.track_future(async { /* write to the store */ "saved" })?;
+    ///     Ok(written.await)
+    /// }
+    /// # let _ = actix_web::web::post().to(save);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    #[inline]
+    pub fn track_future<F: Future>(
+        &self,
+        future: F,
+    ) -> Result<TrackedFuture<F>, BackgroundTaskError> {
+        Ok(self.supervisor.track_future(future)?)
+    }
+
+    /// [`TaskSupervisor::track_future_with`]: tracks the future that `task` builds from its
+    /// [`TaskContext`], which the handler awaits itself.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use background_tasks_actix::{BackgroundTaskError, BackgroundTasks};
+    ///
+    /// async fn export(tasks: BackgroundTasks) -> Result<String, BackgroundTaskError> {
+    ///     let export = tasks.track_future_with(|ctx| async move { ctx.is_cancelled() })?;
+    ///     Ok(format!("cut short: {}", export.await))
+    /// }
+    /// # let _ = actix_web::web::post().to(export);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    #[inline]
+    pub fn track_future_with<F, Fut>(
+        &self,
+        task: F,
+    ) -> Result<TrackedFuture<Fut>, BackgroundTaskError>
+    where
+        F: FnOnce(TaskContext) -> Fut,
+        Fut: Future,
+    {
+        Ok(self.supervisor.track_future_with(task)?)
     }
 
     /// A builder for a named task: [`TaskSupervisor::task`], plus
@@ -439,6 +573,132 @@ impl BackgroundTaskBuilder<'_> {
         R: Send + 'static,
     {
         Ok(self.builder.spawn_blocking_with(function)?)
+    }
+
+    /// [`TaskBuilder::spawn_local`]: spawns `future`, which need not be `Send`, as a named
+    /// task on the worker that runs the handler; see [`BackgroundTasks::spawn_local`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use background_tasks_actix::{BackgroundTaskError, BackgroundTasks};
+    ///
+    /// async fn handler(tasks: BackgroundTasks) -> Result<&'static str, BackgroundTaskError> {
+    ///     let session = Rc::new("worker-local state");
+    ///     tasks.task("touch-session").spawn_local(async move { drop(session) })?;
+    ///     Ok("ok")
+    /// }
+    /// # let _ = actix_web::web::post().to(handler);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`BackgroundTasks::spawn`].
+    ///
+    /// # Panics
+    ///
+    /// As [`BackgroundTasks::spawn_local`].
+    #[track_caller]
+    #[inline]
+    pub fn spawn_local<F>(self, future: F) -> Result<TaskHandle<F::Output>, BackgroundTaskError>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        Ok(self.builder.spawn_local(future)?)
+    }
+
+    /// [`TaskBuilder::spawn_local_with`]: spawns the future that `task` builds from its
+    /// [`TaskContext`], which need not be `Send`, as a named task on the worker that runs the
+    /// handler; see [`BackgroundTasks::spawn_local`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use background_tasks_actix::{BackgroundTaskError, BackgroundTasks};
+    ///
+    /// async fn handler(tasks: BackgroundTasks) -> Result<&'static str, BackgroundTaskError> {
+    ///     tasks.task("poll").spawn_local_with(|ctx| async move { ctx.shutdown_started().await })?;
+    ///     Ok("ok")
+    /// }
+    /// # let _ = actix_web::web::post().to(handler);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`BackgroundTasks::spawn`].
+    ///
+    /// # Panics
+    ///
+    /// As [`BackgroundTasks::spawn_local`].
+    #[track_caller]
+    #[inline]
+    pub fn spawn_local_with<F, Fut>(
+        self,
+        task: F,
+    ) -> Result<TaskHandle<Fut::Output>, BackgroundTaskError>
+    where
+        F: FnOnce(TaskContext) -> Fut,
+        Fut: Future + 'static,
+        Fut::Output: 'static,
+    {
+        Ok(self.builder.spawn_local_with(task)?)
+    }
+
+    /// [`TaskBuilder::track_future`]: tracks `future`, which the handler awaits itself, as a
+    /// named task.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use background_tasks_actix::{BackgroundTaskError, BackgroundTasks};
+    ///
+    /// async fn save(tasks: BackgroundTasks) -> Result<&'static str, BackgroundTaskError> {
+    ///     Ok(tasks.task("save-order").track_future(async { "saved" })?.await)
+    /// }
+    /// # let _ = actix_web::web::post().to(save);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`BackgroundTasks::spawn`].
+    #[inline]
+    pub fn track_future<F: Future>(
+        self,
+        future: F,
+    ) -> Result<TrackedFuture<F>, BackgroundTaskError> {
+        Ok(self.builder.track_future(future)?)
+    }
+
+    /// [`TaskBuilder::track_future_with`]: tracks the future that `task` builds from its
+    /// [`TaskContext`], which the handler awaits itself, as a named task.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use background_tasks_actix::{BackgroundTaskError, BackgroundTasks};
+    ///
+    /// async fn export(tasks: BackgroundTasks) -> Result<String, BackgroundTaskError> {
+    ///     let export = tasks.task("export").track_future_with(|ctx| async move { ctx.is_cancelled() })?;
+    ///     Ok(format!("cut short: {}", export.await))
+    /// }
+    /// # let _ = actix_web::web::post().to(export);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`BackgroundTasks::spawn`].
+    #[inline]
+    pub fn track_future_with<F, Fut>(
+        self,
+        task: F,
+    ) -> Result<TrackedFuture<Fut>, BackgroundTaskError>
+    where
+        F: FnOnce(TaskContext) -> Fut,
+        Fut: Future,
+    {
+        Ok(self.builder.track_future_with(task)?)
     }
 
     /// Schedules `future` as a named task that starts once the response has been sent; see

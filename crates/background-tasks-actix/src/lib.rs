@@ -83,5 +83,5 @@ pub use serve::{Serve, ServeError, ServeFuture, serve};
 /// The core's types, so that an actix app needs this crate only.
 pub use background_tasks::{
     ShutdownReport, SpawnError, SupervisorBuilder, TaskContext, TaskError, TaskFailure, TaskHandle,
-    TaskId, TaskRecord, TaskSupervisor,
+    TaskId, TaskRecord, TaskSupervisor, TrackedFuture,
 };

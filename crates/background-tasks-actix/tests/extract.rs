@@ -202,3 +202,77 @@ async fn the_extractor_outside_of_a_request_runs_after_response_tasks_at_once() 
     assert_eq!(supervisor.shutdown().await.completed(), 1);
     assert!(ran.load(Ordering::SeqCst));
 }
+
+#[actix_web::test]
+async fn a_handler_spawns_a_not_send_task_on_its_worker_and_shutdown_drains_it() {
+    let supervisor = TaskSupervisor::new();
+    let finished = Arc::new(AtomicBool::new(false));
+    let service = test::init_service(
+        App::new()
+            .wrap(BackgroundTasksMiddleware::new(supervisor.clone()))
+            .app_data(web::Data::new(finished.clone()))
+            .route(
+                "/local",
+                web::post().to(
+                    |tasks: BackgroundTasks, finished: web::Data<Arc<AtomicBool>>| async move {
+                        let session = std::rc::Rc::new(finished.get_ref().clone()); // not `Send`
+                        tasks
+                            .task("touch-session")
+                            .spawn_local_with(|ctx| async move {
+                                ctx.shutdown_started().await;
+                                session.store(true, Ordering::SeqCst);
+                            })?;
+                        Ok::<_, BackgroundTaskError>(HttpResponse::Accepted().finish())
+                    },
+                ),
+            ),
+    )
+    .await;
+    let response = test::call_service(
+        &service,
+        test::TestRequest::post().uri("/local").to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(supervisor.len(), 1);
+    // This test runs on the worker's `LocalSet`, as the handler did: drained while it runs.
+    let report = supervisor.shutdown().await;
+    assert_eq!(report.completed(), 1, "{report}");
+    assert!(finished.load(Ordering::SeqCst));
+}
+
+#[actix_web::test]
+async fn a_handler_s_tracked_future_counts_while_the_handler_awaits_it() {
+    let supervisor = TaskSupervisor::new();
+    let service = test::init_service(
+        App::new()
+            .wrap(BackgroundTasksMiddleware::new(supervisor.clone()))
+            .route(
+                "/save",
+                web::post().to(|tasks: BackgroundTasks| async move {
+                    let running = tasks.supervisor().clone();
+                    let saved = tasks.task("save-order").track_future(async move {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        running.len()
+                    })?;
+                    Ok::<_, BackgroundTaskError>(HttpResponse::Ok().body(saved.await.to_string()))
+                }),
+            ),
+    )
+    .await;
+    let response = test::call_service(
+        &service,
+        test::TestRequest::post().uri("/save").to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(test::read_body(response).await, "1", "counted while it ran");
+    assert!(supervisor.is_empty());
+    supervisor.shutdown().await;
+    let refused = test::call_service(
+        &service,
+        test::TestRequest::post().uri("/save").to_request(),
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+}

@@ -263,7 +263,7 @@ fn common_headers(mut response: Response) -> Response {
 ///     { "name": "send-mail", "running": 8, "oldest_age_ms": 5012 }
 ///   ],
 ///   "oldest_tasks": [                 // the longest running, oldest first
-///     { "id": 7, "name": "send-mail" | null, "kind": "async" | "blocking",
+///     { "id": 7, "name": "send-mail" | null, "kind": "async" | "blocking" | "tracked",
 ///       "started": true, "age_ms": 5012 }
 ///   ],
 ///   "recent_failures": [              // most recent first, at most 32
@@ -345,7 +345,7 @@ pub struct DashboardName {
 pub struct DashboardTask {
     pub id: u64,
     pub name: Option<String>,
-    /// `"async"` or `"blocking"`.
+    /// `"async"`, `"blocking"` or `"tracked"`.
     pub kind: &'static str,
     pub started: bool,
     pub age_ms: u64,
@@ -432,6 +432,7 @@ impl From<Snapshot> for DashboardSnapshot {
                     name: task.name.map(String::from),
                     kind: match task.kind {
                         TaskKind::Blocking => "blocking",
+                        TaskKind::Tracked => "tracked",
                         _ => "async",
                     },
                     started: task.started,

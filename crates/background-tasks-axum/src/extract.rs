@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
-use background_tasks::{TaskBuilder, TaskContext, TaskHandle, TaskSupervisor};
+use background_tasks::{TaskBuilder, TaskContext, TaskHandle, TaskSupervisor, TrackedFuture};
 use http::StatusCode;
 use http::request::Parts;
+use tokio::runtime::Handle;
 
 use crate::error::BackgroundTaskError;
 use crate::gate::RequestState;
@@ -18,7 +19,9 @@ use crate::gate::RequestState;
 /// Spawns supervised background tasks from a handler: an axum extractor for the supervisor
 /// that [`BackgroundTasksLayer`](crate::BackgroundTasksLayer) makes reachable.
 ///
-/// The methods mirror [`TaskSupervisor`]'s and return a [`BackgroundTaskError`] that answers
+/// The methods mirror [`TaskSupervisor`]'s (those that fit a handler: for the others, such as
+/// `spawn_local`, call them on [`supervisor`](Self::supervisor), whose errors convert with
+/// `?` too) and return a [`BackgroundTaskError`] that answers
 /// `503` with `Retry-After` when the supervisor is shutting down or at capacity, so handlers can
 /// use `?`. [`after_response`](Self::after_response) schedules work that starts once the
 /// response has been sent.
@@ -193,6 +196,103 @@ impl BackgroundTasks {
         R: Send + 'static,
     {
         Ok(self.state.supervisor.spawn_blocking(function)?)
+    }
+
+    /// Spawns `future` as a supervised task on the runtime `handle` refers to; see
+    /// [`TaskSupervisor::spawn_on`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use background_tasks_axum::{BackgroundTaskError, BackgroundTasks};
+    /// use tokio::runtime::Handle;
+    ///
+    /// async fn handler(tasks: BackgroundTasks) -> Result<(), BackgroundTaskError> {
+    ///     let heavy: Handle = Handle::current(); // say, a runtime kept for heavy work
+    ///     tasks.spawn_on(async { /* ... */ }, &heavy)?;
+    ///     Ok(())
+    /// }
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(handler);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    #[track_caller]
+    #[inline]
+    pub fn spawn_on<F>(
+        &self,
+        future: F,
+        handle: &Handle,
+    ) -> Result<TaskHandle<F::Output>, BackgroundTaskError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        Ok(self.state.supervisor.spawn_on(future, handle)?)
+    }
+
+    /// Tracks `future`, which the handler awaits itself, as a supervised task: shutdown
+    /// drains it and the report names it, while the response waits for it; see
+    /// [`TaskSupervisor::track_future`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use background_tasks_axum::{BackgroundTaskError, BackgroundTasks};
+    ///
+    /// async fn save(tasks: BackgroundTasks) -> Result<&'static str, BackgroundTaskError> {
+    ///     let written = tasks.track_future(async { /* write to the store */ "saved" })?;
+    ///     Ok(written.await)
+    /// }
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(save);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    #[inline]
+    pub fn track_future<F: Future>(
+        &self,
+        future: F,
+    ) -> Result<TrackedFuture<F>, BackgroundTaskError> {
+        Ok(self.state.supervisor.track_future(future)?)
+    }
+
+    /// Tracks the future that `task` builds from its [`TaskContext`], which the handler awaits
+    /// itself; see [`TaskSupervisor::track_future_with`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use background_tasks_axum::{BackgroundTaskError, BackgroundTasks};
+    ///
+    /// async fn export(tasks: BackgroundTasks) -> Result<String, BackgroundTaskError> {
+    ///     let rows = tasks.track_future_with(|ctx| async move {
+    ///         let mut rows = 0;
+    ///         while rows < 3 && !ctx.is_cancelled() {
+    ///             rows += 1; // one batch
+    ///         }
+    ///         rows
+    ///     })?;
+    ///     Ok(format!("{} rows", rows.await))
+    /// }
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(export);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    #[inline]
+    pub fn track_future_with<F, Fut>(
+        &self,
+        task: F,
+    ) -> Result<TrackedFuture<Fut>, BackgroundTaskError>
+    where
+        F: FnOnce(TaskContext) -> Fut,
+        Fut: Future,
+    {
+        Ok(self.state.supervisor.track_future_with(task)?)
     }
 
     /// A builder for a task with a name, shown in its tracing span, in failure reports and in
@@ -468,6 +568,132 @@ impl BackgroundTaskBuilder<'_> {
         R: Send + 'static,
     {
         Ok(self.builder.spawn_blocking_with(function)?)
+    }
+
+    /// Spawns `future` as a named task on the runtime `handle` refers to; see
+    /// [`TaskBuilder::spawn_on`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use background_tasks_axum::{BackgroundTaskError, BackgroundTasks};
+    ///
+    /// async fn handler(tasks: BackgroundTasks) -> Result<(), BackgroundTaskError> {
+    ///     let heavy = tokio::runtime::Handle::current();
+    ///     tasks.task("render").spawn_on(async { /* ... */ }, &heavy)?;
+    ///     Ok(())
+    /// }
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(handler);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`BackgroundTasks::spawn`].
+    #[track_caller]
+    #[inline]
+    pub fn spawn_on<F>(
+        self,
+        future: F,
+        handle: &Handle,
+    ) -> Result<TaskHandle<F::Output>, BackgroundTaskError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        Ok(self.builder.spawn_on(future, handle)?)
+    }
+
+    /// Spawns the future that `task` builds from its [`TaskContext`] as a named task on the
+    /// runtime `handle` refers to; see [`TaskBuilder::spawn_with_on`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use background_tasks_axum::{BackgroundTaskError, BackgroundTasks};
+    ///
+    /// async fn handler(tasks: BackgroundTasks) -> Result<(), BackgroundTaskError> {
+    ///     let heavy = tokio::runtime::Handle::current();
+    ///     tasks
+    ///         .task("poll")
+    ///         .spawn_with_on(|ctx| async move { ctx.shutdown_started().await }, &heavy)?;
+    ///     Ok(())
+    /// }
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(handler);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`BackgroundTasks::spawn`].
+    #[track_caller]
+    #[inline]
+    pub fn spawn_with_on<F, Fut>(
+        self,
+        task: F,
+        handle: &Handle,
+    ) -> Result<TaskHandle<Fut::Output>, BackgroundTaskError>
+    where
+        F: FnOnce(TaskContext) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        Ok(self.builder.spawn_with_on(task, handle)?)
+    }
+
+    /// Tracks `future`, which the handler awaits itself, as a named task; see
+    /// [`BackgroundTasks::track_future`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use background_tasks_axum::{BackgroundTaskError, BackgroundTasks};
+    ///
+    /// async fn save(tasks: BackgroundTasks) -> Result<&'static str, BackgroundTaskError> {
+    ///     Ok(tasks.task("save-order").track_future(async { "saved" })?.await)
+    /// }
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(save);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`BackgroundTasks::spawn`].
+    #[inline]
+    pub fn track_future<F: Future>(
+        self,
+        future: F,
+    ) -> Result<TrackedFuture<F>, BackgroundTaskError> {
+        Ok(self.builder.track_future(future)?)
+    }
+
+    /// Tracks the future that `task` builds from its [`TaskContext`], which the handler awaits
+    /// itself, as a named task; see [`BackgroundTasks::track_future_with`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use background_tasks_axum::{BackgroundTaskError, BackgroundTasks};
+    ///
+    /// async fn export(tasks: BackgroundTasks) -> Result<String, BackgroundTaskError> {
+    ///     let export = tasks
+    ///         .task("export")
+    ///         .track_future_with(|ctx| async move { ctx.is_cancelled() })?;
+    ///     Ok(format!("cut short: {}", export.await))
+    /// }
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(export);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`BackgroundTasks::spawn`].
+    #[inline]
+    pub fn track_future_with<F, Fut>(
+        self,
+        task: F,
+    ) -> Result<TrackedFuture<Fut>, BackgroundTaskError>
+    where
+        F: FnOnce(TaskContext) -> Fut,
+        Fut: Future,
+    {
+        Ok(self.builder.track_future_with(task)?)
     }
 
     /// Schedules `future` as a named task that starts once the response has been sent; see

@@ -100,7 +100,7 @@ pub use serve::{Serve, ServeError, ServeFuture, serve};
 pub use background_tasks::{
     Counters, FailureKind, NameCount, RecentFailure, RunningTask, ShutdownProgress, ShutdownReport,
     Snapshot, SpawnError, SupervisorBuilder, SupervisorPhase, TaskBuilder, TaskContext, TaskError,
-    TaskFailure, TaskHandle, TaskId, TaskKind, TaskRecord, TaskSupervisor,
+    TaskFailure, TaskHandle, TaskId, TaskKind, TaskRecord, TaskSupervisor, TrackedFuture,
 };
 
 // The examples of the README and the guide, compiled as doctests so that they stay true.

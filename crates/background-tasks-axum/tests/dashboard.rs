@@ -217,3 +217,19 @@ async fn the_dashboard_is_read_only_and_serves_nothing_else() {
     let (status, _, _) = get(&Router::new(), "GET", "/dashboard/").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_tracked_future_shows_as_tracked_in_the_snapshot_json() {
+    let supervisor = TaskSupervisor::new();
+    let app = app(&supervisor);
+    let tracked = supervisor
+        .task("inline-save")
+        .track_future(std::future::pending::<()>())
+        .unwrap();
+    let snapshot = fetch_snapshot(&app).await;
+    assert_eq!(
+        snapshot["oldest_tasks"],
+        json!([{ "id": tracked.id().as_u64(), "name": "inline-save", "kind": "tracked", "started": true, "age_ms": 0 }])
+    );
+    drop(tracked);
+}

@@ -111,3 +111,76 @@ async fn spawn_blocking_from_a_handler_runs_on_another_thread_and_is_awaited() {
     let response = app.oneshot(request("POST", "/")).await.unwrap();
     assert_eq!(text(response).await, "true");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_s_tracked_future_is_drained_by_shutdown_while_the_handler_awaits_it() {
+    let supervisor = TaskSupervisor::builder()
+        .shutdown_timeout(Duration::from_secs(10))
+        .build();
+    let app = Router::new()
+        .route(
+            "/save",
+            post(|tasks: BackgroundTasks| async move {
+                let saved = tasks.task("save-order").track_future(async {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    "saved"
+                })?;
+                Ok::<_, BackgroundTaskError>(saved.await)
+            }),
+        )
+        .route(
+            "/export",
+            post(|tasks: BackgroundTasks| async move {
+                let export = tasks.track_future_with(|ctx| async move {
+                    ctx.cancelled().await;
+                    "cut short"
+                })?;
+                Ok::<_, BackgroundTaskError>(export.await)
+            }),
+        )
+        .layer(BackgroundTasksLayer::new(supervisor.clone()));
+    let save = tokio::spawn(app.clone().oneshot(request("POST", "/save")));
+    let export = tokio::spawn(app.clone().oneshot(request("POST", "/export")));
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(supervisor.len(), 2, "both handlers' futures are counted");
+    let report = supervisor.shutdown().await;
+    assert_eq!(
+        (report.completed(), report.cancelled()),
+        (1, 1),
+        "the save finished in the drain, the export on the signal: {report}"
+    );
+    assert_eq!(text(save.await.unwrap().unwrap()).await, "saved");
+    assert_eq!(text(export.await.unwrap().unwrap()).await, "cut short");
+    // Refused like any spawn once shutdown began: a 503 through `?`.
+    let refused = app.oneshot(request("POST", "/save")).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_handler_spawns_on_the_runtime_it_names() {
+    let heavy = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    let supervisor = TaskSupervisor::new();
+    let handle = heavy.handle().clone();
+    let app = Router::new()
+        .route(
+            "/",
+            post(move |tasks: BackgroundTasks| async move {
+                let here = || tokio::runtime::Handle::current().id();
+                let plain = tasks.spawn_on(async move { here() }, &handle)?;
+                let named = tasks
+                    .task("render")
+                    .spawn_with_on(|_ctx| async move { here() }, &handle)?;
+                let (plain, named) = (plain.await.unwrap(), named.await.unwrap());
+                Ok::<_, BackgroundTaskError>(
+                    (plain == handle.id() && named == handle.id()).to_string(),
+                )
+            }),
+        )
+        .layer(BackgroundTasksLayer::new(supervisor.clone()));
+    let response = app.oneshot(request("POST", "/")).await.unwrap();
+    assert_eq!(text(response).await, "true");
+    heavy.shutdown_background();
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use background_tasks_axum::{
     ShutdownReport, SpawnError, SupervisorBuilder, TaskBuilder, TaskContext, TaskError,
-    TaskFailure, TaskHandle, TaskId, TaskRecord, TaskSupervisor,
+    TaskFailure, TaskHandle, TaskId, TaskRecord, TaskSupervisor, TrackedFuture,
 };
 
 #[tokio::test(start_paused = true)]
@@ -25,6 +25,8 @@ async fn the_core_types_an_app_needs_are_reexported() {
     let cooperative = supervisor
         .spawn_with(|ctx: TaskContext| async move { ctx.cancelled().await })
         .unwrap();
+    let tracked: TrackedFuture<_> = supervisor.track_future(async { 1 }).unwrap();
+    assert_eq!(tracked.await, 1);
 
     let report: ShutdownReport = supervisor.shutdown().await;
     let aborted: &[TaskRecord] = report.aborted_tasks();

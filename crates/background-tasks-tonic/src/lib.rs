@@ -60,7 +60,7 @@ pub use status::IntoStatus;
 /// The core's types, so that a tonic app needs this crate only.
 pub use background_tasks::{
     ShutdownReport, SpawnError, SupervisorBuilder, TaskContext, TaskError, TaskFailure, TaskHandle,
-    TaskId, TaskRecord, TaskSupervisor,
+    TaskId, TaskRecord, TaskSupervisor, TrackedFuture,
 };
 /// The layer, the extractor and the lifecycle types, from `background-tasks-axum`.
 pub use background_tasks_axum::{

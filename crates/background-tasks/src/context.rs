@@ -5,6 +5,8 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
+use tokio::runtime::Handle;
+use tokio::task::LocalSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::SpawnError;
@@ -12,6 +14,7 @@ use crate::handle::{TaskHandle, TaskId};
 use crate::state::{Origin, Phase};
 use crate::supervisor::Inner;
 use crate::task_builder::TaskBuilder;
+use crate::tracked::TrackedFuture;
 
 /// A task's view of itself and of its supervisor's shutdown, handed to tasks spawned with
 /// [`spawn_with`](crate::TaskSupervisor::spawn_with).
@@ -196,8 +199,7 @@ impl TaskContext {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.inner
-            .spawn_async(Origin::Task, false, None, |_| future)
+        TaskBuilder::new(&self.inner, Origin::Task, None).spawn(future)
     }
 
     /// Spawns a follow-up task that receives its own context; accepted during the drain.
@@ -262,8 +264,174 @@ impl TaskContext {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        self.inner
-            .spawn_blocking(Origin::Task, false, None, |_| function)
+        TaskBuilder::new(&self.inner, Origin::Task, None).spawn_blocking(function)
+    }
+
+    /// Spawns a follow-up task on the runtime `handle` refers to; accepted during the drain.
+    /// See [`TaskSupervisor::spawn_on`](crate::TaskSupervisor::spawn_on).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let handle = tokio::runtime::Handle::current();
+    /// supervisor.spawn_with(move |ctx| async move {
+    ///     ctx.spawn_on(async { /* the next step */ }, &handle).unwrap();
+    /// }).unwrap();
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    #[track_caller]
+    #[inline]
+    pub fn spawn_on<F>(
+        &self,
+        future: F,
+        handle: &Handle,
+    ) -> Result<TaskHandle<F::Output>, SpawnError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        TaskBuilder::new(&self.inner, Origin::Task, None).spawn_on(future, handle)
+    }
+
+    /// Runs a synchronous follow-up on the blocking thread pool of the runtime `handle` refers
+    /// to; accepted during the drain. See
+    /// [`TaskSupervisor::spawn_blocking_on`](crate::TaskSupervisor::spawn_blocking_on).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let handle = tokio::runtime::Handle::current();
+    /// supervisor.spawn_with(move |ctx| async move {
+    ///     let sum = ctx.spawn_blocking_on(|| (1..=10).sum::<u32>(), &handle).unwrap();
+    ///     assert_eq!(sum.await.unwrap(), 55);
+    /// }).unwrap();
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    #[track_caller]
+    #[inline]
+    pub fn spawn_blocking_on<F, R>(
+        &self,
+        function: F,
+        handle: &Handle,
+    ) -> Result<TaskHandle<R>, SpawnError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        TaskBuilder::new(&self.inner, Origin::Task, None).spawn_blocking_on(function, handle)
+    }
+
+    /// Spawns a follow-up task that need not be `Send` on the current [`LocalSet`]; accepted
+    /// during the drain. See [`TaskSupervisor::spawn_local`](crate::TaskSupervisor::spawn_local).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// tokio::task::LocalSet::new().run_until(async {
+    ///     supervisor.spawn_local_with(|ctx| async move {
+    ///         let step = Rc::new("the next step");
+    ///         ctx.spawn_local(async move { drop(step) }).unwrap();
+    ///     }).unwrap();
+    ///     assert_eq!(supervisor.shutdown().await.completed(), 2);
+    /// }).await;
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    ///
+    /// # Panics
+    ///
+    /// As [`TaskSupervisor::spawn_local`](crate::TaskSupervisor::spawn_local).
+    #[track_caller]
+    #[inline]
+    pub fn spawn_local<F>(&self, future: F) -> Result<TaskHandle<F::Output>, SpawnError>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        TaskBuilder::new(&self.inner, Origin::Task, None).spawn_local(future)
+    }
+
+    /// Spawns a follow-up task that need not be `Send` on `local_set`; accepted during the
+    /// drain. See [`TaskSupervisor::spawn_local_on`](crate::TaskSupervisor::spawn_local_on).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let local_set = tokio::task::LocalSet::new();
+    /// let work = supervisor.track_future_with(|ctx| {
+    ///     let follow_up = ctx.spawn_local_on(async { 7 }, &local_set).unwrap();
+    ///     async move { follow_up.await.unwrap() }
+    /// }).unwrap();
+    /// assert_eq!(local_set.run_until(work).await, 7);
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    #[track_caller]
+    #[inline]
+    pub fn spawn_local_on<F>(
+        &self,
+        future: F,
+        local_set: &LocalSet,
+    ) -> Result<TaskHandle<F::Output>, SpawnError>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        TaskBuilder::new(&self.inner, Origin::Task, None).spawn_local_on(future, local_set)
+    }
+
+    /// Tracks a follow-up future that the caller polls itself; accepted during the drain. See
+    /// [`TaskSupervisor::track_future`](crate::TaskSupervisor::track_future).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// supervisor.spawn_with(|ctx| async move {
+    ///     // Counted, drained and reported, but polled right here.
+    ///     let step = ctx.track_future(async { 6 * 7 }).unwrap();
+    ///     assert_eq!(step.await, 42);
+    /// }).unwrap();
+    /// assert_eq!(supervisor.shutdown().await.completed(), 2);
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    #[inline]
+    pub fn track_future<F: Future>(&self, future: F) -> Result<TrackedFuture<F>, SpawnError> {
+        TaskBuilder::new(&self.inner, Origin::Task, None).track_future(future)
     }
 
     /// A builder for a named follow-up task; accepted during the drain.

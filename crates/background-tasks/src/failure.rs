@@ -41,10 +41,20 @@ pub struct TaskFailure {
 
 #[derive(Debug, Clone)]
 pub(crate) enum Kind {
-    Panic { message: Option<String> },
-    Aborted { age: Age },
-    Abandoned { age: Age },
-    Dropped { age: Age },
+    Panic {
+        message: Option<String>,
+    },
+    Aborted {
+        age: Age,
+    },
+    /// `tracked`: a future its owner polls, rather than a blocking task.
+    Abandoned {
+        age: Age,
+        tracked: bool,
+    },
+    Dropped {
+        age: Age,
+    },
 }
 
 /// How a task failed: what [`TaskFailure::kind`] says.
@@ -343,11 +353,20 @@ impl fmt::Display for TaskFailure {
             } => f.write_str(" was aborted by shutdown in its first poll"),
             Kind::Abandoned {
                 age: Age::Known(age),
+                tracked: true,
+            } => write!(
+                f,
+                " was abandoned by shutdown, still running after {age:.1?} as a tracked future, \
+                 which only the code that polls it can stop"
+            ),
+            Kind::Abandoned {
+                age: Age::Known(age),
+                tracked: false,
             } => write!(
                 f,
                 " was abandoned by shutdown, still running on a blocking thread after {age:.1?}"
             ),
-            Kind::Abandoned { age: _ } => {
+            Kind::Abandoned { .. } => {
                 f.write_str(" was abandoned by shutdown, blocking its thread inside its first poll")
             }
             Kind::Dropped {

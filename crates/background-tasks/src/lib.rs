@@ -98,6 +98,7 @@ mod state;
 mod supervisor;
 mod sync;
 mod task_builder;
+mod tracked;
 
 pub use builder::SupervisorBuilder;
 pub use context::TaskContext;
@@ -113,3 +114,4 @@ pub use snapshot::{
 };
 pub use supervisor::TaskSupervisor;
 pub use task_builder::TaskBuilder;
+pub use tracked::TrackedFuture;

@@ -41,6 +41,7 @@ impl Entry {
                     stage: Blocking::Aborted,
                     ..
                 }
+                | Kind::Tracked { listed: true }
         )
     }
 }
@@ -57,6 +58,10 @@ pub(crate) enum Kind {
         abort: Option<AbortHandle>,
         stage: Blocking,
     },
+    /// A future its owner polls ([`track_future`](crate::TaskSupervisor::track_future)):
+    /// nothing but its owner can stop it, so the abort lists it as abandoned, once (`listed`).
+    /// Registered when it is made, so that the abort can always name it.
+    Tracked { listed: bool },
 }
 
 /// Where a blocking task is: a blocking closure cannot be stopped once it runs, so shutdown
@@ -201,14 +206,14 @@ pub(crate) struct Key(u64);
 
 impl Key {
     /// How many bits a key takes: the guard keeps its flags in the bits above.
-    pub(crate) const BITS: u32 = 59;
+    pub(crate) const BITS: u32 = 58;
 
     /// Bits for the shard's index: room for [`MAX_SHARDS`].
     const SHARD_BITS: u32 = MAX_SHARDS.trailing_zeros();
 
     fn new(shard: usize, slot: usize) -> Self {
         let key = ((slot as u64) << Self::SHARD_BITS) | shard as u64;
-        // A slot past 2^53 would take 2^53 running tasks on one shard.
+        // A slot past 2^52 would take 2^52 running tasks on one shard.
         debug_assert!(key >> Self::BITS == 0, "slot {slot} does not fit a key");
         Self(key)
     }
@@ -365,7 +370,7 @@ mod tests {
             (0, 0),
             (MAX_SHARDS - 1, 0),
             (3, 1),
-            (MAX_SHARDS - 1, (1 << 53) - 1),
+            (MAX_SHARDS - 1, (1 << 52) - 1),
         ] {
             let key = Key::new(shard, slot);
             assert_eq!((key.shard(), key.slot()), (shard, slot));

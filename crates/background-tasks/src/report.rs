@@ -33,6 +33,9 @@ pub struct TaskRecord {
     pub(crate) id: TaskId,
     pub(crate) name: Option<Cow<'static, str>>,
     pub(crate) age: Age,
+    /// A future its owner polls ([`track_future`](crate::TaskSupervisor::track_future)),
+    /// which shutdown cannot abort.
+    pub(crate) tracked: bool,
 }
 
 /// How long a task named in a report had been running.
@@ -158,6 +161,33 @@ impl TaskRecord {
     pub fn is_started(&self) -> bool {
         self.age != Age::NotStarted
     }
+
+    /// Whether the task is a future its owner polls, from
+    /// [`track_future`](crate::TaskSupervisor::track_future): shutdown cannot abort it, so
+    /// it is listed as abandoned if it is still alive at the abort, and runs on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use background_tasks::TaskSupervisor;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let supervisor = TaskSupervisor::builder()
+    ///     .shutdown_timeout(Duration::from_secs(1))
+    ///     .cancel_grace(Duration::ZERO)
+    ///     .build();
+    /// let inline = supervisor.task("inline").track_future(std::future::pending::<()>()).unwrap();
+    /// let report = supervisor.shutdown().await;
+    /// assert!(report.abandoned_tasks()[0].is_tracked());
+    /// # drop(inline);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn is_tracked(&self) -> bool {
+        self.tracked
+    }
 }
 
 impl fmt::Display for TaskRecord {
@@ -167,10 +197,11 @@ impl fmt::Display for TaskRecord {
             None => write!(f, "task {} (", self.id)?,
         }
         match self.age {
-            Age::Known(age) => write!(f, "{age:.1?})"),
-            Age::NotStarted => f.write_str("not started)"),
-            Age::FirstPoll => f.write_str("in its first poll)"),
+            Age::Known(age) => write!(f, "{age:.1?}")?,
+            Age::NotStarted => f.write_str("not started")?,
+            Age::FirstPoll => f.write_str("in its first poll")?,
         }
+        f.write_str(if self.tracked { ", tracked)" } else { ")" })
     }
 }
 
@@ -499,29 +530,40 @@ mod tests {
                     id: TaskId(4),
                     name: Some("send-mail".into()),
                     age: Age::Known(Duration::from_millis(6000)),
+                    tracked: false,
                 },
                 TaskRecord {
                     id: TaskId(7),
                     name: None,
                     age: Age::NotStarted,
+                    tracked: false,
                 },
             ]),
-            abandoned: Arc::from([TaskRecord {
-                id: TaskId(9),
-                name: Some("resize".into()),
-                age: Age::Known(Duration::from_secs(6)),
-            }]),
+            abandoned: Arc::from([
+                TaskRecord {
+                    id: TaskId(9),
+                    name: Some("resize".into()),
+                    age: Age::Known(Duration::from_secs(6)),
+                    tracked: false,
+                },
+                TaskRecord {
+                    id: TaskId(11),
+                    name: Some("inline-save".into()),
+                    age: Age::Known(Duration::from_secs(5)),
+                    tracked: true,
+                },
+            ]),
             stuck: 0,
             elapsed: Duration::from_millis(6002),
         };
         assert_eq!(
             report.to_string(),
             "background tasks shut down in 6.0s: 3 completed, 1 cancelled, 2 aborted, \
-             1 abandoned; aborted: send-mail (task 4, 6.0s), task 7 (not started); \
-             abandoned: resize (task 9, 6.0s)"
+             2 abandoned; aborted: send-mail (task 4, 6.0s), task 7 (not started); \
+             abandoned: resize (task 9, 6.0s), inline-save (task 11, 5.0s, tracked)"
         );
         assert!(!report.is_clean());
-        assert_eq!((report.aborted(), report.abandoned()), (2, 1));
+        assert_eq!((report.aborted(), report.abandoned()), (2, 2));
     }
 
     #[test]
@@ -530,6 +572,7 @@ mod tests {
             id: TaskId(id),
             name: Some("job".into()),
             age: Age::Known(Duration::from_secs(3)),
+            tracked: false,
         };
         let report = ShutdownReport {
             completed: 0,
@@ -569,6 +612,7 @@ mod tests {
             id: TaskId(id),
             name: None,
             age: Age::NotStarted,
+            tracked: false,
         };
         for (tasks, more) in [(1, ""), (10, ""), (11, " and 1 more")] {
             let list = |first: u64| (first..first + tasks).map(record).collect();

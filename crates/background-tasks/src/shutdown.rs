@@ -72,7 +72,11 @@ impl Inner {
             self.aborting.set(Abort::Plain);
             let now = Instant::now();
             for mut slab in self.registry.lock_all() {
-                for entry in slab.iter_mut().filter(|entry| !entry.cooperative) {
+                // Tracked futures are left to the abort: only their owner can stop them.
+                let plain = slab.iter_mut().filter(|entry| {
+                    !entry.cooperative && !matches!(entry.kind, Kind::Tracked { .. })
+                });
+                for entry in plain {
                     if let Some(Stop::Aborted(record)) = stop(entry, now, &mut wakers) {
                         log.aborted_early.push(record);
                     }
@@ -221,7 +225,8 @@ enum Stop {
 }
 
 /// Stops the task of `entry` as far as anything can: an async task is woken (its waker is
-/// pushed on `wakers`) to see the abort flag, and a blocking task not started yet is aborted.
+/// pushed on `wakers`) to see the abort flag, and a blocking task not started yet is aborted;
+/// a blocking task on its thread and a tracked future are left to run, as abandoned.
 /// Returns how to list it, or `None` if a walk stopped it already.
 fn stop(entry: &mut Entry, now: Instant, wakers: &mut Vec<Waker>) -> Option<Stop> {
     if entry.is_stopped() {
@@ -231,6 +236,7 @@ fn stop(entry: &mut Entry, now: Instant, wakers: &mut Vec<Waker>) -> Option<Stop
         id: entry.id,
         name: entry.name.clone(),
         age: Age::Known(now.saturating_duration_since(entry.started)),
+        tracked: matches!(entry.kind, Kind::Tracked { .. }),
     };
     match &mut entry.kind {
         // Woken to see the abort flag; it stops at once unless it is stuck inside a poll,
@@ -245,6 +251,11 @@ fn stop(entry: &mut Entry, now: Instant, wakers: &mut Vec<Waker>) -> Option<Stop
             stage: Blocking::Running,
             ..
         } => Some(Stop::Abandoned(record)),
+        // Its owner polls it: listed once, and left to run.
+        Kind::Tracked { listed } => {
+            *listed = true;
+            Some(Stop::Abandoned(record))
+        }
         Kind::Blocking {
             abort: handle,
             stage,
@@ -318,7 +329,10 @@ async fn drive(guard: PublishOnDrop) {
             let kind = if aborted {
                 FailureKind::Aborted { age: task.age }
             } else {
-                FailureKind::Abandoned { age: task.age }
+                FailureKind::Abandoned {
+                    age: task.age,
+                    tracked: task.tracked,
+                }
             };
             inner.report_failure(&TaskFailure::new(task.id, task.name.clone(), kind));
         }
@@ -520,6 +534,34 @@ mod loom_models {
                 assert!(is_woken(&flag), "a registered task escaped the walk");
                 assert!(poll_once(Pin::new(&mut task)).is_none());
             }
+            check(&inner, at_close);
+        });
+    }
+
+    /// A tracked future made as the shutdown runs: refused, or admitted and then registered
+    /// before, during or after the abort's walk. Shutdown cannot stop it, so it is listed as
+    /// abandoned, by the walk or by its own registration, exactly once.
+    #[test]
+    fn a_tracked_future_made_as_the_walk_runs_is_listed_abandoned_once() {
+        loom::model(|| {
+            let inner = inner();
+            let tracker = loom::thread::spawn({
+                let inner = inner.clone();
+                move || {
+                    inner
+                        .track(Origin::Outside, false, None, |_| YieldOnce::default())
+                        .ok()
+                }
+            });
+            let at_close = shut_down(&inner);
+            let tracked = tracker.join().unwrap();
+            {
+                let log = inner.lock_shutdown();
+                let abandoned = log.abort.as_ref().expect("walked").abandoned.len();
+                assert_eq!(abandoned, usize::from(tracked.is_some()));
+            }
+            // Its owner ends it after the abort: counted, and listed no second time.
+            drop(tracked);
             check(&inner, at_close);
         });
     }

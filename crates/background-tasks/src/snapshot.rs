@@ -108,13 +108,14 @@ pub struct RunningTask {
     pub id: TaskId,
     /// The task's name, if it was spawned with one.
     pub name: Option<Cow<'static, str>>,
-    /// Async, or on tokio's blocking pool.
+    /// Async, on tokio's blocking pool, or a tracked future.
     pub kind: TaskKind,
     /// Whether it has started: an async task listed here always has (it has suspended); a
-    /// blocking one has once a thread picked it up.
+    /// blocking one has once a thread picked it up; a tracked future counts as started from
+    /// when it was made.
     pub started: bool,
     /// How long it has run: since its first suspension for an async task, since its spawn for
-    /// a blocking one.
+    /// a blocking one, since it was made for a tracked future.
     pub age: Duration,
 }
 
@@ -127,6 +128,8 @@ pub enum TaskKind {
     /// A closure on tokio's blocking pool, spawned with `spawn_blocking` or
     /// `spawn_blocking_with`.
     Blocking,
+    /// A future that its owner polls, tracked with `track_future` or `track_future_with`.
+    Tracked,
 }
 
 /// The running tasks of one name in a [`Snapshot`].
@@ -259,6 +262,7 @@ impl Inner {
             tasks.extend(slab.iter_mut().map(|entry| {
                 let (kind, started) = match entry.kind {
                     Kind::Async(_) | Kind::Stopped => (TaskKind::Async, true),
+                    Kind::Tracked { .. } => (TaskKind::Tracked, true),
                     Kind::Blocking { stage, .. } => {
                         (TaskKind::Blocking, stage == Blocking::Running)
                     }

@@ -10,7 +10,7 @@ use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
 use tokio::runtime::Handle;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, LocalSet};
 use tokio::time::Instant;
 use tracing::level_filters::LevelFilter;
 use tracing::{Level, Span};
@@ -23,9 +23,11 @@ use crate::report::{Age, TaskRecord};
 use crate::snapshot::Tally;
 use crate::state::{Origin, Phase, Refused};
 use crate::supervisor::Inner;
+use crate::tracked::TrackedFuture;
 
 impl Inner {
-    /// Spawns the future `make` builds for the new task's id.
+    /// Spawns the future `make` builds for the new task's id, on `on`, else on the runtime
+    /// set on the builder, else on the current one.
     #[track_caller]
     pub(crate) fn spawn_async<F, M>(
         self: &Arc<Self>,
@@ -33,16 +35,117 @@ impl Inner {
         cooperative: bool,
         name: Option<Cow<'static, str>>,
         make: M,
+        on: Option<&Handle>,
     ) -> Result<TaskHandle<F::Output>, SpawnError>
     where
         M: FnOnce(TaskId) -> F,
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let runtime = Runtime::get(self.config.runtime.as_ref());
+        let runtime = Runtime::get(on.or(self.config.runtime.as_ref()));
         let (id, supervised) = self.supervise(origin, cooperative, name, make)?;
         let join = runtime.spawn(supervised);
         Ok(TaskHandle::new(id, join))
+    }
+
+    /// Spawns the future `make` builds for the new task's id, which need not be `Send`, on
+    /// `on`, else on the `LocalSet` (or `LocalRuntime`) the caller runs on.
+    #[track_caller]
+    pub(crate) fn spawn_local<F, M>(
+        self: &Arc<Self>,
+        origin: Origin,
+        cooperative: bool,
+        name: Option<Cow<'static, str>>,
+        make: M,
+        on: Option<&LocalSet>,
+    ) -> Result<TaskHandle<F::Output>, SpawnError>
+    where
+        M: FnOnce(TaskId) -> F,
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        let (id, mut supervised) = self.supervise(origin, cooperative, name, make)?;
+        supervised.guard.tagged |= LOCAL;
+        // Without a `LocalSet` to run on, tokio panics here and drops the task, which its
+        // guard then tells apart from one dropped by its `LocalSet` (see
+        // `local_set_is_closing`): tokio gives no way to check first.
+        let join = match on {
+            Some(local_set) => local_set.spawn_local(supervised),
+            None => tokio::task::spawn_local(supervised),
+        };
+        Ok(TaskHandle::new(id, join))
+    }
+
+    /// Admits a task and wraps the future `make` builds for its id, for its owner to poll: it
+    /// counts until it completes or is dropped.
+    pub(crate) fn track<F, M>(
+        self: &Arc<Self>,
+        origin: Origin,
+        cooperative: bool,
+        name: Option<Cow<'static, str>>,
+        make: M,
+    ) -> Result<TrackedFuture<F>, SpawnError>
+    where
+        M: FnOnce(TaskId) -> F,
+    {
+        let admission = self.admit(origin, cooperative)?;
+        let id = self.next_id();
+        // User code: should it panic, the admission gives its place back as it unwinds.
+        let future = make(id);
+        let span = task_span(self.config.task_span_level, id, name.as_deref());
+        #[cfg(feature = "metrics")]
+        self.labels.spawned(name.as_ref());
+        let mut shard = self.registry.lock(id);
+        // Registered at once, whatever the phase: only the abort's walk can name a future that
+        // nothing else can stop. Read under the shard lock, as a registration does: unless
+        // the abort's flag is set, its walk has yet to lock this shard, and finds the entry.
+        let walk_may_have_passed = self.aborting.stops(true);
+        let key = shard.insert(Entry {
+            id,
+            name,
+            started: Instant::now(),
+            cooperative,
+            kind: Kind::Tracked { listed: false },
+        });
+        drop(shard);
+        let mut guard = admission.into_guard(id, None, Some(key), span);
+        // Its owner ends it, on purpose, however it ends: never a task dropped unfinished.
+        guard.tagged |= POLLED | FINISHED;
+        if walk_may_have_passed {
+            self.list_if_missed(key);
+        }
+        Ok(TrackedFuture::new(future, guard, id))
+    }
+
+    /// Lists as abandoned a tracked future registered while the abort's walk was under way,
+    /// if the walk missed it: one of the places it counted and could not see.
+    #[cold]
+    fn list_if_missed(&self, key: Key) {
+        // The walk holds this lock from before it sets its flag until it is done.
+        let mut log = self.lock_shutdown();
+        let Some(abort) = log.abort.as_mut() else {
+            return;
+        };
+        let mut shard = self.registry.lock_key(key);
+        let Some(entry) = shard.get_mut(key) else {
+            return;
+        };
+        if let Kind::Tracked { listed } = &mut entry.kind
+            && !*listed
+        {
+            *listed = true;
+            // Once the report is written, it counts this future as stuck.
+            if abort.report.is_none() {
+                abort.accounted += 1;
+                abort.abandoned.push(TaskRecord {
+                    id: entry.id,
+                    name: entry.name.clone(),
+                    age: Age::Known(Instant::now().saturating_duration_since(entry.started)),
+                    tracked: true,
+                });
+                self.late.notify_waiters();
+            }
+        }
     }
 
     /// Admits a task and wraps the future `make` builds for its id, ready to be spawned.
@@ -72,7 +175,8 @@ impl Inner {
         Ok((id, Supervised { future, guard }))
     }
 
-    /// Spawns the closure `make` builds for the new task's id on tokio's blocking pool.
+    /// Spawns the closure `make` builds for the new task's id on the blocking pool of `on`, else
+    /// of the runtime set on the builder, else of the current one.
     #[track_caller]
     pub(crate) fn spawn_blocking<R, F, M>(
         self: &Arc<Self>,
@@ -80,13 +184,14 @@ impl Inner {
         cooperative: bool,
         name: Option<Cow<'static, str>>,
         make: M,
+        on: Option<&Handle>,
     ) -> Result<TaskHandle<R>, SpawnError>
     where
         M: FnOnce(TaskId) -> F,
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        let runtime = Runtime::get(self.config.runtime.as_ref());
+        let runtime = Runtime::get(on.or(self.config.runtime.as_ref()));
         let admission = self.admit(origin, cooperative)?;
         let id = self.next_id();
         let function = make(id);
@@ -230,9 +335,27 @@ impl Inner {
     /// supervisor is dropped), and handed to `on_failure`. Off the hot path: only a task's
     /// drop comes here.
     #[cold]
-    fn dropped_unfinished(&self, id: TaskId, name: Option<Cow<'static, str>>, age: Age) {
-        if !runtime_is_shutting_down() {
-            // Its runtime runs on: the task was aborted through its handle, on purpose.
+    fn dropped_unfinished(
+        &self,
+        id: TaskId,
+        name: Option<Cow<'static, str>>,
+        age: Age,
+        local: bool,
+    ) {
+        if local && age == Age::NotStarted && std::thread::panicking() {
+            // `spawn_local` outside of a `LocalSet` panicked, and dropped the task as it
+            // unwound: never spawned, as a task whose closure panicked. The panic says why.
+            Tally::bump(&self.tally.unspawned);
+            return;
+        }
+        let dropped_by_owner = if local {
+            local_set_is_closing()
+        } else {
+            runtime_is_shutting_down()
+        };
+        if !dropped_by_owner {
+            // Its runtime (or `LocalSet`) runs on: the task was aborted through its handle, on
+            // purpose.
             Tally::bump(&self.tally.stopped);
             return;
         }
@@ -285,6 +408,28 @@ fn runtime_is_shutting_down() -> bool {
     let refused = probe.is_finished();
     probe.abort();
     refused
+}
+
+/// Whether the `LocalSet` running a local task is being dropped, or there is none: then it
+/// is dropping the tasks it still holds, rather than one aborted through its handle.
+///
+/// As [`runtime_is_shutting_down`], with a probe on the `LocalSet`, which a `LocalSet` being
+/// dropped refuses. A local task is only dropped by its `LocalSet`, which makes itself current
+/// while it does so; the probe can only panic if it is dropped as its thread exits, after
+/// tokio's thread-locals, and then the task is reported.
+fn local_set_is_closing() -> bool {
+    if std::thread::panicking() {
+        // A panic unwinding through the `LocalSet`: a second one would abort the process.
+        return true;
+    }
+    match catch_unwind(|| tokio::task::spawn_local(std::future::pending::<()>())) {
+        Ok(probe) => {
+            let refused = probe.is_finished();
+            probe.abort();
+            refused
+        }
+        Err(_) => true,
+    }
 }
 
 /// The runtime to spawn on.
@@ -393,12 +538,12 @@ impl Drop for Admission<'_> {
 
 /// Lives inside the task and accounts for its end, however it ends: returned, panicked, or
 /// dropped by an abort.
-struct TaskGuard {
+pub(crate) struct TaskGuard {
     inner: Arc<Inner>,
     /// The task's id until it registers, then its registry [`Key`] ([`REGISTERED`] set; the
     /// entry holds the id), with the flags [`POLLED`], [`COOPERATIVE`], [`STOPPED`],
-    /// [`FINISHED`] and [`REGISTERED`] in its top bits, which neither ids (2^59 spawns, 18
-    /// years at a billion a second) nor keys reach. A field of its own would take the guard
+    /// [`FINISHED`], [`REGISTERED`] and [`LOCAL`] in its top bits, which neither ids (2^58
+    /// spawns, 9 years at a billion a second) nor keys reach. A field of its own would take the guard
     /// past 24 bytes, and a bare task past tokio's 128-byte cell; a key kept in the box below
     /// would give every task that suspends a box.
     tagged: u64,
@@ -430,7 +575,11 @@ const FINISHED: u64 = 1 << 60;
 /// then hold its [`Key`], not its id.
 const REGISTERED: u64 = 1 << 59;
 
-const FLAGS: u64 = POLLED | COOPERATIVE | STOPPED | FINISHED | REGISTERED;
+/// Set in [`TaskGuard::tagged`] for a task on a `LocalSet`: dropped unfinished, it asks its
+/// `LocalSet`, not its runtime, whether it was dropped on purpose.
+const LOCAL: u64 = 1 << 58;
+
+const FLAGS: u64 = POLLED | COOPERATIVE | STOPPED | FINISHED | REGISTERED | LOCAL;
 
 // The flags sit above every key.
 const _: () = assert!(FLAGS.trailing_zeros() >= Key::BITS);
@@ -510,6 +659,7 @@ impl TaskGuard {
         // Neither returned, panicked nor stopped by shutdown: dropped by its handle's abort or
         // by its runtime. A bit test: the hot path only pays for it when that is so.
         let unfinished = tagged & (FINISHED | STOPPED) == 0;
+        let local = tagged & LOCAL != 0;
         // Age is only known from a task's first suspension on: a task the walks could not see,
         // because it had never suspended, has none.
         let unseen_age = || {
@@ -526,7 +676,7 @@ impl TaskGuard {
                 if let Some(left) = inner.state.end_if_running(cooperative) {
                     inner.notify_if_idle(left);
                     if unfinished {
-                        inner.dropped_unfinished(id, take_name(), unseen_age());
+                        inner.dropped_unfinished(id, take_name(), unseen_age(), local);
                         return (id, None);
                     }
                     return (id, take_name());
@@ -542,7 +692,7 @@ impl TaskGuard {
                     inner.notify_if_idle(left);
                     if unfinished {
                         let age = Instant::now().saturating_duration_since(entry.started);
-                        inner.dropped_unfinished(entry.id, entry.name, Age::Known(age));
+                        inner.dropped_unfinished(entry.id, entry.name, Age::Known(age), local);
                         return (entry.id, None);
                     }
                     return (entry.id, entry.name);
@@ -576,6 +726,7 @@ impl TaskGuard {
                 id,
                 name: name.clone(),
                 age: unseen_age(),
+                tracked: false,
             }),
             (Phase::Cancelling, _) => {
                 log.cancelled += 1;
@@ -599,6 +750,7 @@ impl TaskGuard {
                         id,
                         name: name.clone(),
                         age,
+                        tracked: false,
                     });
                     inner.late.notify_waiters();
                 }
@@ -756,24 +908,13 @@ impl<F: Future> Future for Supervised<F> {
         }
         // A plain store to the task's own memory: cheaper than testing whether it is needed.
         this.guard.tagged |= POLLED;
-        let span = this
-            .guard
-            .cold
-            .as_deref()
-            .and_then(|cold| cold.span.as_ref());
-        let entered = span.map(Span::enter);
-        // A panic while polling is caught here rather than only by tokio, so that it is logged
-        // and reported even when nobody awaits the handle; it then goes on to tokio, which
-        // hands it to the handle.
-        let polled = catch_unwind(AssertUnwindSafe(|| this.future.poll(cx)));
-        drop(entered);
-        match polled {
-            Ok(Poll::Ready(output)) => {
+        match this.guard.poll_in_span(|| this.future.poll(cx)) {
+            Poll::Ready(output) => {
                 // A plain store to the task's own memory, as for `POLLED`.
                 this.guard.tagged |= FINISHED;
                 Poll::Ready(Ok(output))
             }
-            Ok(Poll::Pending) => {
+            Poll::Pending => {
                 // The waker of a task's top-level future is the task's own and never changes,
                 // so registering once is enough.
                 if this.guard.tagged & REGISTERED == 0 && !this.guard.register(cx.waker()) {
@@ -781,11 +922,24 @@ impl<F: Future> Future for Supervised<F> {
                 }
                 Poll::Pending
             }
-            Err(payload) => {
-                this.guard.panicked(&*payload);
-                resume_unwind(payload)
-            }
         }
+    }
+}
+
+impl TaskGuard {
+    /// Runs `poll`, a poll of the task's future, inside the task's span. A panic is caught
+    /// here rather than only by tokio (or the owner of a tracked future), so that it is logged
+    /// and reported even when nobody awaits the handle; it then unwinds on.
+    #[inline]
+    pub(crate) fn poll_in_span<T>(&mut self, poll: impl FnOnce() -> Poll<T>) -> Poll<T> {
+        let span = self.cold.as_deref().and_then(|cold| cold.span.as_ref());
+        let entered = span.map(Span::enter);
+        let polled = catch_unwind(AssertUnwindSafe(poll));
+        drop(entered);
+        polled.unwrap_or_else(|payload| {
+            self.panicked(&*payload);
+            resume_unwind(payload)
+        })
     }
 }
 

@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use tokio::runtime::Handle;
 use tokio::sync::Notify;
+use tokio::task::LocalSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::level_filters::LevelFilter;
@@ -24,6 +26,7 @@ use crate::spawn::NAMED_DROPS;
 use crate::state::{AbortFlag, Origin, Phase, State};
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard, fence};
 use crate::task_builder::TaskBuilder;
+use crate::tracked::TrackedFuture;
 
 /// Spawns background tasks, tracks them, and shuts them down within a budget.
 ///
@@ -333,8 +336,7 @@ impl TaskSupervisor {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.inner
-            .spawn_async(Origin::Outside, false, None, |_| future)
+        TaskBuilder::new(&self.inner, Origin::Outside, None).spawn(future)
     }
 
     /// Spawns the future that `task` builds from the new task's [`TaskContext`]: its id, name,
@@ -417,8 +419,7 @@ impl TaskSupervisor {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        self.inner
-            .spawn_blocking(Origin::Outside, false, None, |_| function)
+        TaskBuilder::new(&self.inner, Origin::Outside, None).spawn_blocking(function)
     }
 
     /// Runs the synchronous `function` on tokio's blocking thread pool, handing it its
@@ -457,6 +458,281 @@ impl TaskSupervisor {
         R: Send + 'static,
     {
         TaskBuilder::new(&self.inner, Origin::Outside, None).spawn_blocking_with(function)
+    }
+
+    /// Spawns `future` as a supervised task on the runtime `handle` refers to, rather than on
+    /// the runtime set with
+    /// [`SupervisorBuilder::runtime`](crate::SupervisorBuilder::runtime) or the caller's, as
+    /// [`TaskTracker::spawn_on`](tokio_util::task::TaskTracker::spawn_on) does. The supervisor
+    /// drains it, cancels and aborts it, like any task; shut the supervisor down before that
+    /// runtime stops, or its tasks are dropped and reported as
+    /// [`FailureKind::Dropped`](crate::FailureKind::Dropped).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // A runtime of its own for heavy work, say.
+    /// let heavy = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let handle = supervisor.spawn_on(async { "done" }, heavy.handle()).unwrap();
+    /// assert_eq!(handle.await.unwrap(), "done");
+    /// assert!(supervisor.shutdown().await.is_clean());
+    /// # heavy.shutdown_background();
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    #[track_caller]
+    #[inline]
+    pub fn spawn_on<F>(
+        &self,
+        future: F,
+        handle: &Handle,
+    ) -> Result<TaskHandle<F::Output>, SpawnError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        TaskBuilder::new(&self.inner, Origin::Outside, None).spawn_on(future, handle)
+    }
+
+    /// Runs the synchronous `function` as a supervised task on the blocking thread pool of the
+    /// runtime `handle` refers to; otherwise as [`spawn_blocking`](Self::spawn_blocking).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let handle = tokio::runtime::Handle::current();
+    /// let task = supervisor.spawn_blocking_on(|| (1..=10).sum::<u32>(), &handle).unwrap();
+    /// assert_eq!(task.await.unwrap(), 55);
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    #[track_caller]
+    #[inline]
+    pub fn spawn_blocking_on<F, R>(
+        &self,
+        function: F,
+        handle: &Handle,
+    ) -> Result<TaskHandle<R>, SpawnError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        TaskBuilder::new(&self.inner, Origin::Outside, None).spawn_blocking_on(function, handle)
+    }
+
+    /// Spawns `future`, which need not be `Send`, as a supervised task on the current
+    /// [`LocalSet`] (or `LocalRuntime`), as [`tokio::task::spawn_local`] does.
+    ///
+    /// It runs only while its `LocalSet` is driven (by `run_until`, or as a future): shutdown
+    /// drains, cancels and aborts it like any task, as long as its `LocalSet` keeps running
+    /// until the shutdown is over. A `LocalSet` dropped with such tasks still running drops
+    /// them, and each one is reported as
+    /// [`FailureKind::Dropped`](crate::FailureKind::Dropped), never silently; one the abort
+    /// lists stays counted by [`len`](Self::len) until its `LocalSet` runs it or drops it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let local_set = tokio::task::LocalSet::new();
+    /// local_set.run_until(async {
+    ///     let hits = Rc::new(Cell::new(0)); // not `Send`
+    ///     let counter = hits.clone();
+    ///     supervisor.spawn_local(async move { counter.set(counter.get() + 1) }).unwrap();
+    ///     // Drained here, while the `LocalSet` runs.
+    ///     assert!(supervisor.shutdown().await.is_clean());
+    ///     assert_eq!(hits.get(), 1);
+    /// }).await;
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    ///
+    /// # Panics
+    ///
+    /// Like [`tokio::task::spawn_local`], panics when called outside of a [`LocalSet`]; the
+    /// task is then never spawned, and counts as such.
+    #[track_caller]
+    #[inline]
+    pub fn spawn_local<F>(&self, future: F) -> Result<TaskHandle<F::Output>, SpawnError>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        TaskBuilder::new(&self.inner, Origin::Outside, None).spawn_local(future)
+    }
+
+    /// Spawns the future that `task` builds from the new task's [`TaskContext`], which need
+    /// not be `Send`, on the current [`LocalSet`]; otherwise as
+    /// [`spawn_local`](Self::spawn_local).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// tokio::task::LocalSet::new().run_until(async {
+    ///     supervisor.spawn_local_with(|ctx| async move {
+    ///         let mut buffer = Vec::new(); // a `!Send` resource would do as well
+    ///         while !ctx.is_shutting_down() {
+    ///             tokio::select! {
+    ///                 _ = ctx.shutdown_started() => {}
+    ///                 _ = tokio::time::sleep(Duration::from_secs(1)) => buffer.push(1),
+    ///             }
+    ///         }
+    ///     }).unwrap();
+    ///     assert!(supervisor.shutdown().await.is_clean());
+    /// }).await;
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    ///
+    /// # Panics
+    ///
+    /// As [`spawn_local`](Self::spawn_local).
+    #[track_caller]
+    #[inline]
+    pub fn spawn_local_with<F, Fut>(&self, task: F) -> Result<TaskHandle<Fut::Output>, SpawnError>
+    where
+        F: FnOnce(TaskContext) -> Fut,
+        Fut: Future + 'static,
+        Fut::Output: 'static,
+    {
+        TaskBuilder::new(&self.inner, Origin::Outside, None).spawn_local_with(task)
+    }
+
+    /// Spawns `future`, which need not be `Send`, as a supervised task on `local_set`, as
+    /// [`TaskTracker::spawn_local_on`](tokio_util::task::TaskTracker::spawn_local_on) does;
+    /// it runs once `local_set` is driven. Otherwise as [`spawn_local`](Self::spawn_local).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let local_set = tokio::task::LocalSet::new();
+    /// let handle = supervisor.spawn_local_on(async { 7 }, &local_set).unwrap();
+    /// assert_eq!(local_set.run_until(handle).await.unwrap(), 7);
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    #[track_caller]
+    #[inline]
+    pub fn spawn_local_on<F>(
+        &self,
+        future: F,
+        local_set: &LocalSet,
+    ) -> Result<TaskHandle<F::Output>, SpawnError>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        TaskBuilder::new(&self.inner, Origin::Outside, None).spawn_local_on(future, local_set)
+    }
+
+    /// Tracks `future`, which the caller polls itself, as a supervised task, as
+    /// [`TaskTracker::track_future`](tokio_util::task::TaskTracker::track_future) does: the
+    /// [`TrackedFuture`] counts as a running task until it completes or is dropped.
+    ///
+    /// Use it for work a request handler awaits itself but wants drained at shutdown and
+    /// named in the report. Shutdown waits for it during the drain; it cannot abort it, since
+    /// its owner polls it: if it is still alive when the abort comes, the report lists it as
+    /// abandoned and it runs on. Its panics are reported as a task's, then unwind to its owner.
+    /// [`track_future_with`](Self::track_future_with) hands it a [`TaskContext`], and so the
+    /// cancellation signal and the grace.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::new();
+    /// let work = supervisor.track_future(async {
+    ///     tokio::time::sleep(Duration::from_millis(100)).await;
+    ///     "saved"
+    /// }).unwrap();
+    /// assert_eq!(supervisor.len(), 1);
+    /// // The caller awaits it where it likes; a shutdown meanwhile would wait for it.
+    /// assert_eq!(work.await, "saved");
+    /// assert!(supervisor.is_empty());
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn). The future is then dropped without being polled.
+    #[inline]
+    pub fn track_future<F: Future>(&self, future: F) -> Result<TrackedFuture<F>, SpawnError> {
+        TaskBuilder::new(&self.inner, Origin::Outside, None).track_future(future)
+    }
+
+    /// Tracks the future that `task` builds from the new task's [`TaskContext`], which the
+    /// caller polls itself; otherwise as [`track_future`](Self::track_future). Through its
+    /// context, it sees the shutdown's signals and gets the grace before the abort.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::builder()
+    ///     .shutdown_timeout(Duration::from_secs(1))
+    ///     .build();
+    /// let work = supervisor.track_future_with(|ctx| async move {
+    ///     tokio::select! {
+    ///         _ = ctx.cancelled() => "stopped early",
+    ///         _ = tokio::time::sleep(Duration::from_secs(60)) => "finished",
+    ///     }
+    /// }).unwrap();
+    /// let (outcome, report) = tokio::join!(work, supervisor.shutdown());
+    /// assert_eq!(outcome, "stopped early");
+    /// assert_eq!(report.cancelled(), 1);
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`track_future`](Self::track_future).
+    #[inline]
+    pub fn track_future_with<F, Fut>(&self, task: F) -> Result<TrackedFuture<Fut>, SpawnError>
+    where
+        F: FnOnce(TaskContext) -> Fut,
+        Fut: Future,
+    {
+        TaskBuilder::new(&self.inner, Origin::Outside, None).track_future_with(task)
     }
 
     /// A builder for a task with a name, shown in its tracing span, in failure reports and in

@@ -62,6 +62,7 @@ async fn a_running_blocking_task_is_abandoned_and_shutdown_returns_anyway() {
     );
     assert_eq!((report.aborted(), report.abandoned()), (0, 1));
     assert_eq!(report.abandoned_tasks()[0].name(), Some("resize"));
+    assert!(!report.abandoned_tasks()[0].is_tracked());
     assert!(
         report.to_string().contains("abandoned: resize (task 1,"),
         "{report}"

@@ -3,10 +3,13 @@
 //! down. Each is logged at WARN, the first ten by name, then one summary line, and passed to
 //! `on_failure`; a task aborted on purpose through its handle stays quiet.
 
+mod support;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use background_tasks::{FailureKind, TaskFailure, TaskSupervisor};
+use support::recording;
 
 /// What the tracing subscriber of a test writes.
 #[derive(Clone, Default)]
@@ -42,22 +45,6 @@ impl Write for Logs {
     }
 }
 
-fn recording() -> (TaskSupervisor, Arc<Mutex<Vec<TaskFailure>>>) {
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let supervisor = TaskSupervisor::builder()
-        .on_failure({
-            let failures = failures.clone();
-            move |failure| {
-                failures
-                    .lock()
-                    .expect("the failures' lock")
-                    .push(failure.clone());
-            }
-        })
-        .build();
-    (supervisor, failures)
-}
-
 fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -69,7 +56,7 @@ fn current_thread() -> tokio::runtime::Runtime {
 fn a_runtime_dropped_before_the_shutdown_logs_and_reports_every_running_task() {
     let logs = Logs::default();
     let _capture = logs.capture();
-    let (supervisor, failures) = recording();
+    let (supervisor, failures) = recording(TaskSupervisor::builder());
     let runtime = current_thread();
     runtime.block_on(async {
         for n in 0..12 {
@@ -144,7 +131,7 @@ fn a_runtime_dropped_before_the_shutdown_logs_and_reports_every_running_task() {
 fn a_runtime_dropped_after_the_shutdown_loses_nothing_more() {
     let logs = Logs::default();
     let _capture = logs.capture();
-    let (supervisor, failures) = recording();
+    let (supervisor, failures) = recording(TaskSupervisor::builder());
     let runtime = current_thread();
     let report = runtime.block_on(async {
         supervisor
@@ -164,4 +151,88 @@ fn a_runtime_dropped_after_the_shutdown_loses_nothing_more() {
         "{}",
         logs.text()
     );
+}
+
+#[test]
+fn a_local_set_dropped_with_tasks_running_reports_each_as_dropped() {
+    let logs = Logs::default();
+    let _capture = logs.capture();
+    let (supervisor, failures) = recording(TaskSupervisor::builder());
+    let runtime = current_thread();
+    let local_set = tokio::task::LocalSet::new();
+    let shared = std::rc::Rc::new(()); // what makes these tasks need a `LocalSet`
+    runtime.block_on(local_set.run_until(async {
+        let held = shared.clone();
+        supervisor
+            .task("suspended")
+            .spawn_local(async move {
+                let _held = held;
+                std::future::pending::<()>().await
+            })
+            .unwrap();
+        supervisor
+            .task("with-context")
+            .spawn_local_with(|ctx| async move { ctx.cancelled().await })
+            .unwrap();
+        supervisor.spawn_local(async {}).unwrap().await.unwrap();
+        let aborted = supervisor
+            .task("aborted-on-purpose")
+            .spawn_local(std::future::pending::<()>())
+            .unwrap();
+        tokio::task::yield_now().await;
+        aborted.abort();
+        assert!(aborted.await.unwrap_err().is_cancelled());
+    }));
+    // Queued on the `LocalSet`, never polled.
+    supervisor
+        .task("never-polled")
+        .spawn_local_on(async {}, &local_set)
+        .unwrap();
+    assert_eq!(supervisor.len(), 3);
+    // The runtime runs on: only the `LocalSet` goes, with the tasks it holds.
+    runtime.block_on(async { drop(local_set) });
+    assert_eq!(supervisor.len(), 0);
+    assert_eq!(
+        std::rc::Rc::strong_count(&shared),
+        1,
+        "the task's future was dropped"
+    );
+
+    let failures = failures.lock().unwrap();
+    let mut names: Vec<_> = failures.iter().filter_map(TaskFailure::task_name).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["never-polled", "suspended", "with-context"]);
+    assert!(failures.iter().all(TaskFailure::is_dropped), "{failures:?}");
+    assert!(
+        !logs.text().contains("aborted-on-purpose"),
+        "{}",
+        logs.text()
+    );
+    drop(runtime);
+}
+
+#[test]
+fn a_task_spawned_on_a_runtime_that_shuts_down_first_is_reported_dropped() {
+    let (supervisor, failures) = recording(TaskSupervisor::builder());
+    let main = current_thread();
+    let other = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    main.block_on(async {
+        supervisor
+            .task("on-the-other-runtime")
+            .spawn_on(std::future::pending::<()>(), other.handle())
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    });
+    // The runtime that `main` runs goes on; the other one ends with the task it holds.
+    other.shutdown_timeout(std::time::Duration::from_secs(5));
+    assert_eq!(supervisor.len(), 0);
+    let failures = failures.lock().unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].task_name(), Some("on-the-other-runtime"));
+    assert!(failures[0].is_dropped());
+    drop(main);
 }

@@ -82,3 +82,113 @@ fn the_configured_runtime_is_reported_by_the_getter() {
     );
     assert!(TaskSupervisor::new().runtime().is_none());
 }
+
+/// A runtime of its own, with one worker and blocking threads named `name`.
+fn other_runtime(name: &str) -> tokio::runtime::Runtime {
+    Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn spawn_on_runs_each_form_on_the_runtime_given_rather_than_the_configured_one() {
+    let other = other_runtime("other-runtime");
+    let supervisor = TaskSupervisor::builder().runtime(Handle::current()).build();
+    let here = || Handle::current().id();
+    let on = other.handle();
+    let plain = supervisor.spawn_on(async move { here() }, on).unwrap();
+    let named = supervisor
+        .task("named")
+        .spawn_on(async move { here() }, on)
+        .unwrap();
+    let with = supervisor
+        .task("with-context")
+        .spawn_with_on(
+            |ctx| async move { (here(), ctx.name().map(str::to_owned)) },
+            on,
+        )
+        .unwrap();
+    let thread = || std::thread::current().name().map(str::to_owned);
+    let blocking = supervisor.spawn_blocking_on(thread, on).unwrap();
+    let blocking_with = supervisor
+        .task("blocking-with-context")
+        .spawn_blocking_with_on(move |ctx| (thread(), ctx.name().map(str::to_owned)), on)
+        .unwrap();
+    let follow_up = supervisor
+        .spawn_with({
+            let on = on.clone();
+            move |ctx| async move { ctx.spawn_on(async move { here() }, &on).unwrap().await }
+        })
+        .unwrap();
+
+    assert_eq!(plain.await.unwrap(), on.id());
+    assert_eq!(named.await.unwrap(), on.id());
+    assert_eq!(
+        with.await.unwrap(),
+        (on.id(), Some("with-context".to_owned()))
+    );
+    assert_eq!(
+        blocking.await.unwrap().as_deref(),
+        Some("other-runtime"),
+        "on the other runtime's blocking pool"
+    );
+    assert_eq!(
+        blocking_with.await.unwrap(),
+        (
+            Some("other-runtime".to_owned()),
+            Some("blocking-with-context".to_owned())
+        )
+    );
+    assert_eq!(follow_up.await.unwrap().unwrap(), on.id());
+    assert_eq!(supervisor.snapshot().counters.completed, 7);
+    assert!(supervisor.shutdown().await.is_clean());
+    other.shutdown_background();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn tasks_spawned_on_another_runtime_are_drained_cancelled_and_aborted_like_the_rest() {
+    let other = other_runtime("drained-runtime");
+    let supervisor = TaskSupervisor::builder()
+        .shutdown_timeout(Duration::from_millis(200))
+        .cancel_grace(Duration::from_millis(200))
+        .max_tasks(3)
+        .build();
+    let on = other.handle();
+    let finishes = supervisor
+        .task("finishes")
+        .spawn_on(tokio::time::sleep(Duration::from_millis(50)), on)
+        .unwrap();
+    supervisor
+        .task("stops-when-cancelled")
+        .spawn_with_on(|ctx| async move { ctx.cancelled().await }, on)
+        .unwrap();
+    supervisor
+        .task("never-ends")
+        .spawn_on(std::future::pending::<()>(), on)
+        .unwrap();
+    assert!(
+        matches!(
+            supervisor.spawn_on(async {}, on),
+            Err(background_tasks::SpawnError::AtCapacity { limit: 3 })
+        ),
+        "max_tasks counts them"
+    );
+    // Registered (suspended) before the shutdown begins.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let report = supervisor.shutdown().await;
+    assert!(finishes.is_finished());
+    assert_eq!(
+        (report.completed(), report.cancelled(), report.aborted()),
+        (1, 1, 1),
+        "{report}"
+    );
+    assert_eq!(report.aborted_tasks()[0].name(), Some("never-ends"));
+    assert!(matches!(
+        supervisor.spawn_on(async {}, on),
+        Err(background_tasks::SpawnError::ShuttingDown)
+    ));
+    other.shutdown_background();
+}

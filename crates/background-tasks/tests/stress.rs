@@ -1,5 +1,6 @@
-//! A randomized stress suite of the accounting protocol: many seeds, every kind of task,
-//! several threads spawning while the supervisor shuts down (refused in every phase, from
+//! A randomized stress suite of the accounting protocol: many seeds, every kind of task (on
+//! the current runtime, on a runtime handle, on the blocking pool, and tracked futures polled
+//! by tasks of their own), several threads spawning while the supervisor shuts down (refused in every phase, from
 //! outside and, once the cancel phase begins, from inside), tasks that complete, panic,
 //! return on the cancellation signal, ignore it, never suspend, or hold their thread; shut
 //! down by `shutdown`, `shutdown_now`, several callers at once, a force in the middle, or a
@@ -22,6 +23,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use background_tasks::{ShutdownReport, SpawnError, TaskContext, TaskSupervisor};
+use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
 /// What a call may take past its budget: the wait for tasks the abort walk could not see
@@ -344,7 +346,7 @@ fn spawn_one(shared: &Arc<Shared>, random: &mut Random, ctx: Option<&TaskContext
     let seed = random.next();
     let behaviour = Behaviour::pick(&mut Random::new(seed), shared);
     let shared_task = shared.clone();
-    let spawned: Result<(), SpawnError> = match (random.below(6), ctx) {
+    let spawned: Result<(), SpawnError> = match (random.below(8), ctx) {
         (0, None) => shared
             .supervisor
             .spawn(behaviour.run_plain(shared_task))
@@ -375,6 +377,21 @@ fn spawn_one(shared: &Arc<Shared>, random: &mut Random, ctx: Option<&TaskContext
             .supervisor
             .spawn_blocking(move || behaviour.run_blocking(&shared_task, None))
             .map(drop),
+        (5, None) => shared
+            .supervisor
+            .spawn_on(behaviour.run_plain(shared_task), &Handle::current())
+            .map(drop),
+        (5, Some(ctx)) => ctx
+            .spawn_on(behaviour.run_plain(shared_task), &Handle::current())
+            .map(drop),
+        // Polled by a task of its own, which shutdown cannot abort: it is abandoned instead.
+        (6, None) => shared
+            .supervisor
+            .track_future(behaviour.run_plain(shared_task))
+            .map(|tracked| drop(tokio::spawn(tracked))),
+        (6, Some(ctx)) => ctx
+            .track_future(behaviour.run_plain(shared_task))
+            .map(|tracked| drop(tokio::spawn(tracked))),
         _ => shared
             .supervisor
             .spawn_blocking_with(move |ctx| behaviour.run_blocking(&shared_task, Some(&ctx)))

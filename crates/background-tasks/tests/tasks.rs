@@ -218,6 +218,23 @@ async fn each_task_runs_in_a_span_with_its_id_and_name_at_the_level_set() {
         .unwrap();
     let blocking_id = blocking.id();
     blocking.await.unwrap();
+    let tracked = supervisor
+        .task("inline-step")
+        .track_future(async { tracing::info!("tracked step") })
+        .unwrap();
+    let tracked_id = tracked.id();
+    tracked.await;
+    let local_id = tokio::task::LocalSet::new()
+        .run_until(async {
+            let local = supervisor
+                .task("local-step")
+                .spawn_local(async { tracing::info!("local step") })
+                .unwrap();
+            let id = local.id();
+            local.await.unwrap();
+            id
+        })
+        .await;
 
     let logs = logs.text();
     let line = |needle: &str| {
@@ -240,6 +257,14 @@ async fn each_task_runs_in_a_span_with_its_id_and_name_at_the_level_set() {
         "{hashing}"
     );
     assert!(hashing.contains("checksum"), "{hashing}");
+    for (needle, id, name) in [
+        ("tracked step", tracked_id, "inline-step"),
+        ("local step", local_id, "local-step"),
+    ] {
+        let line = line(needle);
+        assert!(line.contains(&format!("task.id={id}")), "{line}");
+        assert!(line.contains(&format!("task.name=\"{name}\"")), "{line}");
+    }
 }
 
 #[test]

@@ -13,6 +13,7 @@
 //! that takes well under a second.
 
 pub mod postgres;
+pub mod recorder;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

@@ -74,6 +74,9 @@ pub(crate) struct Inner {
     /// Wakes this process's fetchers when it enqueues, so that a job does not wait for the
     /// next poll.
     pub(crate) enqueued: Notify,
+    /// The job types run by workers started from these jobs, and their running handlers.
+    #[cfg(feature = "metrics")]
+    pub(crate) running: crate::metrics::RunningJobs,
 }
 
 impl DurableJobs {
@@ -135,6 +138,8 @@ impl DurableJobs {
         options: EnqueueOptions,
     ) -> Result<JobId, DurableJobError> {
         let (queue, new) = self.prepare(job, &options)?;
+        #[cfg(feature = "metrics")]
+        let generated = new.id.clone();
         let id = self
             .inner
             .store
@@ -142,6 +147,11 @@ impl DurableJobs {
             .await
             .map_err(DurableJobError::Unavailable)?;
         self.inner.enqueued.notify_waiters();
+        // Another id is the job stored earlier under the same idempotency key: nothing stored.
+        #[cfg(feature = "metrics")]
+        if id == generated {
+            crate::metrics::enqueued(queue);
+        }
         Ok(id)
     }
 
@@ -189,9 +199,16 @@ impl DurableJobs {
             return Err(DurableJobError::NotPostgres);
         }
         let (queue, new) = self.prepare(job, &options)?;
+        #[cfg(feature = "metrics")]
+        let generated = new.id.clone();
         let id = crate::store::postgres::push(conn, queue, new)
             .await
             .map_err(DurableJobError::Unavailable)?;
+        // Counted at the insert: a rollback afterwards does not take it back.
+        #[cfg(feature = "metrics")]
+        if id == generated {
+            crate::metrics::enqueued(queue);
+        }
         // The job is visible at the commit, which this process does not see: the fetchers find
         // it at their next poll.
         Ok(id)
@@ -325,6 +342,8 @@ impl DurableJobsBuilder {
                 supervisor: self.supervisor,
                 max_attempts: self.max_attempts,
                 enqueued: Notify::new(),
+                #[cfg(feature = "metrics")]
+                running: crate::metrics::RunningJobs::default(),
             }),
         })
     }

@@ -27,6 +27,8 @@
 //!
 //! - `postgres`: `postgres://` URLs, on apalis-postgres (for several processes or machines
 //!   sharing the work), and `DurableJobs::enqueue_in`.
+//! - `metrics`: the jobs through the `metrics` facade (see [Metrics](#metrics)), with the
+//!   core's own `metrics` feature.
 //!
 //! The tables and most queries are apalis's own (`apalis-sqlite`, `apalis-postgres`): the
 //! queue is apalis's queue, readable by its tools.
@@ -70,6 +72,46 @@
 //! # }
 //! ```
 //!
+//! # Metrics
+//!
+//! With the `metrics` cargo feature (off by default), the jobs are recorded through the
+//! [`metrics`](https://docs.rs/metrics/0.24) facade, for any exporter:
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `background_jobs_enqueued_total` | counter | `job` |
+//! | `background_jobs_finished_total` | counter | `job`, `outcome`: `done`, `failed`, `dead`, `returned` |
+//! | `background_jobs_duration_seconds` | histogram | `job` |
+//! | `background_jobs_running` | gauge | `job` |
+//! | `background_jobs_pending` | gauge | `job` |
+//!
+//! - `enqueued_total` counts the jobs an enqueue stored: not a second enqueue with the same
+//!   idempotency key, which stores nothing; with `DurableJobs::enqueue_in`, the job counts at
+//!   the insert, even if the transaction is rolled back later.
+//! - `finished_total` counts attempts as this process records their end: `done` (the handler
+//!   returned `Ok`), `failed` (an `Err` or a panic with attempts left: the job waits for its
+//!   retry), `dead` (its last attempt failed, its payload no longer deserializes, or its
+//!   worker was lost during its last attempt) and `returned` (shutdown interrupted it and put
+//!   it back in the queue without using an attempt, see [`DurableShutdownReport::returned`]).
+//!   A job ends as one `done` or `dead`, after any number of `failed` and `returned`. Not
+//!   counted: a run that dies with its process (the process that runs the job again counts
+//!   that run), an outcome dropped because another worker had reclaimed the job (this one was
+//!   silent past [`orphan_after`](WorkersBuilder::orphan_after)), and the aborted jobs that
+//!   could not be put back ([`DurableShutdownReport::not_returned`]).
+//! - `duration_seconds` times each run of a handler, from its start to its end however it
+//!   ends, shutdown's abort included. A payload that does not deserialize runs no handler.
+//! - The gauges are set by `DurableJobs::record_metrics`, which a scrape handler calls:
+//!   `running` is the handlers running in this process now, `pending` the jobs waiting in the
+//!   database (new, delayed, back from an interrupted run, or failed and waiting for their
+//!   retry), one indexed count per job type, the same in every process that shares the
+//!   database. They are set for the job types of the workers started from these
+//!   [`DurableJobs`].
+//!
+//! The `job` label is the job type's [`Job::NAME`]: a constant of a type the program defines,
+//! so the labels are a fixed set, known when the program is compiled; no id, payload or user
+//! input ever becomes a label. The jobs' supervised tasks are named after it too, so the
+//! core's `background_tasks_*` metrics label them the same way.
+//!
 //! [apalis]: https://docs.rs/apalis
 #![warn(
     missing_docs,
@@ -84,6 +126,8 @@ mod error;
 mod id;
 mod job;
 mod jobs;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod options;
 mod report;
 mod status;

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use background_tasks::{ShutdownReport, TaskRecord};
+use background_tasks::{ShutdownReport, TaskId, TaskRecord};
 
 use crate::id::JobId;
 
@@ -12,6 +12,8 @@ use crate::id::JobId;
 pub struct ReturnedJob {
     pub(crate) queue: &'static str,
     pub(crate) id: JobId,
+    /// The supervised task that ran it, as the core report names it.
+    pub(crate) task: Option<TaskId>,
 }
 
 impl ReturnedJob {
@@ -25,11 +27,6 @@ impl ReturnedJob {
     #[must_use]
     pub fn id(&self) -> &JobId {
         &self.id
-    }
-
-    /// The name of the supervised task that ran it, as the core report shows it.
-    fn task_name(&self) -> String {
-        format!("{} {}", self.queue, self.id)
     }
 }
 
@@ -88,12 +85,12 @@ impl DurableShutdownReport {
     /// The aborted tasks that were not durable jobs: work that is lost.
     #[must_use]
     pub fn lost(&self) -> Vec<&TaskRecord> {
-        let durable: std::collections::HashSet<String> =
-            self.returned.iter().map(ReturnedJob::task_name).collect();
+        let durable: std::collections::HashSet<TaskId> =
+            self.returned.iter().filter_map(|job| job.task).collect();
         self.tasks
             .aborted_tasks()
             .iter()
-            .filter(|task| !task.name().is_some_and(|name| durable.contains(name)))
+            .filter(|task| !durable.contains(&task.id()))
             .collect()
     }
 

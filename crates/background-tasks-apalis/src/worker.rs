@@ -12,7 +12,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use apalis_core::worker::context::WorkerContext;
-use background_tasks::{ShutdownReport, TaskContext, TaskSupervisor};
+use background_tasks::{ShutdownReport, TaskContext, TaskId, TaskSupervisor};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -199,6 +199,8 @@ impl WorkersBuilder {
                 spec: spec.clone(),
                 worker,
                 slots: Arc::new(Semaphore::new(spec.concurrency)),
+                #[cfg(feature = "metrics")]
+                running: self.jobs.inner.running.register(spec.name),
             }));
         }
         let shared = Arc::new(Shared {
@@ -314,9 +316,15 @@ impl Workers {
                 Ok(released) => {
                     for (id, running) in jobs {
                         if released.contains(&id) {
+                            #[cfg(feature = "metrics")]
+                            crate::metrics::finished(
+                                running.queue,
+                                crate::metrics::Outcome::Returned,
+                            );
                             returned.push(ReturnedJob {
                                 queue: running.queue,
                                 id,
+                                task: running.task,
                             });
                         }
                     }
@@ -416,6 +424,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Running {
     queue: &'static str,
     worker: Arc<str>,
+    /// The supervised task that runs it, once spawned.
+    task: Option<TaskId>,
 }
 
 struct Queue {
@@ -423,6 +433,9 @@ struct Queue {
     worker: WorkerContext,
     /// One permit per job that may run at once.
     slots: Arc<Semaphore>,
+    /// How many of this job type's handlers run now, for `background_jobs_running`.
+    #[cfg(feature = "metrics")]
+    running: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The heartbeat: keeps this worker's rows alive and reclaims dead workers' jobs. A plain
@@ -516,17 +529,29 @@ async fn fetch(shared: Arc<Shared>, queue: Arc<Queue>, ctx: TaskContext) {
                 Running {
                     queue: name,
                     worker: queue.worker.name().into(),
+                    task: None,
                 },
             );
+            // Named after the job type, never the job: task names label the dashboard's rows
+            // and the core's metrics, and must come from a fixed set. The task's id ties the
+            // two together in the shutdown report.
             let spawned = {
                 let shared = shared.clone();
                 let queue = queue.clone();
-                ctx.task(format!("{name} {id}"))
+                ctx.task(name)
                     .spawn_with(move |task| run(shared, queue, job, task, permit))
             };
-            if spawned.is_err() {
-                shared.running().remove(&id);
-                unstarted.push(id);
+            match spawned {
+                // A job that already ended has left the map: nothing to set.
+                Ok(handle) => {
+                    if let Some(running) = shared.running().get_mut(&id) {
+                        running.task = Some(handle.id());
+                    }
+                }
+                Err(_) => {
+                    shared.running().remove(&id);
+                    unstarted.push(id);
+                }
             }
         }
         drop(permits);
@@ -585,7 +610,14 @@ async fn run(
             fail(name, &id, error, None);
         }
     };
-    let (error, panic) = match catch_panic(handler).await {
+    // Counted as running and timed from here until the handler ends, however it ends: a drop
+    // by shutdown's abort included.
+    #[cfg(feature = "metrics")]
+    let handler_run = crate::metrics::HandlerRun::start(name, &queue.running);
+    let ended = catch_panic(handler).await;
+    #[cfg(feature = "metrics")]
+    drop(handler_run);
+    let (error, panic) = match ended {
         Ok(Ok(())) => {
             store_outcome(Outcome::Done).await;
             tracing::debug!(queue = name, %id, attempt, "durable job done");
@@ -602,9 +634,12 @@ async fn run(
             {
                 Ok(released) if !released.is_empty() => {
                     shared.running().remove(&id);
+                    #[cfg(feature = "metrics")]
+                    crate::metrics::finished(name, crate::metrics::Outcome::Returned);
                     lock(&shared.released).push(ReturnedJob {
                         queue: name,
                         id: id.clone(),
+                        task: Some(task.id()),
                     });
                     tracing::info!(
                         queue = name, %id,
@@ -671,6 +706,11 @@ async fn record(shared: &Shared, queue: &Queue, id: &JobId, attempt: u32, outcom
                         "the job was reclaimed by another worker while it ran here (this worker \
                          was silent too long): its outcome here is dropped"
                     );
+                }
+                // Not counted when dropped: the run that counts is the other worker's.
+                #[cfg(feature = "metrics")]
+                if ours {
+                    crate::metrics::finished(queue.spec.name, outcome.metric());
                 }
                 shared.running().remove(id);
                 return;

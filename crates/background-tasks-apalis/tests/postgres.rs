@@ -276,3 +276,19 @@ async fn a_server_that_hangs_answers_unavailable_within_the_timeout() {
     assert!(jobs.status(&before).await.unwrap().is_some());
     jobs.enqueue(sleep(1)).await.unwrap();
 }
+
+/// The depth query on PostgreSQL (the `metrics` feature, which the workspace build enables).
+#[cfg(feature = "metrics")]
+#[test]
+fn postgres_the_pending_gauge_counts_the_jobs_waiting_in_the_database() {
+    let Some(server) = postgres::server() else {
+        postgres::skip_loudly("postgres_the_pending_gauge_counts_the_jobs_waiting_in_the_database");
+        return;
+    };
+    let url = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(server.database("metrics"));
+    common::the_pending_gauge_counts_the_jobs_waiting_in_the_database(&url);
+}

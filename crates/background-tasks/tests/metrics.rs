@@ -8,56 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use background_tasks::{METRIC_NAMES_LIMIT, SpawnError, TaskSupervisor};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::DebuggingRecorder;
+use recorder::{counter, gauge, histogram, recorded};
 
-/// The metrics recorded so far as `name{label=value,...}` (labels sorted) to their value.
-/// Reading a `Snapshotter` takes counters and gauges back to zero: each read is merged into
-/// `seen` (counters summed, histograms appended, gauges replaced).
-fn recorded<'a>(
-    snapshotter: &Snapshotter,
-    seen: &'a mut BTreeMap<String, DebugValue>,
-) -> &'a BTreeMap<String, DebugValue> {
-    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-        let key = key.key();
-        let mut labels: Vec<String> = key
-            .labels()
-            .map(|label| format!("{}={}", label.key(), label.value()))
-            .collect();
-        labels.sort();
-        let key = format!("{}{{{}}}", key.name(), labels.join(","));
-        match (seen.get_mut(&key), value) {
-            (Some(DebugValue::Counter(total)), DebugValue::Counter(value)) => *total += value,
-            (Some(DebugValue::Histogram(all)), DebugValue::Histogram(values)) => {
-                all.extend(values);
-            }
-            (_, value) => {
-                seen.insert(key, value);
-            }
-        }
-    }
-    seen
-}
-
-fn counter(metrics: &BTreeMap<String, DebugValue>, key: &str) -> u64 {
-    match metrics.get(key) {
-        Some(DebugValue::Counter(value)) => *value,
-        other => panic!("{key}: expected a counter, got {other:?} among {metrics:#?}"),
-    }
-}
-
-fn gauge(metrics: &BTreeMap<String, DebugValue>, key: &str) -> f64 {
-    match metrics.get(key) {
-        Some(DebugValue::Gauge(value)) => value.into_inner(),
-        other => panic!("{key}: expected a gauge, got {other:?}"),
-    }
-}
-
-fn histogram(metrics: &BTreeMap<String, DebugValue>, key: &str) -> Vec<f64> {
-    match metrics.get(key) {
-        Some(DebugValue::Histogram(values)) => values.iter().map(|v| v.into_inner()).collect(),
-        other => panic!("{key}: expected a histogram, got {other:?}"),
-    }
-}
+// The helpers that read the recorder, shared with background-tasks-apalis's tests through the
+// end-to-end harness, which depends on this crate: included by path instead.
+#[allow(unreachable_pub, dead_code)]
+#[path = "../../../tests/src/recorder.rs"]
+mod recorder;
 
 /// Runs `test` on a paused current-thread runtime with `recorder` as this thread's recorder.
 fn with_recorder(recorder: &DebuggingRecorder, test: impl std::future::Future<Output = ()>) {

@@ -44,6 +44,8 @@ pub(crate) struct AppState {
     startup_tasks: Arc<AtomicUsize>,
     /// The durable jobs' fetchers, tasks of the supervisor that are not jobs either.
     durable_fetchers: Option<background_tasks_apalis::FetchersHandle>,
+    /// The durable jobs, whose gauges `GET /metrics` sets.
+    durable_jobs: Option<background_tasks_apalis::DurableJobs>,
     /// What `GET /metrics` renders.
     metrics: PrometheusHandle,
 }
@@ -134,6 +136,7 @@ async fn run(
         readiness: readiness.clone(),
         startup_tasks,
         durable_fetchers: Some(workers.fetchers()),
+        durable_jobs: Some(jobs.clone()),
         metrics,
     };
 

@@ -137,25 +137,36 @@ async fn get_tasks(
     Json(json!({ "running": running, "shutting_down": shutting_down }))
 }
 
-/// The buckets of `background_tasks_duration_seconds`, from a short job to a long one.
+/// The buckets of `background_tasks_duration_seconds` and `background_jobs_duration_seconds`,
+/// from a short job to a long one.
 const DURATION_BUCKETS: [f64; 9] = [0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0];
 
 /// Installs the Prometheus recorder as the process's `metrics` recorder; `GET /metrics`
 /// renders what it holds.
 pub(crate) fn install_metrics_recorder() -> Result<PrometheusHandle, BuildError> {
-    PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full("background_tasks_duration_seconds".to_owned()),
-            &DURATION_BUCKETS,
-        )?
-        .install_recorder()
+    let mut builder = PrometheusBuilder::new();
+    for histogram in [
+        "background_tasks_duration_seconds",
+        "background_jobs_duration_seconds",
+    ] {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(histogram.to_owned()), &DURATION_BUCKETS)?;
+    }
+    builder.install_recorder()
 }
 
-/// `GET /metrics`: 200, the supervisor's metrics (and any other the app records) in the
-/// Prometheus text format.
+/// `GET /metrics`: 200, the supervisor's and the durable jobs' metrics (and any other the app
+/// records) in the Prometheus text format.
 async fn get_metrics(tasks: BackgroundTasks, State(state): State<AppState>) -> Response {
     // The gauges are set here, when they are read, rather than by every spawn.
     tasks.supervisor().record_metrics();
+    // The queues' depth is a query: a database that does not answer leaves those gauges at
+    // their last values, and the rest is served all the same.
+    if let Some(jobs) = &state.durable_jobs
+        && let Err(error) = jobs.record_metrics().await
+    {
+        tracing::warn!("GET /metrics: cannot read the durable jobs' queues: {error}");
+    }
     // Drains the histograms' samples into their buckets, as the exporter asks of its users.
     state.metrics.run_upkeep();
     (
@@ -228,6 +239,7 @@ mod tests {
             readiness: readiness.clone(),
             startup_tasks: Arc::new(AtomicUsize::new(0)),
             durable_fetchers: None,
+            durable_jobs: None,
             // Not installed: these tests read no metrics, and a process has one recorder.
             metrics: PrometheusBuilder::new().build_recorder().handle(),
         };

@@ -65,6 +65,18 @@ pub(crate) enum Outcome<'a> {
     },
 }
 
+#[cfg(feature = "metrics")]
+impl Outcome<'_> {
+    /// The `outcome` label of `background_jobs_finished_total`.
+    pub(crate) fn metric(&self) -> crate::metrics::Outcome {
+        match self {
+            Outcome::Done => crate::metrics::Outcome::Done,
+            Outcome::Retry { .. } => crate::metrics::Outcome::Failed,
+            Outcome::Dead { .. } | Outcome::Killed { .. } => crate::metrics::Outcome::Dead,
+        }
+    }
+}
+
 /// One of the backends.
 #[derive(Debug, Clone)]
 pub(crate) enum Store {
@@ -133,6 +145,14 @@ impl Store {
     /// ids it released.
     pub(crate) async fn release(&self, worker: &str, ids: &[JobId]) -> StoreResult<Vec<JobId>> {
         dispatch!(self, release(worker, ids))
+    }
+
+    /// How many jobs of `queue` wait to run: pending (new, delayed, or put back) or failed
+    /// with attempts left; what the fetch takes once they are due. Counted over indexes that
+    /// hold the waiting jobs only: the cost grows with the queue, not with the jobs done.
+    #[cfg(feature = "metrics")]
+    pub(crate) async fn pending(&self, queue: &str) -> StoreResult<u64> {
+        dispatch!(self, pending(queue))
     }
 }
 

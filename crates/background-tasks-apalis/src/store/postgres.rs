@@ -215,6 +215,20 @@ impl PostgresStore {
         .await?;
         released.iter().map(|id| super::parse_id(id)).collect()
     }
+
+    #[cfg(feature = "metrics")]
+    pub(crate) async fn pending(&self, queue: &str) -> StoreResult<u64> {
+        // The condition of apalis's partial index `idx_apalis_jobs_fetch_partial`, which
+        // holds the waiting jobs only, so that the planner may count on it.
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM apalis.jobs WHERE job_type = $1 AND (status = 'Pending' \
+             OR (status = 'Failed' AND attempts < max_attempts))",
+        )
+        .bind(queue)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(pending).unwrap_or(0))
+    }
 }
 
 /// Stores `job` on `conn`: the pool's, or the caller's transaction.

@@ -214,6 +214,23 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(released)
     }
+
+    #[cfg(feature = "metrics")]
+    pub(crate) async fn pending(&self, queue: &str) -> StoreResult<u64> {
+        // Two counts, each over an index range that holds only waiting jobs. The failed ones
+        // name apalis's partial index (failed with attempts left): without stats SQLite
+        // prefers `(job_type, status, run_at)`, whose `Failed` range also holds every dead
+        // job ever kept, a count that would grow with the table's history.
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM Jobs WHERE job_type = ?1 AND status = 'Pending' \
+             AND lock_by IS NULL) + (SELECT COUNT(*) FROM Jobs INDEXED BY idx_jobs_failed \
+             WHERE job_type = ?1 AND status = 'Failed' AND attempts < max_attempts)",
+        )
+        .bind(queue)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(pending).unwrap_or(0))
+    }
 }
 
 /// apalis's config for one queue; only the queue and the batch size matter to its queries.

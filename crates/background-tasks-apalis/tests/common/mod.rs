@@ -607,6 +607,77 @@ pub async fn a_live_worker_keeps_its_jobs_past_the_orphan_bound(db: &Db) {
 
 /// Declares one `#[tokio::test]` per behaviour, each on a fresh database from `$db` (an async
 /// fn returning `Option<Db>`; `None` skips, after the backend said why).
+/// The depth counts the jobs that wait: delayed, and failed with attempts left (waiting for
+/// their retry); not the dead, nor the running, on either backend. Not a `behaviours!` entry:
+/// it needs the `metrics` feature and a current-thread runtime of its own, for the
+/// thread-local test recorder.
+#[cfg(feature = "metrics")]
+pub fn the_pending_gauge_counts_the_jobs_waiting_in_the_database(url: &str) {
+    use background_tasks_e2e::recorder::{gauge, recorded};
+
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let failures = Arc::default();
+            let supervisor = supervisor(LONG, Duration::ZERO, failures);
+            let jobs = DurableJobs::builder(url)
+                .supervisor(&supervisor)
+                .connect()
+                .await
+                .unwrap();
+            let probe = Arc::new(Probe::default());
+            let workers = jobs
+                .workers(&supervisor)
+                .job::<Sleep>(1, probe.clone())
+                .job::<Flaky>(2, probe.clone())
+                // A failed attempt waits a minute for its retry: pending all through the test.
+                .retry_backoff(Duration::from_secs(60), Duration::from_secs(60))
+                .start()
+                .await
+                .unwrap();
+            let flaky = || Flaky {
+                failures: 99,
+                panic: false,
+            };
+            let retried = jobs
+                .enqueue_with(flaky(), EnqueueOptions::new().max_attempts(3))
+                .await
+                .unwrap();
+            let dead = jobs
+                .enqueue_with(flaky(), EnqueueOptions::new().max_attempts(1))
+                .await
+                .unwrap();
+            let delayed = EnqueueOptions::new().delay(Duration::from_secs(3600));
+            jobs.enqueue_with(sleep(1), delayed).await.unwrap();
+            let running = jobs.enqueue(sleep(60_000)).await.unwrap();
+            wait_for(&jobs, &retried, LONG, |s| s.state() == JobState::Failed).await;
+            assert_eq!(
+                final_status(&jobs, &dead, LONG).await.state(),
+                JobState::Dead
+            );
+            wait_for(&jobs, &running, LONG, |s| s.state() == JobState::Running).await;
+
+            jobs.record_metrics().await.unwrap();
+            let mut seen = std::collections::BTreeMap::new();
+            let metrics = recorded(&snapshotter, &mut seen);
+            assert_eq!(
+                gauge(metrics, "background_jobs_pending{job=test-flaky}"),
+                1.0
+            );
+            assert_eq!(
+                gauge(metrics, "background_jobs_pending{job=test-sleep}"),
+                1.0
+            );
+            let _ = workers.finish(supervisor.shutdown_now().await).await;
+        });
+    });
+}
+
 #[macro_export]
 macro_rules! behaviours {
     ($db:path) => {

@@ -352,6 +352,54 @@ impl TaskSupervisor {
         TaskBuilder::new(&self.inner, Origin::Outside, None).spawn(future)
     }
 
+    /// Spawns `future` once there is room for it under
+    /// [`max_tasks`](SupervisorBuilder::max_tasks), instead of failing with
+    /// [`SpawnError::AtCapacity`]; see [`TaskBuilder::spawn_when_ready`], which also waits for a
+    /// place under a name's [limit](SupervisorBuilder::limit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let supervisor = background_tasks::TaskSupervisor::builder().max_tasks(2).build();
+    /// for batch in 0..10 {
+    ///     supervisor
+    ///         .spawn_when_ready(async move {
+    ///             tokio::time::sleep(Duration::from_millis(10)).await;
+    ///             batch
+    ///         })
+    ///         .await
+    ///         .unwrap();
+    /// }
+    /// supervisor.wait_idle().await;
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SpawnError::ShuttingDown`] as soon as shutdown begins, before the call or while it
+    /// waits. The future is then dropped without being polled.
+    ///
+    /// # Panics
+    ///
+    /// As [`spawn`](Self::spawn), at the first poll.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: nothing is spawned until it returns.
+    pub async fn spawn_when_ready<F>(&self, future: F) -> Result<TaskHandle<F::Output>, SpawnError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        TaskBuilder::new(&self.inner, Origin::Outside, None)
+            .spawn_when_ready(future)
+            .await
+    }
+
     /// Spawns the future that `task` builds from the new task's [`TaskContext`]: its id, name,
     /// shutdown and cancellation signals, and a way to spawn follow-up tasks.
     ///

@@ -424,6 +424,10 @@ mod loom_models {
     use crate::supervisor::Config;
 
     fn inner() -> Arc<Inner> {
+        with_limits(crate::limit::Limits::default())
+    }
+
+    fn with_limits(limits: crate::limit::Limits) -> Arc<Inner> {
         Arc::new(Inner::new(Config {
             shutdown_timeout: Duration::ZERO,
             cancel_grace: Duration::ZERO,
@@ -431,7 +435,7 @@ mod loom_models {
             on_failure: None,
             runtime: None,
             task_span_level: tracing::level_filters::LevelFilter::OFF,
-            limits: crate::limit::Limits::default(),
+            limits,
         }))
     }
 
@@ -652,6 +656,58 @@ mod loom_models {
             check(&inner, at_close);
             let report = inner.close_report(Instant::now());
             assert_eq!(report.aborted(), 1, "{report}");
+        });
+    }
+
+    /// A task with a context waiting for a place under its name's limit (a limit of 0: it
+    /// never gets one), whose first poll, and so its registration, races the cancel phase's
+    /// walk: it never starts, and is listed as aborted, not started, exactly once, by the walk
+    /// or by its own end, with no grace to wait for.
+    #[test]
+    fn a_waiting_task_registering_as_the_cancel_walk_runs_is_stopped_and_listed_once() {
+        loom::model(|| {
+            let limits = crate::limit::Limits::new([(
+                std::borrow::Cow::Borrowed("job"),
+                crate::limit::Limit::new(0),
+            )]);
+            let inner = with_limits(limits);
+            let spec = Spec {
+                name: Some(std::borrow::Cow::Borrowed("job")),
+                ..spec(true)
+            };
+            let (id, waiting) = inner
+                .supervise(spec, |_, _| YieldOnce::default())
+                .ok()
+                .expect("admitted, to wait");
+            let poller = loom::thread::spawn(move || {
+                let mut waiting = waiting;
+                let flag = poll_once(Pin::new(&mut waiting));
+                (waiting, flag)
+            });
+            let at_close = inner
+                .close_admission(Instant::now())
+                .expect("first shutdown");
+            inner.begin_cancel();
+            let (mut waiting, flag) = poller.join().unwrap();
+            if let Some(flag) = flag {
+                // Registered, waiting: the walk found it and woke it, and its next poll stops
+                // it before its future is polled.
+                assert!(is_woken(&flag), "a waiting task escaped the cancel walk");
+                assert!(poll_once(Pin::new(&mut waiting)).is_none());
+            }
+            drop(waiting);
+            assert_eq!(inner.state.cooperative(), 0, "no grace left to wait for");
+            {
+                let log = inner.lock_shutdown();
+                let early: Vec<_> = log
+                    .aborted_early
+                    .iter()
+                    .map(|task| (task.id, task.is_started()))
+                    .collect();
+                assert_eq!(early, [(id, false)], "listed once, not started");
+            }
+            inner.abort_remaining();
+            check(&inner, at_close);
         });
     }
 }

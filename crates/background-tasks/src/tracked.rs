@@ -56,21 +56,6 @@ impl<F> TrackedFuture<F> {
     pub fn id(&self) -> TaskId {
         self.id
     }
-
-    /// The future it wraps.
-    pub fn get_ref(&self) -> &F {
-        &self.future
-    }
-
-    /// The future it wraps, to change; it stays tracked.
-    pub fn get_mut(&mut self) -> &mut F {
-        &mut self.future
-    }
-
-    /// The future it wraps, pinned, to change; it stays tracked.
-    pub fn get_pin_mut(self: Pin<&mut Self>) -> Pin<&mut F> {
-        self.project().future
-    }
 }
 
 impl<F: Future> Future for TrackedFuture<F> {

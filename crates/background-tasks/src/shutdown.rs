@@ -3,6 +3,7 @@
 use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
@@ -12,8 +13,10 @@ use tokio_util::sync::CancellationToken;
 use crate::failure::{Kind as FailureKind, TaskFailure};
 use crate::registry::{Blocking, Entry, Kind};
 use crate::report::{Age, ShutdownReport, TaskRecord};
+use crate::snapshot::RECENT_FAILURES;
 use crate::state::{Abort, Phase, State};
 use crate::supervisor::{AbortLog, Inner};
+use crate::sync::{AtomicBool, AtomicUsize};
 
 impl Inner {
     /// Closes admission and starts the shutdown driver, the first time only.
@@ -156,6 +159,9 @@ impl Inner {
         );
         abort.unseen = running.saturating_sub(seen);
         log.abort = Some(abort);
+        // Still under the shutdown lock: an end that finds the flag unset waits for the lock,
+        // and so for the walk, as every end did before it was set.
+        self.abort_progress.walked.store(true, Ordering::Release);
     }
 
     /// Waits for the places the walk could not see to be accounted for, as long as tasks keep
@@ -170,12 +176,13 @@ impl Inner {
             let mut notified = pin!(notified);
             // Registered before the log is read, so that a report in between still wakes it.
             notified.as_mut().enable();
-            let (done, ended) = {
+            let done = {
                 let log = self.lock_shutdown();
-                log.abort.as_ref().map_or((true, 0), |abort| {
-                    (abort.accounted >= abort.unseen, abort.ended)
-                })
+                log.abort
+                    .as_ref()
+                    .is_none_or(|abort| abort.accounted >= abort.unseen)
             };
+            let ended = self.abort_progress.ended_so_far();
             let now = Instant::now();
             if done || progress == Some(ended) || now >= cap {
                 return;
@@ -217,6 +224,54 @@ impl Inner {
         // `set` fails only if a report was already written: the first one stands.
         let _ = self.report.set(report);
         self.report_ready.notify_waiters();
+    }
+}
+
+/// What the ends after the abort walk need to know of it, outside the shutdown lock: whether it
+/// is over, and how many places of its count have been given back since.
+///
+/// Once the walk is over, a task it listed has nothing left to tell the shutdown log: it is in
+/// the report already, and its end only counts as progress for the wait for the tasks the walk
+/// could not see. Such ends (200 000 at once, when a server shuts down with as many stuck
+/// tasks) then skip the shutdown lock, which the driver holds to write the report. An end that
+/// finds the walk under way takes the lock, and so waits for the walk: it must not remove its
+/// entry from a shard the walk has yet to visit.
+#[derive(Debug)]
+pub(crate) struct AbortProgress {
+    /// Set once, at the end of the abort walk, under the shutdown lock.
+    pub(crate) walked: AtomicBool,
+    /// Places of the walk's count given back since the walk, seen or not: the progress that
+    /// the wait for unseen tasks watches. Refusals after the walk are not among them.
+    ended: AtomicUsize,
+}
+
+impl AbortProgress {
+    pub(crate) fn new() -> Self {
+        Self {
+            walked: AtomicBool::new(false),
+            ended: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether the abort walk is over; if so, every task it listed is in the shutdown log.
+    #[inline]
+    pub(crate) fn is_walked(&self) -> bool {
+        // Acquire pairs with the release at the end of the walk: an end that sees the walk
+        // over sees the log and the registry as the walk left them.
+        self.walked.load(Ordering::Acquire)
+    }
+
+    /// Counts one place of the walk's count given back.
+    #[inline]
+    pub(crate) fn ended(&self) {
+        // Relaxed: a progress count, which the wait for unseen tasks only compares with its
+        // last reading; the accounting itself is under the shutdown lock.
+        self.ended.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn ended_so_far(&self) -> usize {
+        // Relaxed: as in `ended`.
+        self.ended.load(Ordering::Relaxed)
     }
 }
 
@@ -333,18 +388,27 @@ async fn drive(guard: PublishOnDrop) {
     drop(guard);
     // The callbacks run after the report is published: however slow they are, they do not
     // lengthen the shutdown.
-    for (tasks, aborted) in [(&*report.aborted, true), (&*report.abandoned, false)] {
-        for task in tasks {
-            let kind = if aborted {
-                FailureKind::Aborted { age: task.age }
-            } else {
-                FailureKind::Abandoned {
-                    age: task.age,
-                    tracked: task.tracked,
-                }
-            };
-            inner.report_failure(&TaskFailure::new(task.id, task.name.clone(), kind));
-        }
+    // Without a callback, a failure is only remembered among the recent ones, which keep the
+    // last `RECENT_FAILURES`: making the others as well (200 000 with as many stuck tasks)
+    // would hold a worker for tens of milliseconds as the process exits, for nothing.
+    let listed = report.aborted.len() + report.abandoned.len();
+    let skip = if inner.config.on_failure.is_some() {
+        0
+    } else {
+        listed.saturating_sub(RECENT_FAILURES)
+    };
+    let aborted = report.aborted.iter().map(|task| (task, true));
+    let abandoned = report.abandoned.iter().map(|task| (task, false));
+    for (task, aborted) in aborted.chain(abandoned).skip(skip) {
+        let kind = if aborted {
+            FailureKind::Aborted { age: task.age }
+        } else {
+            FailureKind::Abandoned {
+                age: task.age,
+                tracked: task.tracked,
+            }
+        };
+        inner.report_failure(&TaskFailure::new(task.id, task.name.clone(), kind));
     }
 }
 
@@ -558,6 +622,38 @@ mod loom_models {
                 assert!(poll_once(Pin::new(&mut task)).is_none());
             }
             check(&inner, at_close);
+        });
+    }
+
+    /// Two registered tasks with a context (so only the abort walk stops them) ending one after
+    /// the other as the shutdown runs: before the walk, during it (the walk holds the shutdown
+    /// lock, and may have visited one shard and not the other), or after it, when an end of a
+    /// task the walk listed skips the shutdown lock. Each is counted once: completed or
+    /// cancelled if it ended before the walk, else aborted, and then counted as progress
+    /// once. It fails (a task listed by the walk and also counted as unseen, or not at all)
+    /// if an end skips the lock while the walk is under way.
+    #[test]
+    fn ends_after_the_walk_skip_the_shutdown_lock_and_are_counted_once() {
+        loom::model(|| {
+            let inner = inner();
+            let mut tasks = [
+                admit_as(&inner, true).unwrap(),
+                admit_as(&inner, true).unwrap(),
+            ];
+            // Registered before the shutdown, on the two shards of the registry.
+            for task in &mut tasks {
+                assert!(poll_once(Pin::new(task)).is_some());
+            }
+            let ender = loom::thread::spawn(move || drop(tasks));
+            let at_close = shut_down(&inner);
+            ender.join().unwrap();
+            check(&inner, at_close);
+            let report = inner.close_report(Instant::now());
+            assert_eq!(
+                inner.abort_progress.ended_so_far(),
+                report.aborted(),
+                "every task the walk listed ended once, as progress: {report}"
+            );
         });
     }
 

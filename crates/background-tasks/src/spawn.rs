@@ -411,7 +411,7 @@ impl Inner {
                 // tell the wait for them. Refusals after the walk were never part of it, and
                 // are no progress of the abort either.
                 if let (Phase::Done, Some(abort), true) = (phase, &mut log.abort, counted) {
-                    abort.ended += 1;
+                    self.abort_progress.ended();
                     if abort.report.is_none() {
                         abort.accounted += 1;
                         self.late.notify_waiters();
@@ -912,13 +912,39 @@ impl TaskGuard {
                 }
             }
         }
-        // Shutdown has begun: the end is counted under the shutdown lock, where phases change,
-        // so that it is counted in exactly the phase it happened in.
+        // Shutdown has begun. Once the abort walk is over, a task it listed (all but a few of
+        // the tasks still running then) is in the report already: its end is progress, and
+        // nothing else, and skips the shutdown lock, which the driver holds to write the
+        // report (see `AbortProgress`). A task past its timeout still counts as such there.
+        let mut removed = None;
+        if let Some(key) = key
+            && !timed_out
+            && inner.abort_progress.is_walked()
+        {
+            let mut slab = inner.registry.lock_key(key);
+            let entry = own_entry(slab.remove(key));
+            if entry.is_stopped() {
+                // Under the shard lock, as an end while running: the registry and the count
+                // agree. The phase is `Done`, which the walk moved to before it was over.
+                let (_, left) = inner.state.end_in_shutdown(cooperative);
+                drop(slab);
+                inner.abort_progress.ended();
+                inner.notify_if_idle(left.all);
+                return (entry.id, entry.name);
+            }
+            removed = Some(entry);
+        }
+        // Otherwise the end is counted under the shutdown lock, where phases change, so that
+        // it is counted in exactly the phase it happened in.
         let mut log = inner.lock_shutdown();
         let (phase, left) = inner.state.end_in_shutdown(cooperative);
-        let (id, name, listed) = match key {
-            Some(key) => {
-                let entry = own_entry(inner.registry.lock_key(key).remove(key));
+        let entry = match (removed, key) {
+            (Some(entry), _) => Some(entry),
+            (None, Some(key)) => Some(own_entry(inner.registry.lock_key(key).remove(key))),
+            (None, None) => None,
+        };
+        let (id, name, listed) = match entry {
+            Some(entry) => {
                 let listed = entry.is_stopped();
                 (entry.id, entry.name, listed)
             }
@@ -949,7 +975,7 @@ impl TaskGuard {
                 log.timed_out_cancelling += timed_out;
             }
             (Phase::Done, Some(abort)) => {
-                abort.ended += 1;
+                inner.abort_progress.ended();
                 // A task the abort walk could not see, because it had never suspended, reports
                 // itself while the report is still open. One whose first poll was under way
                 // when the abort came held its thread then: abandoned, as the walk would have

@@ -117,6 +117,9 @@ pub(crate) struct Inner {
     pub(crate) aborting: AbortFlag,
     /// Notified when a place in the count that the abort walk could not see is accounted for.
     pub(crate) late: Notify,
+    /// Whether the abort walk is over, and how many places of its count were given back
+    /// since: what lets a task the walk listed end without the shutdown lock.
+    pub(crate) abort_progress: crate::shutdown::AbortProgress,
     /// Taken to change phase, to count tasks that end during shutdown, and to give back
     /// admissions once it has begun; always before a shard lock of the registry, never after.
     pub(crate) shutdown: Mutex<ShutdownLog>,
@@ -178,9 +181,6 @@ pub(crate) struct AbortLog {
     pub(crate) unseen: usize,
     /// Unseen places accounted for so far; never more than `unseen`.
     pub(crate) accounted: usize,
-    /// Places of the walk's count given back since the walk, seen or not: the progress that
-    /// the wait for unseen tasks watches. Refusals after the walk are not among them.
-    pub(crate) ended: usize,
     /// The report, once written: later ends are not in it, and change nothing.
     pub(crate) report: Option<ShutdownReport>,
 }
@@ -201,6 +201,7 @@ impl Inner {
             force: CancellationToken::new(),
             aborting: AbortFlag::new(),
             late: Notify::new(),
+            abort_progress: crate::shutdown::AbortProgress::new(),
             shutdown: Mutex::new(ShutdownLog::default()),
             report: OnceLock::new(),
             report_ready: Notify::new(),

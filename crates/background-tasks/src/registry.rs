@@ -312,6 +312,12 @@ impl Registry {
     pub(crate) fn lock_all(&self) -> impl Iterator<Item = MutexGuard<'_, Slab<Entry>>> {
         self.shards.iter().map(|shard| lock(&shard.0))
     }
+
+    /// Every shard, locked at once (in order, as nobody else holds two): what a phase change
+    /// of the shutdown and its walk hold, so that the phase is stable under any shard's lock.
+    pub(crate) fn lock_every(&self) -> Vec<MutexGuard<'_, Slab<Entry>>> {
+        self.lock_all().collect()
+    }
 }
 
 /// Locks `mutex`, ignoring poison: no critical section in this crate leaves its data half

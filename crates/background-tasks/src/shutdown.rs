@@ -16,7 +16,7 @@ use crate::report::{Age, ShutdownReport, TaskRecord};
 use crate::snapshot::RECENT_FAILURES;
 use crate::state::{Abort, Phase, State};
 use crate::supervisor::{AbortLog, Inner};
-use crate::sync::{AtomicBool, AtomicUsize};
+use crate::sync::AtomicUsize;
 
 impl Inner {
     /// Closes admission and starts the shutdown driver, the first time only.
@@ -68,13 +68,17 @@ impl Inner {
             // walk: a task without a context that ends in this phase was either stopped by
             // this walk, which lists it, or never seen by it.
             let mut log = self.lock_shutdown();
+            // Every shard locked, from before the phase changes until the walk is over: an end
+            // counted under a shard's lock alone (see `ShutdownEnds`) is counted in the drain,
+            // or after this walk.
+            let mut shards = self.registry.lock_every();
             if self.state.advance(Phase::Cancelling).0 >= Phase::Cancelling {
                 return;
             }
-            // Before any shard is locked: see `TaskGuard::register`.
+            // Before the shards are unlocked: see `TaskGuard::register`.
             self.aborting.set(Abort::Plain);
             let now = Instant::now();
-            for mut slab in self.registry.lock_all() {
+            for slab in &mut shards {
                 // Tracked futures are left to the abort: only their owner can stop them. Tasks
                 // waiting for a place under their name's limit never start from now on, with
                 // a context or without: there is no grace to give them.
@@ -127,11 +131,15 @@ impl Inner {
         if log.abort.is_some() {
             return;
         }
+        // Every shard locked, from before the phase changes until the walk is over, as in
+        // `begin_cancel`: an end counted under a shard's lock alone is counted before this
+        // walk, or after it.
+        let mut shards = self.registry.lock_every();
         // The count at the instant of the move: ends and give-backs wait for the shutdown
-        // lock, which this holds, and admissions from now on are refused without being part
-        // of it (see `Refused::Undo`).
+        // lock, or for a shard's, which this holds, and admissions from now on are refused
+        // without being part of it (see `Refused::Undo`).
         let (_, running) = self.state.advance(Phase::Done);
-        // Before any shard is locked: see `TaskGuard::register`.
+        // Before the shards are unlocked: see `TaskGuard::register`.
         self.aborting.set(Abort::All);
         let now = Instant::now();
         let mut abort = AbortLog {
@@ -139,10 +147,10 @@ impl Inner {
             ..AbortLog::default()
         };
         let mut seen = 0;
-        // Under the shutdown lock, which every task ending now must take, and each shard's lock
-        // in turn, which every registration must take: every registered task is found, and
-        // each is one of the `running` places.
-        for mut slab in self.registry.lock_all() {
+        // Under the shutdown lock and every shard's, one of which every task ending now and
+        // every registration must take: every registered task is found, and each is one of
+        // the `running` places.
+        for slab in &mut shards {
             for entry in slab.iter_mut() {
                 seen += 1;
                 match stop(entry, now, wakers) {
@@ -159,9 +167,6 @@ impl Inner {
         );
         abort.unseen = running.saturating_sub(seen);
         log.abort = Some(abort);
-        // Still under the shutdown lock: an end that finds the flag unset waits for the lock,
-        // and so for the walk, as every end did before it was set.
-        self.abort_progress.walked.store(true, Ordering::Release);
     }
 
     /// Waits for the places the walk could not see to be accounted for, as long as tasks keep
@@ -182,7 +187,7 @@ impl Inner {
                     .as_ref()
                     .is_none_or(|abort| abort.accounted >= abort.unseen)
             };
-            let ended = self.abort_progress.ended_so_far();
+            let ended = self.ends.since_walk();
             let now = Instant::now();
             if done || progress == Some(ended) || now >= cap {
                 return;
@@ -198,7 +203,8 @@ impl Inner {
     /// Writes the report from the shutdown log, the first time only; returns it.
     pub(crate) fn close_report(&self, started: Instant) -> ShutdownReport {
         let mut log = self.lock_shutdown();
-        let (completed, cancelled) = (log.completed, log.cancelled);
+        let (completed, cancelled) = self.ends.completed_and_cancelled();
+        let (completed, cancelled) = (log.completed + completed, log.cancelled + cancelled);
         let abort = log.abort.get_or_insert_with(AbortLog::default);
         if let Some(report) = &abort.report {
             return report.clone();
@@ -227,51 +233,73 @@ impl Inner {
     }
 }
 
-/// What the ends after the abort walk need to know of it, outside the shutdown lock: whether it
-/// is over, and how many places of its count have been given back since.
+/// What the ends of tasks during shutdown count without the shutdown lock (see
+/// `TaskGuard::end`): most of them need nothing of the shutdown log but a count, and 100 000
+/// tasks ending at once at the cancellation signal (or 200 000 woken by the abort) queued on
+/// that lock, behind each other and behind the driver, which holds it to walk and to write
+/// the report.
 ///
-/// Once the walk is over, a task it listed has nothing left to tell the shutdown log: it is in
-/// the report already, and its end only counts as progress for the wait for the tasks the walk
-/// could not see. Such ends (200 000 at once, when a server shuts down with as many stuck
-/// tasks) then skip the shutdown lock, which the driver holds to write the report. An end that
-/// finds the walk under way takes the lock, and so waits for the walk: it must not remove its
-/// entry from a shard the walk has yet to visit.
+/// Such an end is counted under its shard's lock, where the phase is stable: each phase
+/// change from the drain on (`begin_cancel`, `walk`) is made with every shard locked, and
+/// the walk of that phase keeps them locked until it is over. So a count made in a phase is
+/// made before the next phase begins, and the report, written after the abort walk, sees
+/// every count of the drain and of the cancel phase.
 #[derive(Debug)]
-pub(crate) struct AbortProgress {
-    /// Set once, at the end of the abort walk, under the shutdown lock.
-    pub(crate) walked: AtomicBool,
-    /// Places of the walk's count given back since the walk, seen or not: the progress that
-    /// the wait for unseen tasks watches. Refusals after the walk are not among them.
-    ended: AtomicUsize,
+pub(crate) struct ShutdownEnds {
+    /// Tasks that ended during the drain, beside `ShutdownLog::completed`.
+    completed: AtomicUsize,
+    /// Tasks that ended during the cancel phase, beside `ShutdownLog::cancelled`.
+    cancelled: AtomicUsize,
+    /// Places of the abort walk's count given back since the walk, seen or not: the progress
+    /// that the wait for unseen tasks watches. Refusals after the walk are not among them.
+    since_walk: AtomicUsize,
 }
 
-impl AbortProgress {
+impl ShutdownEnds {
     pub(crate) fn new() -> Self {
         Self {
-            walked: AtomicBool::new(false),
-            ended: AtomicUsize::new(0),
+            completed: AtomicUsize::new(0),
+            cancelled: AtomicUsize::new(0),
+            since_walk: AtomicUsize::new(0),
         }
     }
 
-    /// Whether the abort walk is over; if so, every task it listed is in the shutdown log.
+    /// Counts the end, in `phase`, of a task that neither panicked nor timed out, and that a
+    /// walk `listed` or not (in the cancel phase, a listed task is aborted, not cancelled).
+    ///
+    /// Relaxed, as every count here: each is made under a shard lock, which the next phase
+    /// change takes, or (`since_walk`) is progress, which the wait for unseen tasks only
+    /// compares with its last reading.
     #[inline]
-    pub(crate) fn is_walked(&self) -> bool {
-        // Acquire pairs with the release at the end of the walk: an end that sees the walk
-        // over sees the log and the registry as the walk left them.
-        self.walked.load(Ordering::Acquire)
+    pub(crate) fn count(&self, phase: Phase, listed: bool) {
+        match phase {
+            Phase::Draining => self.completed.fetch_add(1, Ordering::Relaxed),
+            Phase::Cancelling if listed => return,
+            Phase::Cancelling => self.cancelled.fetch_add(1, Ordering::Relaxed),
+            Phase::Done => self.since_walk.fetch_add(1, Ordering::Relaxed),
+            Phase::Running => return,
+        };
     }
 
-    /// Counts one place of the walk's count given back.
+    /// Counts one place of the abort walk's count given back.
     #[inline]
-    pub(crate) fn ended(&self) {
-        // Relaxed: a progress count, which the wait for unseen tasks only compares with its
-        // last reading; the accounting itself is under the shutdown lock.
-        self.ended.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn ended_since_walk(&self) {
+        // Relaxed: see `count`.
+        self.since_walk.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn ended_so_far(&self) -> usize {
-        // Relaxed: as in `ended`.
-        self.ended.load(Ordering::Relaxed)
+    /// The tasks counted here as completed and as cancelled.
+    pub(crate) fn completed_and_cancelled(&self) -> (usize, usize) {
+        // Relaxed: see `count`.
+        (
+            self.completed.load(Ordering::Relaxed),
+            self.cancelled.load(Ordering::Relaxed),
+        )
+    }
+
+    fn since_walk(&self) -> usize {
+        // Relaxed: see `count`.
+        self.since_walk.load(Ordering::Relaxed)
     }
 }
 
@@ -625,15 +653,15 @@ mod loom_models {
         });
     }
 
-    /// Two registered tasks with a context (so only the abort walk stops them) ending one after
-    /// the other as the shutdown runs: before the walk, during it (the walk holds the shutdown
-    /// lock, and may have visited one shard and not the other), or after it, when an end of a
-    /// task the walk listed skips the shutdown lock. Each is counted once: completed or
-    /// cancelled if it ended before the walk, else aborted, and then counted as progress
-    /// once. It fails (a task listed by the walk and also counted as unseen, or not at all)
-    /// if an end skips the lock while the walk is under way.
+    /// Two registered tasks with a context (so only the abort walk stops them), on the two
+    /// shards, ending one after the other as the shutdown runs, each counted under its shard's
+    /// lock alone (see `ShutdownEnds`): in the drain, in the cancel phase, or after the abort
+    /// walk. Each is counted once: completed or cancelled if it ended before the walk, else
+    /// aborted, and then counted as progress once. It fails (a place the walk counted and
+    /// could not see, which nothing accounts for) if the walk unlocks a shard before it is
+    /// over, so that an end slips in between the phase change and the walk's visit.
     #[test]
-    fn ends_after_the_walk_skip_the_shutdown_lock_and_are_counted_once() {
+    fn ends_counted_under_a_shard_lock_alone_are_counted_once() {
         loom::model(|| {
             let inner = inner();
             let mut tasks = [
@@ -650,7 +678,7 @@ mod loom_models {
             check(&inner, at_close);
             let report = inner.close_report(Instant::now());
             assert_eq!(
-                inner.abort_progress.ended_so_far(),
+                inner.ends.since_walk(),
                 report.aborted(),
                 "every task the walk listed ended once, as progress: {report}"
             );

@@ -405,11 +405,13 @@ impl Inner {
             counters.completed = self.completed_while_running(running);
             return (SupervisorPhase::Running, counters, None);
         };
-        counters.completed = (log.completed_before + log.completed
+        // Ends counted outside the log neither panicked nor timed out.
+        let (completed, cancelled) = self.ends.completed_and_cancelled();
+        counters.completed = (log.completed_before + log.completed + completed
             - log.panicked_draining
             - log.timed_out_draining) as u64;
         counters.cancelled =
-            (log.cancelled - log.panicked_cancelling - log.timed_out_cancelling) as u64;
+            (log.cancelled + cancelled - log.panicked_cancelling - log.timed_out_cancelling) as u64;
         counters.timed_out = counters
             .timed_out
             .saturating_sub(log.timed_out_by_shutdown as u64);

@@ -411,7 +411,7 @@ impl Inner {
                 // tell the wait for them. Refusals after the walk were never part of it, and
                 // are no progress of the abort either.
                 if let (Phase::Done, Some(abort), true) = (phase, &mut log.abort, counted) {
-                    self.abort_progress.ended();
+                    self.ends.ended_since_walk();
                     if abort.report.is_none() {
                         abort.accounted += 1;
                         self.late.notify_waiters();
@@ -982,24 +982,43 @@ impl TaskGuard {
                 }
             }
         }
-        // Shutdown has begun. Once the abort walk is over, a task it listed (all but a few of
-        // the tasks still running then) is in the report already: its end is progress, and
-        // nothing else, and skips the shutdown lock, which the driver holds to write the
-        // report (see `AbortProgress`). A task past its timeout still counts as such there.
+        // Shutdown has begun. Most ends need nothing of the shutdown log but a count: an end
+        // in the drain, an end in the cancel phase that no walk stopped (cancelled) or that
+        // the cancel walk listed, an end after the abort walk of a task it listed. Those of
+        // registered tasks that neither panicked nor timed out are counted under their shard's
+        // lock alone (see `ShutdownEnds`), since the phase is stable there: phases move on
+        // only with every shard locked, and each walk keeps them locked until it is over. The
+        // rest is counted under the shutdown lock, which the driver holds to walk and to write
+        // the report, with 100 000 tasks ending at the cancellation signal or 200 000 woken
+        // by the abort.
+        let panicked = cold.as_ref().is_some_and(|cold| cold.panic.is_some());
         let mut removed = None;
         if let Some(key) = key
             && !timed_out
-            && inner.abort_progress.is_walked()
+            && !panicked
         {
             let mut slab = inner.registry.lock_key(key);
+            let phase = inner.state.phase();
             let entry = own_entry(slab.remove(key));
-            if entry.is_stopped() {
+            // Listed by a walk, which stopped it: in the log already.
+            let listed = entry.is_stopped();
+            let counted = match phase {
+                Phase::Draining => true,
+                // Unless the abort flag stopped it at a poll though the walk did not list it
+                // (it had not registered then): the log lists it as aborted.
+                Phase::Cancelling => listed || tagged & STOPPED == 0,
+                // Unless the walk did not list it (a blocking task on its thread, a tracked
+                // future listed after the walk): the log has the rest of its story.
+                Phase::Done => listed,
+                Phase::Running => unreachable!("phases never go back to Running"),
+            };
+            if counted {
                 // Under the shard lock, as an end while running: the registry and the count
-                // agree. The phase is `Done`, which the walk moved to before it was over.
+                // agree for the next walk.
                 let (_, left) = inner.state.end_in_shutdown(cooperative);
                 drop(slab);
-                inner.abort_progress.ended();
-                inner.notify_if_idle(left.all);
+                inner.ends.count(phase, listed);
+                inner.notify_if_idle(left.waited_for(phase));
                 return (entry.id, entry.name);
             }
             removed = Some(entry);
@@ -1018,10 +1037,10 @@ impl TaskGuard {
                 let listed = entry.is_stopped();
                 (entry.id, entry.name, listed)
             }
-            None => (id, take_name(), false),
+            None => (id, Self::take_name(inner, word, cold), false),
         };
         // Snapshots count panics apart from the report's `completed` and `cancelled`.
-        let panicked = usize::from(cold.as_ref().is_some_and(|cold| cold.panic.is_some()));
+        let panicked = usize::from(panicked);
         let timed_out = usize::from(timed_out);
         match (phase, &mut log.abort) {
             (Phase::Draining, _) => {
@@ -1045,7 +1064,7 @@ impl TaskGuard {
                 log.timed_out_cancelling += timed_out;
             }
             (Phase::Done, Some(abort)) => {
-                inner.abort_progress.ended();
+                inner.ends.ended_since_walk();
                 // A task the abort walk could not see, because it had never suspended, reports
                 // itself while the report is still open. One whose first poll was under way
                 // when the abort came held its thread then: abandoned, as the walk would have
@@ -1142,7 +1161,7 @@ impl TaskGuard {
             tagged,
         } = self;
         let mut shard = inner.registry.lock(id);
-        // Checked under the shard lock: each walk sets the flag before it locks any shard, so
+        // Checked under the shard lock: each walk sets the flag while it holds every shard, so
         // either it finds this entry, or this task sees the flag. A task waiting for a place
         // is stopped by the cancel phase's walk with or without a context, so it checks the
         // flag as a task without one does.

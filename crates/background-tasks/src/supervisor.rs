@@ -117,9 +117,8 @@ pub(crate) struct Inner {
     pub(crate) aborting: AbortFlag,
     /// Notified when a place in the count that the abort walk could not see is accounted for.
     pub(crate) late: Notify,
-    /// Whether the abort walk is over, and how many places of its count were given back
-    /// since: what lets a task the walk listed end without the shutdown lock.
-    pub(crate) abort_progress: crate::shutdown::AbortProgress,
+    /// What ends during shutdown count without the shutdown lock.
+    pub(crate) ends: crate::shutdown::ShutdownEnds,
     /// Taken to change phase, to count tasks that end during shutdown, and to give back
     /// admissions once it has begun; always before a shard lock of the registry, never after.
     pub(crate) shutdown: Mutex<ShutdownLog>,
@@ -144,9 +143,9 @@ pub(crate) struct ShutdownLog {
     /// Tasks that ended, in any way but a panic or an abort, before shutdown began: the
     /// snapshot's `completed` from then on, fixed at the instant admission closed.
     pub(crate) completed_before: usize,
-    /// Tasks that ended during the drain.
+    /// Tasks that ended during the drain, beside those `Inner::ends` counts.
     pub(crate) completed: usize,
-    /// Tasks that ended during the cancel phase.
+    /// Tasks that ended during the cancel phase, beside those `Inner::ends` counts.
     pub(crate) cancelled: usize,
     /// How many of the `completed` and of the `cancelled` panicked, which snapshots count
     /// apart.
@@ -203,7 +202,7 @@ impl Inner {
             force: CancellationToken::new(),
             aborting: AbortFlag::new(),
             late: Notify::new(),
-            abort_progress: crate::shutdown::AbortProgress::new(),
+            ends: crate::shutdown::ShutdownEnds::new(),
             shutdown: Mutex::new(ShutdownLog::default()),
             report: OnceLock::new(),
             report_ready: Notify::new(),

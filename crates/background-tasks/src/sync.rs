@@ -3,11 +3,11 @@
 //! code that runs, not a copy of it.
 
 #[cfg(all(loom, test))]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, fence};
+pub(crate) use loom::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, fence};
 #[cfg(all(loom, test))]
 pub(crate) use loom::sync::{Mutex, MutexGuard};
 
 #[cfg(not(all(loom, test)))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, fence};
+pub(crate) use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, fence};
 #[cfg(not(all(loom, test)))]
 pub(crate) use std::sync::{Mutex, MutexGuard};

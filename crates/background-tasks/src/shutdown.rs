@@ -656,10 +656,12 @@ mod loom_models {
     /// Two registered tasks with a context (so only the abort walk stops them), on the two
     /// shards, ending one after the other as the shutdown runs, each counted under its shard's
     /// lock alone (see `ShutdownEnds`): in the drain, in the cancel phase, or after the abort
-    /// walk. Each is counted once: completed or cancelled if it ended before the walk, else
-    /// aborted, and then counted as progress once. It fails (a place the walk counted and
-    /// could not see, which nothing accounts for) if the walk unlocks a shard before it is
-    /// over, so that an end slips in between the phase change and the walk's visit.
+    /// walk. Each is counted once, in the report written as soon as the walk is over:
+    /// completed or cancelled if it ended before the walk, else aborted, and then counted as
+    /// progress once. It fails if the walk unlocks a shard before it is over, so that an end
+    /// slips in between the phase change and the walk's visit (a place the walk counted and
+    /// could not see, which nothing accounts for), or if an end counts itself after it
+    /// unlocks its shard (a report short of that end).
     #[test]
     fn ends_counted_under_a_shard_lock_alone_are_counted_once() {
         loom::model(|| {
@@ -674,9 +676,11 @@ mod loom_models {
             }
             let ender = loom::thread::spawn(move || drop(tasks));
             let at_close = shut_down(&inner);
+            // Written as soon as the walk is over, as the driver may: an end counted before
+            // the walk is in it, however far that end got since.
+            let report = inner.close_report(Instant::now());
             ender.join().unwrap();
             check(&inner, at_close);
-            let report = inner.close_report(Instant::now());
             assert_eq!(
                 inner.ends.since_walk(),
                 report.aborted(),

@@ -1014,10 +1014,11 @@ impl TaskGuard {
             };
             if counted {
                 // Under the shard lock, as an end while running: the registry and the count
-                // agree for the next walk.
+                // agree for the next walk. Counted before the lock is released too: the next
+                // phase change, and the report after it, wait for this shard only.
                 let (_, left) = inner.state.end_in_shutdown(cooperative);
-                drop(slab);
                 inner.ends.count(phase, listed);
+                drop(slab);
                 inner.notify_if_idle(left.waited_for(phase));
                 return (entry.id, entry.name);
             }

@@ -21,6 +21,12 @@ use crate::error::{BackgroundTaskError, MissingBackgroundTasksMiddleware};
 /// [`MissingBackgroundTasksMiddleware`], a `500` that says how to register it;
 /// `Option<BackgroundTasks>` gives `None` instead.
 ///
+/// Its tasks run on the runtime of the actix worker that runs the handler (unless the
+/// supervisor has a [`runtime`](background_tasks::SupervisorBuilder::runtime) of its own), and
+/// [`serve`](crate::serve) keeps that worker running until the supervisor has shut down: a
+/// task outlives its request and its connection, and the shutdown drains, cancels, aborts and
+/// reports it like any other.
+///
 /// # Examples
 ///
 /// ```
@@ -42,9 +48,7 @@ use crate::error::{BackgroundTaskError, MissingBackgroundTasksMiddleware};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let supervisor = TaskSupervisor::builder()
-///     .runtime(tokio::runtime::Handle::current())
-///     .build();
+/// let supervisor = TaskSupervisor::new();
 /// let app = App::new()
 ///     .wrap(BackgroundTasksMiddleware::new(supervisor.clone()))
 ///     .route("/sign-up", web::post().to(sign_up));
@@ -188,11 +192,11 @@ impl BackgroundTasks {
     /// [`TaskSupervisor::spawn_local`]: spawns `future`, which need not be `Send`, on the
     /// worker that runs the handler, answering `503` through `?`.
     ///
-    /// Each actix worker runs its own single-thread runtime with a `LocalSet`, which ends when
-    /// the server has stopped, before the supervisor's shutdown begins: a local task must end
-    /// within the request drain, or it is dropped with its worker and reported as
-    /// [`FailureKind::Dropped`](background_tasks::FailureKind::Dropped). Work that may take
-    /// longer belongs in [`spawn`](Self::spawn), which runs on the supervisor's runtime.
+    /// Each actix worker runs its own single-thread runtime, which ends with the worker;
+    /// [`serve`](crate::serve) stops the workers only once the supervisor has shut down, so a
+    /// local task is drained, cancelled and aborted as any other. A server stopped without
+    /// `serve` drops it with its worker, and the supervisor reports it as
+    /// [`FailureKind::Dropped`](background_tasks::FailureKind::Dropped).
     ///
     /// # Examples
     ///

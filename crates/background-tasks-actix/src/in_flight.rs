@@ -48,8 +48,9 @@ impl InFlight {
     }
 
     pub(crate) fn set_served(&self) {
-        // Relaxed: the workers that read it are started after this store, by the thread that
-        // made it (spawning a thread synchronizes with it).
+        // Relaxed: the workers that read it start when `serve`'s future first polls the
+        // server, which happens after this store (spawning a task or a thread orders what came
+        // before the spawn before what the spawned code does).
         self.served.store(true, Ordering::Relaxed);
     }
 

@@ -7,8 +7,8 @@ use std::task::{Context, Poll, ready};
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::web::Bytes;
 use pin_project_lite::pin_project;
-use tokio_util::sync::DropGuard;
 
+use crate::gate::GateGuard;
 use crate::in_flight::InFlightGuard;
 
 pin_project! {
@@ -39,7 +39,7 @@ pin_project! {
     pub struct AfterResponseBody<B> {
         #[pin]
         inner: B,
-        guard: Option<DropGuard>,
+        guard: Option<GateGuard>,
         in_flight: Option<InFlightGuard>,
     }
 }
@@ -47,7 +47,7 @@ pin_project! {
 impl<B> AfterResponseBody<B> {
     pub(crate) fn new(
         inner: B,
-        guard: Option<DropGuard>,
+        guard: Option<GateGuard>,
         in_flight: Option<InFlightGuard>,
     ) -> Self {
         Self {

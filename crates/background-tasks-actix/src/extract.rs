@@ -7,9 +7,9 @@ use std::future::{Future, Ready, ready};
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use background_tasks::{TaskBuilder, TaskContext, TaskHandle, TaskSupervisor, TrackedFuture};
-use tokio_util::sync::CancellationToken;
 
 use crate::error::{BackgroundTaskError, MissingBackgroundTasksMiddleware};
+use crate::gate::Gate;
 
 /// Spawns supervised background tasks from an actix-web handler: an extractor for the
 /// supervisor that [`BackgroundTasksMiddleware`](crate::BackgroundTasksMiddleware) registers.
@@ -57,8 +57,8 @@ use crate::error::{BackgroundTaskError, MissingBackgroundTasksMiddleware};
 #[derive(Clone)]
 pub struct BackgroundTasks {
     supervisor: TaskSupervisor,
-    /// Cancelled once the response has been sent or dropped: the gate of after-response tasks.
-    sent: CancellationToken,
+    /// Opened once the response has been sent or dropped: the gate of after-response tasks.
+    sent: Gate,
 }
 
 impl BackgroundTasks {
@@ -81,13 +81,14 @@ impl BackgroundTasks {
     /// ```
     #[must_use]
     pub fn new(supervisor: TaskSupervisor) -> Self {
-        let sent = CancellationToken::new();
-        sent.cancel();
-        Self { supervisor, sent }
+        Self {
+            supervisor,
+            sent: Gate::open(),
+        }
     }
 
-    /// The value the middleware puts into a request; `sent` is cancelled by the response body.
-    pub(crate) fn for_request(supervisor: TaskSupervisor, sent: CancellationToken) -> Self {
+    /// The value the middleware puts into a request; `sent` is opened by the response body.
+    pub(crate) fn for_request(supervisor: TaskSupervisor, sent: Gate) -> Self {
         Self { supervisor, sent }
     }
 
@@ -411,7 +412,7 @@ impl fmt::Debug for BackgroundTasks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BackgroundTasks")
             .field("supervisor", &self.supervisor)
-            .field("response_sent", &self.sent.is_cancelled())
+            .field("response_sent", &self.sent.is_open())
             .finish()
     }
 }
@@ -449,7 +450,7 @@ impl FromRequest for BackgroundTasks {
 #[must_use = "a BackgroundTaskBuilder does nothing until one of its spawn methods is called"]
 pub struct BackgroundTaskBuilder<'a> {
     builder: TaskBuilder<'a>,
-    sent: &'a CancellationToken,
+    sent: &'a Gate,
 }
 
 impl BackgroundTaskBuilder<'_> {
@@ -795,7 +796,7 @@ impl BackgroundTaskBuilder<'_> {
             // cancel phase has begun too.
             let opened = tokio::select! {
                 biased;
-                () = sent.cancelled() => true,
+                () = sent.opened() => true,
                 () = ctx.cancelled() => false,
             };
             drop(sent);

@@ -77,6 +77,7 @@
 mod body;
 mod error;
 mod extract;
+mod gate;
 mod in_flight;
 mod middleware;
 mod serve;

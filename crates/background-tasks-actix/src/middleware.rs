@@ -11,10 +11,10 @@ use actix_web::HttpMessage;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use background_tasks::TaskSupervisor;
 use pin_project_lite::pin_project;
-use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::body::AfterResponseBody;
 use crate::extract::BackgroundTasks;
+use crate::gate::{Gate, GateGuard};
 use crate::in_flight::{InFlight, InFlightGuard};
 
 /// Registers a [`TaskSupervisor`] with an actix-web `App`: every request it wraps can take the
@@ -232,21 +232,19 @@ where
     forward_ready!(service);
 
     fn call(&self, request: ServiceRequest) -> Self::Future {
-        // The gate of this request's after-response tasks: cancelled by the guard, which
-        // lives in the response future and then in the response body.
-        let sent = CancellationToken::new();
+        // The gate of this request's after-response tasks: opened by the guard, which lives
+        // in the response future and then in the response body.
+        let sent = Gate::default();
+        let guard = sent.guard();
         request
             .extensions_mut()
-            .insert(BackgroundTasks::for_request(
-                self.supervisor.clone(),
-                sent.clone(),
-            ));
+            .insert(BackgroundTasks::for_request(self.supervisor.clone(), sent));
         // Counted from before the handler runs, so that the drain cannot end between the
         // handler's spawn and the end of its response.
         let in_flight = self.in_flight.start();
         ResponseFuture {
             inner: self.service.call(request),
-            guard: Some(sent.drop_guard()),
+            guard: Some(guard),
             in_flight: Some(in_flight),
         }
     }
@@ -261,7 +259,7 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        guard: Option<DropGuard>,
+        guard: Option<GateGuard>,
         in_flight: Option<InFlightGuard>,
     }
 }

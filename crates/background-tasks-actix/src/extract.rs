@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::future::{Future, Ready, ready};
+use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
@@ -56,7 +57,9 @@ use crate::gate::Gate;
 /// ```
 #[derive(Clone)]
 pub struct BackgroundTasks {
-    supervisor: TaskSupervisor,
+    /// One per worker (or per [`new`](Self::new)), so that cloning it for each request touches
+    /// a reference count that no other worker's thread does.
+    supervisor: Arc<TaskSupervisor>,
     /// Opened once the response has been sent or dropped: the gate of after-response tasks.
     sent: Gate,
 }
@@ -82,13 +85,13 @@ impl BackgroundTasks {
     #[must_use]
     pub fn new(supervisor: TaskSupervisor) -> Self {
         Self {
-            supervisor,
+            supervisor: Arc::new(supervisor),
             sent: Gate::open(),
         }
     }
 
     /// The value the middleware puts into a request; `sent` is opened by the response body.
-    pub(crate) fn for_request(supervisor: TaskSupervisor, sent: Gate) -> Self {
+    pub(crate) fn for_request(supervisor: Arc<TaskSupervisor>, sent: Gate) -> Self {
         Self { supervisor, sent }
     }
 

@@ -2,8 +2,8 @@
 //! down, counted by the middleware.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
 
@@ -11,32 +11,43 @@ use tokio::sync::Notify;
 /// server is draining them.
 #[derive(Default)]
 pub(crate) struct InFlight {
-    /// Requests between the middleware's `call` and the end of their response body.
-    count: AtomicUsize,
+    /// One counter per worker's service, so that counting a request writes a cache line that
+    /// only its worker's thread writes. Locked only when a worker starts and by `serve`, to
+    /// sum them.
+    shards: Mutex<Vec<Arc<InFlightShard>>>,
     /// Set once the server has stopped accepting: responses then close their connection, and
-    /// the end of the last request wakes `serve`.
+    /// the end of the last request of a shard wakes `serve`.
     draining: AtomicBool,
     /// Set by `serve` before the workers start, so that the middleware knows a shutdown will
     /// keep its worker alive until the supervisor has shut down.
     served: AtomicBool,
-    /// Woken when the last request ends while draining.
+    /// Woken when the last request of a shard ends while draining.
     idle: Notify,
 }
 
 impl InFlight {
-    /// Counts one request until the guard is dropped.
-    #[inline]
-    pub(crate) fn start(self: &Arc<Self>) -> InFlightGuard {
-        // SeqCst: pairs with the load of `draining` in the guard's drop and the store in
-        // `drain` (a store-load pattern on two variables): either `wait_idle` sees the count
-        // at zero, or the guard sees `draining` and wakes it.
-        self.count.fetch_add(1, Ordering::SeqCst);
-        InFlightGuard(Arc::clone(self))
+    /// A counter for one worker's service.
+    pub(crate) fn shard(self: &Arc<Self>) -> Arc<InFlightShard> {
+        let shard = Arc::new(InFlightShard {
+            count: AtomicUsize::new(0),
+            shared: Arc::clone(self),
+        });
+        self.lock_shards().push(Arc::clone(&shard));
+        shard
     }
 
+    fn lock_shards(&self) -> std::sync::MutexGuard<'_, Vec<Arc<InFlightShard>>> {
+        // Poisoning cannot leave the list inconsistent: a push either happened or not.
+        self.shards.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many requests are in flight, over every worker.
     pub(crate) fn len(&self) -> usize {
-        // SeqCst: see `start`.
-        self.count.load(Ordering::SeqCst)
+        self.lock_shards()
+            .iter()
+            // SeqCst: see `InFlightShard::start`.
+            .map(|shard| shard.count.load(Ordering::SeqCst))
+            .sum()
     }
 
     /// Whether responses should close their connection.
@@ -65,12 +76,12 @@ impl InFlight {
     ///
     /// Cancel safe: the caller races it against the request drain timeout.
     pub(crate) async fn drain(&self) {
-        // SeqCst: see `start`.
+        // SeqCst: see `InFlightShard::start`.
         self.draining.store(true, Ordering::SeqCst);
         loop {
             let idle = self.idle.notified();
             tokio::pin!(idle);
-            // Registered before the count is read, so that a wake between the two is kept.
+            // Registered before the counts are read, so that a wake between the two is kept.
             idle.as_mut().enable();
             if self.len() == 0 {
                 return;
@@ -90,23 +101,49 @@ impl fmt::Debug for InFlight {
     }
 }
 
+/// The requests in flight on one worker's service.
+pub(crate) struct InFlightShard {
+    count: AtomicUsize,
+    shared: Arc<InFlight>,
+}
+
+impl InFlightShard {
+    /// Counts one request until the guard is dropped.
+    #[inline]
+    pub(crate) fn start(this: &Arc<Self>) -> InFlightGuard {
+        // SeqCst: pairs with the load of `draining` in the guard's drop and the store in
+        // `drain` (a store-load pattern on two variables): either `drain` sees the count at
+        // zero, or the guard sees `draining` and wakes it.
+        this.count.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard(Arc::clone(this))
+    }
+}
+
+impl fmt::Debug for InFlightShard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InFlightShard")
+            .field("count", &self.count.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
 /// One request in flight; it ends when the guard is dropped with the response body (or with
 /// the response future, when there is no response).
-pub(crate) struct InFlightGuard(Arc<InFlight>);
+pub(crate) struct InFlightGuard(Arc<InFlightShard>);
 
 impl InFlightGuard {
     #[inline]
     pub(crate) fn is_draining(&self) -> bool {
-        self.0.is_draining()
+        self.0.shared.is_draining()
     }
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        // SeqCst: see `InFlight::start`.
+        // SeqCst: see `InFlightShard::start`.
         let before = self.0.count.fetch_sub(1, Ordering::SeqCst);
-        if before == 1 && self.0.draining.load(Ordering::SeqCst) {
-            self.0.idle.notify_waiters();
+        if before == 1 && self.0.shared.draining.load(Ordering::SeqCst) {
+            self.0.shared.idle.notify_waiters();
         }
     }
 }
@@ -119,13 +156,17 @@ impl fmt::Debug for InFlightGuard {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn drain_waits_for_the_last_request_and_not_longer() {
+    async fn drain_waits_for_the_last_request_of_every_worker_and_not_longer() {
         let in_flight = Arc::new(InFlight::default());
-        let first = in_flight.start();
-        let second = in_flight.start();
+        let (one, other) = (in_flight.shard(), in_flight.shard());
+        let first = InFlightShard::start(&one);
+        let second = InFlightShard::start(&other);
+        assert_eq!(in_flight.len(), 2);
         let drained = tokio::spawn({
             let in_flight = Arc::clone(&in_flight);
             async move { in_flight.drain().await }
@@ -136,7 +177,7 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!drained.is_finished(), "one request is still in flight");
         drop(second);
-        tokio::time::timeout(std::time::Duration::from_secs(1), drained)
+        tokio::time::timeout(Duration::from_secs(1), drained)
             .await
             .expect("the end of the last request wakes the drain")
             .unwrap();
@@ -146,8 +187,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn drain_with_no_request_in_flight_ends_at_once() {
         let in_flight = Arc::new(InFlight::default());
-        drop(in_flight.start());
-        tokio::time::timeout(std::time::Duration::from_millis(1), in_flight.drain())
+        drop(InFlightShard::start(&in_flight.shard()));
+        tokio::time::timeout(Duration::from_millis(1), in_flight.drain())
             .await
             .expect("nothing to wait for");
     }

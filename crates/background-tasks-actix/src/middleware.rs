@@ -15,7 +15,7 @@ use pin_project_lite::pin_project;
 use crate::body::AfterResponseBody;
 use crate::extract::BackgroundTasks;
 use crate::gate::{Gate, GateGuard};
-use crate::in_flight::{InFlight, InFlightGuard};
+use crate::in_flight::{InFlight, InFlightGuard, InFlightShard};
 
 /// Registers a [`TaskSupervisor`] with an actix-web `App`: every request it wraps can take the
 /// [`BackgroundTasks`] extractor, and [`after_response`](BackgroundTasks::after_response) tasks
@@ -152,8 +152,8 @@ where
         }
         ready(Ok(BackgroundTasksService {
             service,
-            supervisor: self.supervisor.clone(),
-            in_flight: Arc::clone(&self.in_flight),
+            supervisor: Arc::new(self.supervisor.clone()),
+            in_flight: self.in_flight.shard(),
         }))
     }
 }
@@ -185,8 +185,10 @@ where
 /// ```
 pub struct BackgroundTasksService<S> {
     service: S,
-    supervisor: TaskSupervisor,
-    in_flight: Arc<InFlight>,
+    // Both of this worker's own: what each request clones or counts is written by this
+    // worker's thread only, rather than bounced between the cores of every worker.
+    supervisor: Arc<TaskSupervisor>,
+    in_flight: Arc<InFlightShard>,
 }
 
 impl<S> BackgroundTasksService<S> {
@@ -238,10 +240,13 @@ where
         let guard = sent.guard();
         request
             .extensions_mut()
-            .insert(BackgroundTasks::for_request(self.supervisor.clone(), sent));
+            .insert(BackgroundTasks::for_request(
+                Arc::clone(&self.supervisor),
+                sent,
+            ));
         // Counted from before the handler runs, so that the drain cannot end between the
         // handler's spawn and the end of its response.
-        let in_flight = self.in_flight.start();
+        let in_flight = InFlightShard::start(&self.in_flight);
         ResponseFuture {
             inner: self.service.call(request),
             guard: Some(guard),

@@ -299,7 +299,8 @@ struct Server {
 }
 
 impl Server {
-    /// Resolves when the server has ended (at once if it has already); logs how.
+    /// Resolves when the server has ended, with how it ended (`Ok` at once if it has
+    /// already).
     ///
     /// # Cancel safety
     ///

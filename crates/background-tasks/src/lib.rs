@@ -91,6 +91,7 @@ mod handle;
 mod limit;
 #[cfg(feature = "metrics")]
 mod metrics;
+mod names;
 mod ready;
 mod registry;
 mod report;

@@ -210,14 +210,14 @@ pub(crate) struct Key(u64);
 
 impl Key {
     /// How many bits a key takes: the guard keeps its flags in the bits above.
-    pub(crate) const BITS: u32 = 58;
+    pub(crate) const BITS: u32 = 57;
 
     /// Bits for the shard's index: room for [`MAX_SHARDS`].
     const SHARD_BITS: u32 = MAX_SHARDS.trailing_zeros();
 
     fn new(shard: usize, slot: usize) -> Self {
         let key = ((slot as u64) << Self::SHARD_BITS) | shard as u64;
-        // A slot past 2^52 would take 2^52 running tasks on one shard.
+        // A slot past 2^51 would take 2^51 running tasks on one shard.
         debug_assert!(key >> Self::BITS == 0, "slot {slot} does not fit a key");
         Self(key)
     }
@@ -374,7 +374,7 @@ mod tests {
             (0, 0),
             (MAX_SHARDS - 1, 0),
             (3, 1),
-            (MAX_SHARDS - 1, (1 << 52) - 1),
+            (MAX_SHARDS - 1, (1 << 51) - 1),
         ] {
             let key = Key::new(shard, slot);
             assert_eq!((key.shard(), key.slot()), (shard, slot));

@@ -616,6 +616,12 @@ impl Runtime {
 /// The task's span at `level`, when a subscriber wants it: kept out of line otherwise (see
 /// `Cold`). One callsite per level, since a callsite's level is fixed.
 fn task_span(level: LevelFilter, id: TaskId, name: Option<&str>) -> Option<Span> {
+    // What every span macro checks first, made before the match below: one relaxed load of the
+    // most verbose level any subscriber wants, which rules out the task span (`DEBUG` by
+    // default) for an app logging at `INFO`, or with no subscriber at all.
+    if level > LevelFilter::current() {
+        return None;
+    }
     let id = id.as_u64();
     let span = match level.into_level()? {
         Level::TRACE => tracing::trace_span!("background_task", task.id = id, task.name = name),
@@ -673,10 +679,13 @@ pub(crate) struct TaskGuard {
     inner: Arc<Inner>,
     /// The task's id until it registers, then its registry [`Key`] ([`REGISTERED`] set; the
     /// entry holds the id), with the flags [`POLLED`], [`COOPERATIVE`], [`STOPPED`],
-    /// [`FINISHED`], [`REGISTERED`] and [`LOCAL`] in its top bits, which neither ids (2^58
-    /// spawns, 9 years at a billion a second) nor keys reach. A field of its own would take the guard
-    /// past 24 bytes, and a bare task past tokio's 128-byte cell; a key kept in the box below
-    /// would give every task that suspends a box.
+    /// [`FINISHED`], [`REGISTERED`], [`LOCAL`] and [`INTERNED`] in its top bits, which neither
+    /// ids (2^57 spawns, 4 years at a billion a second) nor keys reach. Until the task
+    /// registers, an [`INTERNED`] word also holds the index of the task's name among the
+    /// supervisor's [interned names](crate::names::Names), above an id of at most
+    /// [`NAME_SHIFT`] bits. A field of its own would take the guard past 24 bytes, and a bare
+    /// task past tokio's 128-byte cell; a key or a name kept in the box below would give every
+    /// task that suspends, or every named task, a box.
     tagged: u64,
     /// What a short, unnamed task never needs, boxed so that such a task stays as small as a
     /// tracked one: tokio rounds task cells up to multiples of 128 bytes, and a guard holding
@@ -710,10 +719,32 @@ const REGISTERED: u64 = 1 << 59;
 /// `LocalSet`, not its runtime, whether it was dropped on purpose.
 const LOCAL: u64 = 1 << 58;
 
-const FLAGS: u64 = POLLED | COOPERATIVE | STOPPED | FINISHED | REGISTERED | LOCAL;
+/// Set in [`TaskGuard::tagged`] while the task's name is interned, as the index the bits from
+/// [`NAME_SHIFT`] up hold; the bits below hold its id. Cleared when the task registers: its
+/// entry takes the name.
+const INTERNED: u64 = 1 << 57;
 
-// The flags sit above every key.
+/// Where an [`INTERNED`] word keeps its name's index: ids of up to this many bits (2^49
+/// spawns, 17 years at a million a second) leave room for it; a task with a later id keeps its
+/// name in its box, as an owned name does.
+const NAME_SHIFT: u32 = 49;
+
+const FLAGS: u64 = POLLED | COOPERATIVE | STOPPED | FINISHED | REGISTERED | LOCAL | INTERNED;
+
+// The flags sit above every key, and a name's index between them and an id.
 const _: () = assert!(FLAGS.trailing_zeros() >= Key::BITS);
+const _: () = assert!(NAME_SHIFT + u8::BITS <= FLAGS.trailing_zeros());
+
+/// The bits of `tagged` that hold the task's id (its key, once registered).
+#[inline]
+fn id_bits(tagged: u64) -> u64 {
+    let id_mask = if tagged & INTERNED != 0 {
+        (1 << NAME_SHIFT) - 1
+    } else {
+        !FLAGS
+    };
+    tagged & id_mask
+}
 
 #[derive(Default)]
 struct Cold {
@@ -805,21 +836,47 @@ impl TaskGuard {
         flow: Option<Box<Flow>>,
     ) -> Self {
         // Matched rather than tested, so that a task without any of it leaves nothing to drop.
-        let cold = match (name, span, flow) {
-            (None, None, None) => None,
-            (name, span, flow) => Some(Box::new(Cold {
-                name,
-                panic: None,
-                span,
-                flow: flow.map(ManuallyDrop::new),
-            })),
+        let (cold, interned) = match (name, span, flow) {
+            (None, None, None) => (None, 0),
+            (name, span, flow) => Self::cold_or_interned(&inner, id, key, name, span, flow),
         };
-        let word = key.map_or(id.0, |key| key.bits() | REGISTERED);
+        let word = key.map_or(id.0 | interned, |key| key.bits() | REGISTERED);
         Self {
             inner,
             tagged: word | if cooperative { COOPERATIVE } else { 0 },
             cold,
         }
+    }
+
+    /// The box of a task that has a name, a span or a flow, or, for a task with a name alone,
+    /// no box and the bits of [`TaskGuard::tagged`] that hold it interned. Out of line, so
+    /// that a task with none of them pays nothing for it.
+    #[inline(never)]
+    fn cold_or_interned(
+        inner: &Inner,
+        id: TaskId,
+        key: Option<Key>,
+        name: Option<Cow<'static, str>>,
+        span: Option<Span>,
+        flow: Option<Box<Flow>>,
+    ) -> (Option<Box<Cold>>, u64) {
+        // A name alone needs no box when the task's own word can hold it: a `&'static str`
+        // interned by the supervisor, for a task yet to register (a registered one's entry
+        // holds its name) and with an id that leaves room for it.
+        if let (Some(Cow::Borrowed(name)), None, None) = (&name, &span, &flow)
+            && key.is_none()
+            && id.0 >> NAME_SHIFT == 0
+            && let Some(index) = inner.names.index(name)
+        {
+            return (None, INTERNED | (u64::from(index) << NAME_SHIFT));
+        }
+        let cold = Cold {
+            name,
+            panic: None,
+            span,
+            flow: flow.map(ManuallyDrop::new),
+        };
+        (Some(Box::new(cold)), 0)
     }
 
     /// The task's id, kept here until the task registers; its entry holds it from then on.
@@ -828,7 +885,27 @@ impl TaskGuard {
             self.key().is_none(),
             "a registered task's id is in its entry"
         );
-        TaskId(self.tagged & !FLAGS)
+        TaskId(id_bits(self.tagged))
+    }
+
+    /// Takes the name of this task, which has not registered.
+    fn take_own_name(&mut self) -> Option<Cow<'static, str>> {
+        Self::take_name(&self.inner, &mut self.tagged, &mut self.cold)
+    }
+
+    /// Takes the name of a task that has not registered: from its word, or from its box.
+    fn take_name(
+        inner: &Inner,
+        tagged: &mut u64,
+        cold: &mut Option<Box<Cold>>,
+    ) -> Option<Cow<'static, str>> {
+        if *tagged & INTERNED != 0 {
+            // Truncation keeps the 8 bits above `NAME_SHIFT`, the index, and drops the flags.
+            let index = (*tagged >> NAME_SHIFT) as u8;
+            *tagged &= !INTERNED & !(u64::from(u8::MAX) << NAME_SHIFT);
+            return inner.names.get(index).map(Cow::Borrowed);
+        }
+        cold.as_mut().and_then(|cold| cold.name.take())
     }
 
     fn is_cooperative(&self) -> bool {
@@ -853,13 +930,15 @@ impl TaskGuard {
         self.cold.get_or_insert_with(Box::default)
     }
 
-    /// Counts the end of the task; returns its id and name.
+    /// Counts the end of the task; returns its id and its name, or `None` for the name of a
+    /// task that was never registered and ended as it should, which is left for
+    /// [`take_name`](Self::take_name), should a failure or a metric need it.
     fn end(&mut self) -> (TaskId, Option<Cow<'static, str>>) {
         let key = self.key();
         let (cooperative, tagged) = (self.is_cooperative(), self.tagged);
         // Meaningful only for a task that never registered: the entry holds the id of one
         // that did.
-        let id = TaskId(tagged & !FLAGS);
+        let id = TaskId(id_bits(tagged));
         // Neither returned, panicked nor stopped by shutdown: dropped by its handle's abort or
         // by its runtime. A bit test: the hot path only pays for it when that is so.
         let unfinished = tagged & (FINISHED | STOPPED) == 0;
@@ -873,7 +952,11 @@ impl TaskGuard {
                 Age::NotStarted
             }
         };
-        let TaskGuard { inner, cold, .. } = self;
+        let TaskGuard {
+            inner,
+            cold,
+            tagged: word,
+        } = self;
         // Counted before the end, so that a snapshot never sees the task neither running nor
         // timed out (as a panic is counted before its task ends). A panic past the deadline
         // counts as a panic only.
@@ -883,7 +966,7 @@ impl TaskGuard {
         if timed_out {
             Tally::bump(&inner.tally.timed_out);
         }
-        let mut take_name = || cold.as_mut().and_then(|cold| cold.name.take());
+        let mut take_name = || Self::take_name(inner, word, cold);
         match key {
             None => {
                 if let Some(left) = inner.state.end_if_running(cooperative) {
@@ -892,7 +975,7 @@ impl TaskGuard {
                         inner.dropped_unfinished(id, take_name(), unseen_age(), local);
                         return (id, None);
                     }
-                    return (id, take_name());
+                    return (id, None);
                 }
             }
             Some(key) => {
@@ -1058,7 +1141,7 @@ impl TaskGuard {
         // it, and a clock read per spawn is a measurable share of a short task's cost.
         let key = shard.insert(Entry {
             id,
-            name: cold.as_mut().and_then(|cold| cold.name.take()),
+            name: Self::take_name(inner, tagged, cold),
             started: Instant::now(),
             cooperative,
             waiting,
@@ -1103,17 +1186,45 @@ fn own_entry(entry: Option<Entry>) -> Entry {
 }
 
 impl Drop for TaskGuard {
+    #[inline]
     fn drop(&mut self) {
+        // The common end, on its own so that it pays for none of the rest (the compiler saves
+        // every register the whole of `end` uses, on entry): a task without a box that ran to
+        // its end and never registered, while the supervisor runs. `end` would do the same, and
+        // then find nothing more to do; without `metrics`, whose labels need the name.
+        #[cfg(not(feature = "metrics"))]
+        if self.tagged & (REGISTERED | FINISHED | STOPPED) == FINISHED
+            && self.cold.is_none()
+            && let Some(left) = self.inner.state.end_if_running(self.is_cooperative())
+        {
+            self.inner.notify_if_idle(left);
+            return;
+        }
+        self.end_and_report();
+    }
+}
+
+impl TaskGuard {
+    /// Counts the end of the task and reports its failure, if it failed.
+    #[inline(never)]
+    fn end_and_report(&mut self) {
         #[cfg(feature = "metrics")]
         let (outcome, started) = (self.outcome(), self.started());
         let (id, name) = self.end();
         #[cfg(feature = "metrics")]
-        {
+        let name = {
+            let name = name.or_else(|| self.take_own_name());
             let duration = started.map_or(std::time::Duration::ZERO, |started| {
                 Instant::now().saturating_duration_since(started)
             });
             self.inner.labels.finished(name.as_ref(), outcome, duration);
+            name
+        };
+        // Only a task with a cold box can have failed.
+        if self.cold.is_none() {
+            return;
         }
+        let name = name.or_else(|| self.take_own_name());
         let Some(cold) = self.cold.as_deref_mut() else {
             return;
         };
@@ -1306,5 +1417,58 @@ fn run_blocking<R>(mut guard: TaskGuard, function: impl FnOnce() -> R) -> Result
     match dispatch {
         Some(dispatch) => tracing::dispatcher::with_default(&dispatch, run),
         None => run(),
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::TaskSupervisor;
+
+    /// A named task's spec, as `task(name)` makes it.
+    fn named(name: &'static str) -> Spec {
+        Spec {
+            origin: Origin::Outside,
+            cooperative: false,
+            name: Some(Cow::Borrowed(name)),
+            timeout: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_name_is_interned_only_below_the_ids_that_leave_room_for_it_and_reported_either_way()
+    {
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let supervisor = TaskSupervisor::builder()
+            .on_failure({
+                let failures = failures.clone();
+                move |failure| failures.lock().unwrap().push(failure.clone())
+            })
+            .build();
+        let inner = &supervisor.inner;
+        // Ids on both sides of the largest an interned word holds.
+        let first = (1 << NAME_SHIFT) - 2;
+        inner.next_id.store(first, Ordering::Relaxed);
+        for offset in 0..4 {
+            let (id, supervised) = inner
+                .supervise(named("job"), |_, _| async { panic!("job failed") })
+                .unwrap();
+            assert_eq!(id.as_u64(), first + offset);
+            let interned = supervised.guard.tagged & INTERNED != 0;
+            assert_eq!(interned, id.as_u64() >> NAME_SHIFT == 0, "{id:?}");
+            assert_eq!(supervised.guard.cold.is_some(), !interned, "{id:?}");
+            assert_eq!(supervised.guard.unregistered_id(), id);
+            let handle = TaskHandle::new(id, tokio::spawn(supervised));
+            assert!(handle.await.unwrap_err().is_panic());
+        }
+        let failures = failures.lock().unwrap();
+        let reported: Vec<_> = failures
+            .iter()
+            .map(|failure| (failure.task_id().as_u64(), failure.task_name()))
+            .collect();
+        let expected: Vec<_> = (0..4).map(|offset| (first + offset, Some("job"))).collect();
+        assert_eq!(reported, expected);
     }
 }

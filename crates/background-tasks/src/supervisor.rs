@@ -127,6 +127,8 @@ pub(crate) struct Inner {
     pub(crate) dropped: AtomicUsize,
     /// What snapshots cannot derive: counts of rare events, and the recent failures.
     pub(crate) tally: Tally,
+    /// The names of tasks, interned, so that a named task needs no box for its name.
+    pub(crate) names: crate::names::Names,
     /// The task names used as metric labels, bounded.
     #[cfg(feature = "metrics")]
     pub(crate) labels: crate::metrics::Labels,
@@ -206,6 +208,7 @@ impl Inner {
             report_ready: Notify::new(),
             dropped: AtomicUsize::new(0),
             tally: Tally::new(),
+            names: crate::names::Names::default(),
             #[cfg(feature = "metrics")]
             labels: crate::metrics::Labels::default(),
         }

@@ -166,3 +166,38 @@ fn a_suspended_task_holds_no_allocation_but_its_cell_and_its_registry_slot() {
         }
     });
 }
+
+/// Failed before, with two blocks a task: a named task kept its name in a box of its own until
+/// it registered, so a named task that ends in its first poll (most tasks) cost an allocation
+/// and a free more than an unnamed one. A `&'static str` name is now interned by the
+/// supervisor, and held in the task's own word.
+#[test]
+fn a_named_task_waiting_for_its_first_poll_holds_no_allocation_but_its_cell() {
+    const QUEUED: usize = 10_000;
+    let (_alone, runtime) = alone_on_a_runtime();
+    runtime.block_on(async {
+        let supervisor = TaskSupervisor::new();
+        grow_tokio_queues(QUEUED).await;
+        for kind in ["spawn", "named"] {
+            let mut handles = Vec::with_capacity(QUEUED);
+            let before = LIVE_BLOCKS.load(Ordering::Relaxed);
+            // Not polled until this task yields: each is queued, holding what its spawn made.
+            for _ in 0..QUEUED {
+                let handle = match kind {
+                    "spawn" => supervisor.spawn(async {}),
+                    _ => supervisor.task("job").spawn(async {}),
+                };
+                handles.push(handle.unwrap());
+            }
+            let blocks = LIVE_BLOCKS.load(Ordering::Relaxed) - before;
+            let per_task = blocks as f64 / QUEUED as f64;
+            assert!(
+                per_task < 1.01,
+                "{kind}: {per_task:.2} allocations held per queued task"
+            );
+            for handle in handles {
+                handle.await.unwrap();
+            }
+        }
+    });
+}

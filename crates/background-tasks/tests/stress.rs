@@ -1,6 +1,6 @@
 //! A randomized stress suite of the accounting protocol: many seeds, every kind of task (on
 //! the current runtime, on a runtime handle, on the blocking pool, and tracked futures polled
-//! by tasks of their own), several threads spawning while the supervisor shuts down (refused in every phase, from
+//! by tasks of their own; under a name's limit, waiting for a place; with a timeout), several threads spawning while the supervisor shuts down (refused in every phase, from
 //! outside and, once the cancel phase begins, from inside), tasks that complete, panic,
 //! return on the cancellation signal, ignore it, never suspend, or hold their thread; shut
 //! down by `shutdown`, `shutdown_now`, several callers at once, a force in the middle, or a
@@ -22,13 +22,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use background_tasks::{ShutdownReport, SpawnError, TaskContext, TaskSupervisor};
+use background_tasks::{Counters, Limit, ShutdownReport, SpawnError, TaskContext, TaskSupervisor};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
 /// What a call may take past its budget: the wait for tasks the abort walk could not see
 /// (80 ms at most) and the report.
 const SLACK: Duration = Duration::from_millis(100);
+
+/// The name a seed may set a limit for.
+const LIMITED: &str = "limited";
 
 /// How the tasks' own panics start.
 const PANIC: &str = "a stress task's panic";
@@ -57,10 +60,24 @@ fn every_admitted_task_is_reported_once_and_no_shutdown_call_outlives_its_budget
         }
     }));
     let started = Instant::now();
+    let (mut timed_out, mut queue_full) = (0, 0);
     for seed in first..first + seeds {
-        run(seed);
+        let counters = run(seed);
+        timed_out += counters.timed_out;
+        queue_full += counters.refused_queue_full;
     }
-    eprintln!("{seeds} seeds from {first} in {:.1?}", started.elapsed());
+    eprintln!(
+        "{seeds} seeds from {first} in {:.1?}: {timed_out} tasks timed out, {queue_full} \
+         spawns refused by a full queue",
+        started.elapsed()
+    );
+    // The suite exercises what it says it does: over enough seeds, both happen.
+    if seeds >= 16 {
+        assert!(
+            timed_out > 0 && queue_full > 0,
+            "{timed_out} timeouts, {queue_full} refusals"
+        );
+    }
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -95,16 +112,21 @@ const ENDINGS: [Ending; 5] = [
     Ending::DroppedDriver,
 ];
 
-fn run(seed: u64) {
+/// Runs one seed; returns the supervisor's counters once every task has ended.
+fn run(seed: u64) -> Counters {
     let mut random = Random::new(seed);
     let shutdown_timeout = Duration::from_millis(random.below(60));
     let cancel_grace = Duration::from_millis(random.below(40));
     let ending = ENDINGS[random.below(ENDINGS.len() as u64) as usize];
     let max_tasks = random.chance(4).then(|| 20 + random.below(200) as usize);
+    let name_limit = random
+        .chance(2)
+        .then(|| Limit::new(1 + random.below(4) as usize).queue(random.below(30) as usize));
     let spawners = 1 + random.below(3);
     let context = format!(
         "seed {seed}: {ending:?}, shutdown_timeout {shutdown_timeout:?}, cancel_grace \
-         {cancel_grace:?}, max_tasks {max_tasks:?}, {spawners} spawning threads"
+         {cancel_grace:?}, max_tasks {max_tasks:?}, limit of {LIMITED:?} {name_limit:?}, \
+         {spawners} spawning threads"
     );
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -117,6 +139,9 @@ fn run(seed: u64) {
         .cancel_grace(cancel_grace);
     if let Some(limit) = max_tasks {
         builder = builder.max_tasks(limit);
+    }
+    if let Some(limit) = name_limit {
+        builder = builder.limit(LIMITED, limit);
     }
     let supervisor = builder.build();
     let shared = Arc::new(Shared {
@@ -267,6 +292,7 @@ fn run(seed: u64) {
     // Every task's thread is given back before the counts are read: a task stuck in a poll
     // may still be inside the spawn it made just before admission closed.
     runtime.shutdown_timeout(Duration::from_secs(10));
+    let counters = supervisor.snapshot().counters;
 
     let admitted = shared.admitted.load(Ordering::SeqCst) - before;
     for report in &reports {
@@ -282,6 +308,7 @@ fn run(seed: u64) {
             "{context}: two callers got different reports"
         );
     }
+    counters
 }
 
 fn counts(report: &ShutdownReport) -> [usize; 4] {
@@ -346,7 +373,7 @@ fn spawn_one(shared: &Arc<Shared>, random: &mut Random, ctx: Option<&TaskContext
     let seed = random.next();
     let behaviour = Behaviour::pick(&mut Random::new(seed), shared);
     let shared_task = shared.clone();
-    let spawned: Result<(), SpawnError> = match (random.below(8), ctx) {
+    let spawned: Result<(), SpawnError> = match (random.below(10), ctx) {
         (0, None) => shared
             .supervisor
             .spawn(behaviour.run_plain(shared_task))
@@ -392,16 +419,42 @@ fn spawn_one(shared: &Arc<Shared>, random: &mut Random, ctx: Option<&TaskContext
         (6, Some(ctx)) => ctx
             .track_future(behaviour.run_plain(shared_task))
             .map(|tracked| drop(tokio::spawn(tracked))),
-        _ => shared
+        (7, _) => shared
             .supervisor
             .spawn_blocking_with(move |ctx| behaviour.run_blocking(&shared_task, Some(&ctx)))
+            .map(drop),
+        // Under the name's limit, if the seed set one: beyond it, waiting for a place.
+        (8, None) => shared
+            .supervisor
+            .task(LIMITED)
+            .spawn(behaviour.run_plain(shared_task))
+            .map(drop),
+        (8, Some(ctx)) => ctx
+            .task(LIMITED)
+            .spawn_with(move |ctx| behaviour.run_with(shared_task, ctx, seed))
+            .map(drop),
+        // A timeout that fires only after the shutdown began, so that every task ends after it:
+        // from outside, one too long to fire during the seed; from a task (spawned once the
+        // gate opened), one that may fire in any phase of the shutdown.
+        (_, None) => shared
+            .supervisor
+            .task("timed")
+            .timeout(Duration::from_secs(3_600))
+            .spawn(behaviour.run_plain(shared_task))
+            .map(drop),
+        (_, Some(ctx)) => ctx
+            .task("timed")
+            .timeout(Duration::from_millis(random.below(60)))
+            .spawn_with(move |ctx| behaviour.run_with(shared_task, ctx, seed))
             .map(drop),
     };
     match spawned {
         Ok(()) => {
             shared.admitted.fetch_add(1, Ordering::SeqCst);
         }
-        Err(SpawnError::ShuttingDown | SpawnError::AtCapacity { .. }) => {}
+        Err(
+            SpawnError::ShuttingDown | SpawnError::AtCapacity { .. } | SpawnError::QueueFull { .. },
+        ) => {}
         Err(error) => panic!("unexpected refusal: {error}"),
     }
 }

@@ -10,13 +10,16 @@ use tokio::sync::Notify;
 /// Opened once by its [`GateGuard`]; after-response tasks wait for it.
 ///
 /// One per request, so it is lighter than a `CancellationToken`: cloning and dropping it are
-/// reference counts, with no lock, and opening it takes one uncontended lock.
+/// reference counts, with no lock, and opening it takes a lock only when a task waits for it.
 #[derive(Clone, Default)]
 pub(crate) struct Gate(Arc<Inner>);
 
 #[derive(Default)]
 struct Inner {
     open: AtomicBool,
+    /// Set before a task first waits: most requests have no after-response task, and their
+    /// gate opens without `Notify`'s lock.
+    waiting: AtomicBool,
     opened: Notify,
 }
 
@@ -31,7 +34,7 @@ impl Gate {
     #[inline]
     pub(crate) fn is_open(&self) -> bool {
         // Acquire: pairs with the store in `GateGuard::drop`, so that what happened before the
-        // response was sent happens before what a task does once it sees the gate open.
+        // response was sent happens before what sees the gate open.
         self.0.open.load(Ordering::Acquire)
     }
 
@@ -41,12 +44,14 @@ impl Gate {
     ///
     /// Cancel safe: it holds nothing but its registration.
     pub(crate) async fn opened(&self) {
+        // SeqCst: pairs with the store and load in `GateGuard::drop` (a store-load pattern on
+        // two flags): either the flag read below is open, or the guard sees `waiting` and
+        // wakes the `Notified` created after this store.
+        self.0.waiting.store(true, Ordering::SeqCst);
         loop {
+            // A `Notified` sees every `notify_waiters` from its creation on.
             let opened = self.0.opened.notified();
-            tokio::pin!(opened);
-            // Registered before the flag is read, so that an opening between the two is seen.
-            opened.as_mut().enable();
-            if self.is_open() {
+            if self.0.open.load(Ordering::SeqCst) {
                 return;
             }
             opened.await;
@@ -74,9 +79,12 @@ pub(crate) struct GateGuard(Gate);
 
 impl Drop for GateGuard {
     fn drop(&mut self) {
-        // Release: see `Gate::is_open`.
-        self.0.0.open.store(true, Ordering::Release);
-        self.0.0.opened.notify_waiters();
+        let inner = &self.0.0;
+        // SeqCst: see `Gate::opened`; it is also a release, for `Gate::is_open`.
+        inner.open.store(true, Ordering::SeqCst);
+        if inner.waiting.load(Ordering::SeqCst) {
+            inner.opened.notify_waiters();
+        }
     }
 }
 
@@ -108,6 +116,15 @@ mod tests {
             .expect("the guard's drop wakes it")
             .unwrap();
         assert!(gate.is_open());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_that_waits_once_the_guard_dropped_does_not_wait() {
+        let gate = Gate::default();
+        drop(gate.guard());
+        tokio::time::timeout(Duration::from_millis(1), gate.opened())
+            .await
+            .expect("opened before anyone waited");
     }
 
     #[tokio::test(start_paused = true)]

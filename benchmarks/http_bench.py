@@ -288,8 +288,8 @@ def systems(target_dir: Path) -> dict[str, list[str]]:
         # Issue 12: the actix crate against the same actix app with a plain `tokio::spawn`.
         "actix": [str(target_dir / "release" / "example-actix")],
         "bare-actix": [str(target_dir / "release" / "bench-bare-actix")],
-        # The same, spawning onto the runtime of `main` as the actix crate must (its tasks
-        # outlive the workers' runtimes): what crossing runtimes costs by itself.
+        # The same, spawning onto the runtime of `main`, as the actix crate did before its
+        # workers outlived the supervisor's shutdown: what crossing runtimes costs by itself.
         BARE_ACTIX_MAIN: [str(target_dir / "release" / "bench-bare-actix")],
         "quart": [sys.executable, str(ROOT / "benchmarks" / "quart_app.py")],
     }

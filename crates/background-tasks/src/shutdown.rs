@@ -689,6 +689,59 @@ mod loom_models {
         });
     }
 
+    /// Panics at its second poll: a task that registers at its first and then fails.
+    #[derive(Default)]
+    struct PanicsOnSecondPoll(bool);
+
+    /// The message of [`PanicsOnSecondPoll`]'s panic, which the model's hook keeps quiet.
+    const MODEL_PANIC: &str = "a loom model's task panics";
+
+    impl Future for PanicsOnSecondPoll {
+        type Output = ();
+
+        fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            if std::mem::replace(&mut self.0, true) {
+                panic!("{MODEL_PANIC}");
+            }
+            Poll::Pending
+        }
+    }
+
+    /// A registered task with a context that panics as the shutdown moves from the cancel
+    /// phase to the abort (or is stopped by the abort first): a panic is counted under the
+    /// shutdown lock, not under its shard's alone, and the task is counted once, cancelled or
+    /// aborted, with every place the walk could not see accounted for.
+    #[test]
+    fn a_registered_task_that_panics_as_the_abort_walks_is_counted_once() {
+        let print = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = info.payload().downcast_ref::<String>().map(String::as_str);
+            if message != Some(MODEL_PANIC) {
+                print(info);
+            }
+        }));
+        loom::model(|| {
+            let inner = inner();
+            let admitted = inner.supervise(spec(true), |_, _| PanicsOnSecondPoll::default());
+            let mut task = admitted.ok().map(|(_, task)| task).unwrap();
+            assert!(poll_once(Pin::new(&mut task)).is_some());
+            let at_close = inner
+                .close_admission(Instant::now())
+                .expect("first shutdown");
+            inner.begin_cancel();
+            // Panics, unless the abort's flag stops it first.
+            let ender = loom::thread::spawn(move || {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    poll_once(Pin::new(&mut task))
+                }));
+                drop(task);
+            });
+            inner.abort_remaining();
+            ender.join().unwrap();
+            check(&inner, at_close);
+        });
+    }
+
     /// A tracked future made as the shutdown runs: refused, or admitted and then registered
     /// before, during or after the abort's walk. Shutdown cannot stop it, so it is listed as
     /// abandoned, by the walk or by its own registration, exactly once.

@@ -1005,16 +1005,14 @@ impl TaskGuard {
         // the report, with 100 000 tasks ending at the cancellation signal or 200 000 woken
         // by the abort.
         let panicked = cold.as_ref().is_some_and(|cold| cold.panic.is_some());
-        let mut removed = None;
         if let Some(key) = key
             && !timed_out
             && !panicked
         {
             let mut slab = inner.registry.lock_key(key);
             let phase = inner.state.phase();
-            let entry = own_entry(slab.remove(key));
             // Listed by a walk, which stopped it: in the log already.
-            let listed = entry.is_stopped();
+            let listed = slab.get_mut(key).is_some_and(|entry| entry.is_stopped());
             let counted = match phase {
                 Phase::Draining => true,
                 // Unless the abort flag stopped it at a poll though the walk did not list it
@@ -1029,23 +1027,21 @@ impl TaskGuard {
                 // Under the shard lock, as an end while running: the registry and the count
                 // agree for the next walk. Counted before the lock is released too: the next
                 // phase change, and the report after it, wait for this shard only.
+                let entry = own_entry(slab.remove(key));
                 let (_, left) = inner.state.end_in_shutdown(cooperative);
                 inner.ends.count(phase, listed);
                 drop(slab);
                 inner.notify_if_idle(left.waited_for(phase));
                 return (entry.id, entry.name);
             }
-            removed = Some(entry);
+            // Left in the registry until the shutdown lock is held, below, as every end under
+            // that lock does: the registry and the count then agree for any walk.
         }
         // Otherwise the end is counted under the shutdown lock, where phases change, so that
         // it is counted in exactly the phase it happened in.
         let mut log = inner.lock_shutdown();
         let (phase, left) = inner.state.end_in_shutdown(cooperative);
-        let entry = match (removed, key) {
-            (Some(entry), _) => Some(entry),
-            (None, Some(key)) => Some(own_entry(inner.registry.lock_key(key).remove(key))),
-            (None, None) => None,
-        };
+        let entry = key.map(|key| own_entry(inner.registry.lock_key(key).remove(key)));
         let (id, name, listed) = match entry {
             Some(entry) => {
                 let listed = entry.is_stopped();

@@ -173,16 +173,20 @@ static METADATA: Metadata<'static> =
 /// a test that does this should build its supervisor inside the recorder's scope.
 #[derive(Debug)]
 struct Cached<H> {
-    // A lock, not an atomic swap: the handle is an `Arc` to clone, and the lock is written only
-    // when the recorder changes, so the common path takes it for reading.
-    slot: RwLock<Option<(usize, H)>>,
+    // The handle of the first recorder with an address that recorded this metric: in an app,
+    // its global recorder, for good. Read without a lock, as every task spawns and ends.
+    first: OnceLock<(usize, H)>,
+    // The handle of the last other recorder (a test's next local recorder). A lock, not an
+    // atomic swap: the handle is an `Arc` to clone; written only when that recorder changes.
+    other: RwLock<Option<(usize, H)>>,
 }
 
 // By hand: a derive would ask `H: Default`.
 impl<H> Default for Cached<H> {
     fn default() -> Self {
         Self {
-            slot: RwLock::new(None),
+            first: OnceLock::new(),
+            other: RwLock::new(None),
         }
     }
 }
@@ -191,7 +195,7 @@ impl<H> Cached<H> {
     fn with(
         &self,
         key: &Key,
-        register: impl FnOnce(&dyn Recorder, &Key) -> H,
+        register: impl Fn(&dyn Recorder, &Key) -> H,
         record: impl FnOnce(&H),
     ) {
         metrics::with_recorder(|recorder| {
@@ -201,8 +205,14 @@ impl<H> Cached<H> {
             // The data address of the recorder: a global recorder is never freed, so its
             // address names it; a thread-local one is named by it while it is in place.
             let address = std::ptr::from_ref(recorder).cast::<()>() as usize;
+            let (from, handle) = self
+                .first
+                .get_or_init(|| (address, register(recorder, key)));
+            if *from == address {
+                return record(handle);
+            }
             if let Some((_, handle)) = self
-                .slot
+                .other
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
                 .as_ref()
@@ -212,7 +222,7 @@ impl<H> Cached<H> {
             }
             let handle = register(recorder, key);
             record(&handle);
-            *self.slot.write().unwrap_or_else(PoisonError::into_inner) = Some((address, handle));
+            *self.other.write().unwrap_or_else(PoisonError::into_inner) = Some((address, handle));
         });
     }
 }

@@ -279,6 +279,9 @@ DEFAULT_LOG = "quickstart-default-log"
 
 BARE_ACTIX_MAIN = "bare-actix-main-runtime"
 
+# The actix example likewise, with no `RUST_LOG` (its default is `info` too).
+ACTIX_DEFAULT_LOG = "actix-default-log"
+
 
 def systems(target_dir: Path) -> dict[str, list[str]]:
     return {
@@ -287,9 +290,10 @@ def systems(target_dir: Path) -> dict[str, list[str]]:
         "bare-axum": [str(target_dir / "release" / "bench-bare-axum")],
         # Issue 12: the actix crate against the same actix app with a plain `tokio::spawn`.
         "actix": [str(target_dir / "release" / "example-actix")],
+        ACTIX_DEFAULT_LOG: [str(target_dir / "release" / "example-actix")],
         "bare-actix": [str(target_dir / "release" / "bench-bare-actix")],
-        # The same, spawning onto the runtime of `main` as the actix crate must (its tasks
-        # outlive the workers' runtimes): what crossing runtimes costs by itself.
+        # The same, spawning onto the runtime of `main`, as the actix crate did before its
+        # workers outlived the supervisor's shutdown: what crossing runtimes costs by itself.
         BARE_ACTIX_MAIN: [str(target_dir / "release" / "bench-bare-actix")],
         "quart": [sys.executable, str(ROOT / "benchmarks" / "quart_app.py")],
     }
@@ -297,7 +301,7 @@ def systems(target_dir: Path) -> dict[str, list[str]]:
 
 def env_for(name: str, env: dict) -> dict:
     """The environment of one system: the default-level run has no `RUST_LOG` at all."""
-    if name == DEFAULT_LOG:
+    if name in (DEFAULT_LOG, ACTIX_DEFAULT_LOG):
         return {**env, "RUST_LOG": None}
     if name == BARE_ACTIX_MAIN:
         return {**env, "SPAWN_ON": "main"}
@@ -435,6 +439,8 @@ def targets(data: dict) -> list[dict]:
                                           "requests/s ≥ 0.95x bare axum (issue 9)", 0.95, True),
         ("actix", "bare-actix", "rps", "actix example requests/s ≥ 0.95x the same app on bare "
                                        "actix with tokio::spawn (issue 12)", 0.95, True),
+        (ACTIX_DEFAULT_LOG, "bare-actix", "rps", "actix example at its default log level "
+                                                 "(info) requests/s vs bare actix", None, True),
         # No target: what the requests/s ratio costs in CPU, which moves less with the load,
         # and how much of it crossing runtimes costs alone.
         ("actix", "bare-actix", "cpu_us_per_req", "actix example CPU per request vs bare actix",
@@ -553,7 +559,7 @@ def plots(data: dict) -> list[Path]:
     IMAGES.mkdir(parents=True, exist_ok=True)
     made = []
     colours = {"quickstart": "#d9534f", DEFAULT_LOG: "#f0ad4e", "bare-axum": "#5b8def",
-               "actix": "#9b59b6", "bare-actix": "#48c9b0", BARE_ACTIX_MAIN: "#76d7c4",
+               "actix": "#9b59b6", ACTIX_DEFAULT_LOG: "#c39bd3", "bare-actix": "#48c9b0", BARE_ACTIX_MAIN: "#76d7c4",
                "quart": "#6c9a3b"}
     if data["http"]:
         fig, (ax, cpu_ax) = plt.subplots(1, 2, figsize=(9, 3.6))
@@ -625,7 +631,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="HTTP and shutdown benchmarks (see run)")
     parser.add_argument("--target-dir", type=Path, required=True)
     parser.add_argument("--systems",
-                        default=f"quickstart,{DEFAULT_LOG},bare-axum,actix,bare-actix,quart")
+                        default=f"quickstart,{DEFAULT_LOG},bare-axum,actix,{ACTIX_DEFAULT_LOG},"
+                                "bare-actix,quart")
     parser.add_argument("--shutdown-systems", default="quickstart,quart")
     parser.add_argument("--duration", type=int, default=10, help="wrk seconds per system")
     parser.add_argument("--warmup", type=int, default=2, help="wrk warm-up seconds")

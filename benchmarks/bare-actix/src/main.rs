@@ -10,8 +10,9 @@
 //! (which waits for requests in flight, not for the spawned sleeps).
 //!
 //! With `SPAWN_ON=main` it spawns onto the runtime of `main` instead, as the actix crate's
-//! supervisor must: the benchmark's `bare-actix-main-runtime` system, which measures what
-//! crossing runtimes costs without any supervision.
+//! supervisor did before its workers outlived the supervisor's shutdown: the benchmark's
+//! `bare-actix-main-runtime` system, which measures what crossing runtimes costs without any
+//! supervision.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +32,7 @@ struct JobParams {
 
 /// Where the jobs run: the actix worker's own runtime (`tokio::spawn`, the default), or, with
 /// `SPAWN_ON=main`, the runtime of `main`, which outlives the workers, as the actix crate's
-/// supervisor does; the difference between the two is the cost of crossing runtimes.
+/// supervisor did; the difference between the two is the cost of crossing runtimes.
 #[derive(Clone)]
 struct SpawnOn(Option<tokio::runtime::Handle>);
 

@@ -7,13 +7,15 @@ use std::task::{Context, Poll, ready};
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::web::Bytes;
 use pin_project_lite::pin_project;
-use tokio_util::sync::DropGuard;
+
+use crate::gate::GateGuard;
+use crate::in_flight::InFlightGuard;
 
 pin_project! {
     /// The response body of [`BackgroundTasksService`](crate::BackgroundTasksService): the
-    /// inner body, plus the guard that starts the request's after-response tasks once actix
-    /// has taken its last chunk, or when it is dropped, as tower-http's in-flight requests
-    /// counter does.
+    /// inner body, plus the guards that start the request's after-response tasks and end its
+    /// count in flight once actix has taken its last chunk, or when it is dropped, as
+    /// tower-http's in-flight requests counter does.
     ///
     /// # Examples
     ///
@@ -37,13 +39,22 @@ pin_project! {
     pub struct AfterResponseBody<B> {
         #[pin]
         inner: B,
-        guard: Option<DropGuard>,
+        guard: Option<GateGuard>,
+        in_flight: Option<InFlightGuard>,
     }
 }
 
 impl<B> AfterResponseBody<B> {
-    pub(crate) fn new(inner: B, guard: Option<DropGuard>) -> Self {
-        Self { inner, guard }
+    pub(crate) fn new(
+        inner: B,
+        guard: Option<GateGuard>,
+        in_flight: Option<InFlightGuard>,
+    ) -> Self {
+        Self {
+            inner,
+            guard,
+            in_flight,
+        }
     }
 
     /// The body it wraps.
@@ -90,6 +101,7 @@ impl<B: MessageBody> MessageBody for AfterResponseBody<B> {
         // will ever be, so the tasks start now rather than when actix drops the body.
         if matches!(chunk, None | Some(Err(_))) {
             this.guard.take();
+            this.in_flight.take();
         }
         Poll::Ready(chunk)
     }

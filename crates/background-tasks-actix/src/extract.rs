@@ -3,13 +3,14 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::future::{Future, Ready, ready};
+use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use background_tasks::{TaskBuilder, TaskContext, TaskHandle, TaskSupervisor, TrackedFuture};
-use tokio_util::sync::CancellationToken;
 
 use crate::error::{BackgroundTaskError, MissingBackgroundTasksMiddleware};
+use crate::gate::Gate;
 
 /// Spawns supervised background tasks from an actix-web handler: an extractor for the
 /// supervisor that [`BackgroundTasksMiddleware`](crate::BackgroundTasksMiddleware) registers.
@@ -20,6 +21,12 @@ use crate::error::{BackgroundTaskError, MissingBackgroundTasksMiddleware};
 /// sent. Without the middleware, extracting it fails with
 /// [`MissingBackgroundTasksMiddleware`], a `500` that says how to register it;
 /// `Option<BackgroundTasks>` gives `None` instead.
+///
+/// Its tasks run on the runtime of the actix worker that runs the handler (unless the
+/// supervisor has a [`runtime`](background_tasks::SupervisorBuilder::runtime) of its own), and
+/// [`serve`](crate::serve) keeps that worker running until the supervisor has shut down: a
+/// task outlives its request and its connection, and the shutdown drains, cancels, aborts and
+/// reports it like any other.
 ///
 /// # Examples
 ///
@@ -42,9 +49,7 @@ use crate::error::{BackgroundTaskError, MissingBackgroundTasksMiddleware};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let supervisor = TaskSupervisor::builder()
-///     .runtime(tokio::runtime::Handle::current())
-///     .build();
+/// let supervisor = TaskSupervisor::new();
 /// let app = App::new()
 ///     .wrap(BackgroundTasksMiddleware::new(supervisor.clone()))
 ///     .route("/sign-up", web::post().to(sign_up));
@@ -52,9 +57,11 @@ use crate::error::{BackgroundTaskError, MissingBackgroundTasksMiddleware};
 /// ```
 #[derive(Clone)]
 pub struct BackgroundTasks {
-    supervisor: TaskSupervisor,
-    /// Cancelled once the response has been sent or dropped: the gate of after-response tasks.
-    sent: CancellationToken,
+    /// One per worker (or per [`new`](Self::new)), so that cloning it for each request touches
+    /// a reference count that no other worker's thread does.
+    supervisor: Arc<TaskSupervisor>,
+    /// Opened once the response has been sent or dropped: the gate of after-response tasks.
+    sent: Gate,
 }
 
 impl BackgroundTasks {
@@ -77,13 +84,14 @@ impl BackgroundTasks {
     /// ```
     #[must_use]
     pub fn new(supervisor: TaskSupervisor) -> Self {
-        let sent = CancellationToken::new();
-        sent.cancel();
-        Self { supervisor, sent }
+        Self {
+            supervisor: Arc::new(supervisor),
+            sent: Gate::open(),
+        }
     }
 
-    /// The value the middleware puts into a request; `sent` is cancelled by the response body.
-    pub(crate) fn for_request(supervisor: TaskSupervisor, sent: CancellationToken) -> Self {
+    /// The value the middleware puts into a request; `sent` is opened by the response body.
+    pub(crate) fn for_request(supervisor: Arc<TaskSupervisor>, sent: Gate) -> Self {
         Self { supervisor, sent }
     }
 
@@ -188,11 +196,11 @@ impl BackgroundTasks {
     /// [`TaskSupervisor::spawn_local`]: spawns `future`, which need not be `Send`, on the
     /// worker that runs the handler, answering `503` through `?`.
     ///
-    /// Each actix worker runs its own single-thread runtime with a `LocalSet`, which ends when
-    /// the server has stopped, before the supervisor's shutdown begins: a local task must end
-    /// within the request drain, or it is dropped with its worker and reported as
-    /// [`FailureKind::Dropped`](background_tasks::FailureKind::Dropped). Work that may take
-    /// longer belongs in [`spawn`](Self::spawn), which runs on the supervisor's runtime.
+    /// Each actix worker runs its own single-thread runtime, which ends with the worker;
+    /// [`serve`](crate::serve) stops the workers only once the supervisor has shut down, so a
+    /// local task is drained, cancelled and aborted as any other. A server stopped without
+    /// `serve` drops it with its worker, and the supervisor reports it as
+    /// [`FailureKind::Dropped`](background_tasks::FailureKind::Dropped).
     ///
     /// # Examples
     ///
@@ -407,7 +415,7 @@ impl fmt::Debug for BackgroundTasks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BackgroundTasks")
             .field("supervisor", &self.supervisor)
-            .field("response_sent", &self.sent.is_cancelled())
+            .field("response_sent", &self.sent.is_open())
             .finish()
     }
 }
@@ -445,7 +453,7 @@ impl FromRequest for BackgroundTasks {
 #[must_use = "a BackgroundTaskBuilder does nothing until one of its spawn methods is called"]
 pub struct BackgroundTaskBuilder<'a> {
     builder: TaskBuilder<'a>,
-    sent: &'a CancellationToken,
+    sent: &'a Gate,
 }
 
 impl BackgroundTaskBuilder<'_> {
@@ -791,7 +799,7 @@ impl BackgroundTaskBuilder<'_> {
             // cancel phase has begun too.
             let opened = tokio::select! {
                 biased;
-                () = sent.cancelled() => true,
+                () = sent.opened() => true,
                 () = ctx.cancelled() => false,
             };
             drop(sent);

@@ -9,15 +9,19 @@
 //! - [`serve`] runs the `HttpServer`, then on SIGINT or SIGTERM drains its requests and shuts
 //!   the supervisor down, returning its [`ShutdownReport`]; a second signal aborts at once.
 //!
-//! Each actix worker runs its own single-thread runtime, which stops with the worker: build
-//! the supervisor with [`runtime`](SupervisorBuilder::runtime) set to the runtime of `main`,
-//! so that tasks spawned from handlers outlive their worker until the shutdown drains them.
-//! For the same reason, create what belongs to a runtime (timers, sockets, clients that spawn
-//! connection tasks) inside the task's `async` block, where it runs on the supervisor's
-//! runtime: `tasks.spawn(async move { tokio::time::sleep(d).await })`, not
-//! `tasks.spawn(tokio::time::sleep(d))`, whose timer is the worker's and fails when the worker
-//! stops. The core types an app needs are re-exported, so this crate is the only dependency
-//! it needs.
+//! # Where tasks run, and what shutdown does to them
+//!
+//! A task spawned from a handler runs on the runtime of the actix worker that runs the
+//! request (each worker has a single-thread runtime of its own), as a `tokio::spawn` there
+//! would: it costs no crossing to another thread. [`serve`] keeps the workers running until
+//! the supervisor has shut down: it stops accepting, drains the requests in flight, then shuts
+//! the supervisor down (its tasks, on whatever runtime, drain, are cancelled and aborted, and
+//! are in the report), and only then stops the workers. Tasks spawned outside a worker (in
+//! `main`, at startup) run where they were spawned. A supervisor built with a
+//! [`runtime`](SupervisorBuilder::runtime) spawns every task there instead, handlers'
+//! included: that costs a wake of that runtime per task, and is only needed to keep tasks
+//! alive past workers that stop without `serve`. The core types an app needs are
+//! re-exported, so this crate is the only dependency it needs.
 //!
 //! ```
 //! use std::time::Duration;
@@ -39,19 +43,22 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let supervisor = TaskSupervisor::builder()
-//!     .runtime(tokio::runtime::Handle::current()) // outlives the workers
 //!     .shutdown_timeout(Duration::from_secs(5))
 //!     .build();
-//! let middleware = BackgroundTasksMiddleware::new(supervisor.clone());
-//! let server = HttpServer::new(move || {
-//!     App::new()
-//!         .wrap(middleware.clone())
-//!         .route("/sign-up", web::post().to(sign_up))
+//! // Once, outside the closure: `serve` counts the requests in flight through it.
+//! let middleware = BackgroundTasksMiddleware::new(supervisor);
+//! let server = HttpServer::new({
+//!     let middleware = middleware.clone();
+//!     move || {
+//!         App::new()
+//!             .wrap(middleware.clone())
+//!             .route("/sign-up", web::post().to(sign_up))
+//!     }
 //! })
 //! .bind(("127.0.0.1", 0))?;
 //!
 //! # let shutdown = async {};
-//! let report = serve(server, supervisor)
+//! let report = serve(server, middleware)
 //!     .request_drain_timeout(Duration::from_secs(10))
 //! #   .shutdown_signal(shutdown)
 //!     .await?;
@@ -70,6 +77,8 @@
 mod body;
 mod error;
 mod extract;
+mod gate;
+mod in_flight;
 mod middleware;
 mod serve;
 mod signals;

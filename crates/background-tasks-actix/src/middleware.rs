@@ -3,26 +3,42 @@
 use std::fmt;
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use actix_http::ConnectionType;
 use actix_web::HttpMessage;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use background_tasks::TaskSupervisor;
 use pin_project_lite::pin_project;
-use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::body::AfterResponseBody;
 use crate::extract::BackgroundTasks;
+use crate::gate::{Gate, GateGuard};
+use crate::in_flight::{InFlight, InFlightGuard, InFlightShard};
 
 /// Registers a [`TaskSupervisor`] with an actix-web `App`: every request it wraps can take the
 /// [`BackgroundTasks`] extractor, and [`after_response`](BackgroundTasks::after_response) tasks
 /// start once the response body has been sent or dropped.
 ///
-/// Build the supervisor with [`runtime`](background_tasks::SupervisorBuilder::runtime) set
-/// to a runtime that outlives the workers (the one that runs `main`): each actix worker runs
-/// its own single-thread runtime, which stops with the worker and would drop the tasks its
-/// handlers spawned. The middleware logs a warning when it is not set, and
-/// [`serve`](crate::serve) refuses to start.
+/// It also counts the requests in flight (from the middleware until the response body has been
+/// sent or dropped), which is how [`serve`](crate::serve) knows when they have drained. Create it
+/// once, outside the `HttpServer::new` closure, give a clone to every `App`, and hand it to
+/// [`serve`](crate::serve): a middleware created inside the closure is a different one in each
+/// worker, whose requests `serve` cannot see.
+///
+/// # Where tasks run
+///
+/// The supervisor spawns a task on its [`runtime`](background_tasks::SupervisorBuilder::runtime)
+/// when one is set, and otherwise on the runtime of the code that spawns it: from a handler,
+/// that is the single-thread runtime of the actix worker that runs the request, where the task
+/// costs no more than a `tokio::spawn`. Each worker's runtime stops with the worker, and
+/// [`serve`](crate::serve) keeps the workers running until the supervisor has shut down, so
+/// these tasks are drained, cancelled and aborted like any other. Without `serve` (say, with
+/// `HttpServer::run` and actix's own signal handling), the workers stop first and drop the
+/// tasks still running on them, which the supervisor reports as
+/// [`Dropped`](background_tasks::FailureKind::Dropped); the middleware then logs a warning at
+/// startup, unless the supervisor has a runtime of its own that outlives the workers.
 ///
 /// # Examples
 ///
@@ -32,9 +48,7 @@ use crate::extract::BackgroundTasks;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let supervisor = TaskSupervisor::builder()
-///     .runtime(tokio::runtime::Handle::current())
-///     .build();
+/// let supervisor = TaskSupervisor::new();
 /// let app = App::new()
 ///     .wrap(BackgroundTasksMiddleware::new(supervisor.clone()))
 ///     .route("/jobs", web::post().to(|tasks: BackgroundTasks| async move {
@@ -45,6 +59,8 @@ use crate::extract::BackgroundTasks;
 #[derive(Clone)]
 pub struct BackgroundTasksMiddleware {
     supervisor: TaskSupervisor,
+    /// Shared by every clone, and with `serve`.
+    in_flight: Arc<InFlight>,
 }
 
 impl BackgroundTasksMiddleware {
@@ -59,7 +75,47 @@ impl BackgroundTasksMiddleware {
     /// ```
     #[must_use]
     pub fn new(supervisor: TaskSupervisor) -> Self {
-        Self { supervisor }
+        Self {
+            supervisor,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// The supervisor it hands to requests.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use background_tasks_actix::{BackgroundTasksMiddleware, TaskSupervisor};
+    ///
+    /// let middleware = BackgroundTasksMiddleware::new(TaskSupervisor::new());
+    /// assert!(middleware.supervisor().is_empty());
+    /// ```
+    #[inline]
+    #[must_use]
+    pub fn supervisor(&self) -> &TaskSupervisor {
+        &self.supervisor
+    }
+
+    /// How many of the requests it wraps are in flight: from the middleware until their
+    /// response body has been sent or dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use background_tasks_actix::{BackgroundTasksMiddleware, TaskSupervisor};
+    ///
+    /// let middleware = BackgroundTasksMiddleware::new(TaskSupervisor::new());
+    /// assert_eq!(middleware.requests_in_flight(), 0);
+    /// ```
+    #[inline]
+    #[must_use]
+    pub fn requests_in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    pub(crate) fn in_flight(&self) -> &Arc<InFlight> {
+        &self.in_flight
     }
 }
 
@@ -67,6 +123,7 @@ impl fmt::Debug for BackgroundTasksMiddleware {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BackgroundTasksMiddleware")
             .field("supervisor", &self.supervisor)
+            .field("in_flight", &self.in_flight)
             .finish()
     }
 }
@@ -83,24 +140,28 @@ where
 
     fn new_transform(&self, service: S) -> Self::Future {
         // Once per worker: cheap, and where the mistake shows before any task is lost.
-        if self.supervisor.runtime().is_none() {
+        if self.supervisor.runtime().is_none() && !self.in_flight.is_served() {
             tracing::warn!(
-                "BackgroundTasksMiddleware: the supervisor has no runtime of its own, so tasks \
-                 spawned from handlers run on the worker's runtime and die with the worker; \
-                 build it with `TaskSupervisor::builder().runtime(tokio::runtime::Handle::current())` \
-                 in main"
+                "BackgroundTasksMiddleware: the server does not run under \
+                 `background_tasks_actix::serve` with this middleware (or a clone of it), so \
+                 tasks spawned from handlers run on the worker's runtime and are dropped when \
+                 the worker stops; run it with `serve(server, middleware)`, creating the \
+                 middleware once outside `HttpServer::new`, or give the supervisor a runtime \
+                 that outlives the workers (`TaskSupervisor::builder().runtime(..)`)"
             );
         }
         ready(Ok(BackgroundTasksService {
             service,
-            supervisor: self.supervisor.clone(),
+            supervisor: Arc::new(self.supervisor.clone()),
+            in_flight: self.in_flight.shard(),
         }))
     }
 }
 
 /// The service of [`BackgroundTasksMiddleware`]: puts a [`BackgroundTasks`] into each
-/// request's extensions and moves the guard of its after-response tasks into the response
-/// body.
+/// request's extensions and moves the guard of its after-response tasks, and the count of the
+/// request in flight, into the response body. Once [`serve`](crate::serve) has stopped
+/// accepting, its responses close their connection (`Connection: close`), except upgrades.
 ///
 /// # Examples
 ///
@@ -124,7 +185,10 @@ where
 /// ```
 pub struct BackgroundTasksService<S> {
     service: S,
-    supervisor: TaskSupervisor,
+    // Both of this worker's own: what each request clones or counts is written by this
+    // worker's thread only, rather than bounced between the cores of every worker.
+    supervisor: Arc<TaskSupervisor>,
+    in_flight: Arc<InFlightShard>,
 }
 
 impl<S> BackgroundTasksService<S> {
@@ -170,31 +234,38 @@ where
     forward_ready!(service);
 
     fn call(&self, request: ServiceRequest) -> Self::Future {
-        // The gate of this request's after-response tasks: cancelled by the guard, which
-        // lives in the response future and then in the response body.
-        let sent = CancellationToken::new();
+        // The gate of this request's after-response tasks: opened by the guard, which lives
+        // in the response future and then in the response body.
+        let sent = Gate::default();
+        let guard = sent.guard();
         request
             .extensions_mut()
             .insert(BackgroundTasks::for_request(
-                self.supervisor.clone(),
-                sent.clone(),
+                Arc::clone(&self.supervisor),
+                sent,
             ));
+        // Counted from before the handler runs, so that the drain cannot end between the
+        // handler's spawn and the end of its response.
+        let in_flight = InFlightShard::start(&self.in_flight);
         ResponseFuture {
             inner: self.service.call(request),
-            guard: Some(sent.drop_guard()),
+            guard: Some(guard),
+            in_flight: Some(in_flight),
         }
     }
 }
 
 pin_project! {
     /// The response future of [`BackgroundTasksService`]: moves the request's after-response
-    /// guard into the response body. Dropped before the response exists (the client went
-    /// away, or the worker stopped), it opens the gate itself.
+    /// guard and its count in flight into the response body. Dropped before the response
+    /// exists (the client went away, or the worker stopped), it opens the gate itself and the
+    /// request is no longer in flight.
     #[must_use = "futures do nothing unless polled"]
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        guard: Option<DropGuard>,
+        guard: Option<GateGuard>,
+        in_flight: Option<InFlightGuard>,
     }
 }
 
@@ -207,11 +278,20 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = std::task::ready!(this.inner.poll(cx))?;
-        // An error drops the guard with the future: there is no response to wait for.
+        let mut response = std::task::ready!(this.inner.poll(cx))?;
+        // An error drops the guards with the future: there is no response to wait for.
         let guard = this.guard.take();
+        let in_flight = this.in_flight.take();
+        if in_flight.as_ref().is_some_and(InFlightGuard::is_draining) {
+            // The server no longer accepts: a keep-alive connection would only bring requests
+            // that the end of the drain cuts off. An upgrade keeps its connection.
+            let head = response.response_mut().head_mut();
+            if !head.upgrade() {
+                head.set_connection_type(ConnectionType::Close);
+            }
+        }
         Poll::Ready(Ok(
-            response.map_body(|_, body| AfterResponseBody::new(body, guard))
+            response.map_body(|_, body| AfterResponseBody::new(body, guard, in_flight))
         ))
     }
 }

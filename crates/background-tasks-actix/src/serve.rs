@@ -6,59 +6,73 @@ use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix_http::Request;
 use actix_service::IntoServiceFactory;
 use actix_web::body::MessageBody;
-use actix_web::dev::{AppConfig, Response, Server, Service, ServiceFactory};
+use actix_web::dev::{AppConfig, Response, Service, ServiceFactory};
 use actix_web::{Error, HttpServer};
 use background_tasks::{ShutdownReport, TaskSupervisor};
 use tokio::time::{Instant, sleep, timeout};
 
+use crate::in_flight::InFlight;
+use crate::middleware::BackgroundTasksMiddleware;
 use crate::signals::{BoxSignal, Event, Signals};
 
 /// Runs an actix-web [`HttpServer`] until SIGINT or SIGTERM, then shuts down within one budget:
-/// the requests first, then the `supervisor`'s background tasks, whose [`ShutdownReport`] it
-/// returns.
+/// the requests first, then the background tasks of `middleware`'s supervisor, whose
+/// [`ShutdownReport`] it returns, and only then the workers.
 ///
-/// It turns actix's own signal handling off ([`HttpServer::disable_signals`]) rather than
-/// racing it, and returns a [`Serve`] builder that runs the server when awaited. On the
-/// shutdown signal (by default SIGINT or SIGTERM, Ctrl-C on Windows):
+/// `middleware` is the [`BackgroundTasksMiddleware`] that wraps the server's `App`s (a clone
+/// of it): it counts their requests in flight, which is how `serve` knows when they have
+/// drained. `serve` turns actix's own signal handling off ([`HttpServer::disable_signals`])
+/// rather than racing it, and returns a [`Serve`] builder that runs the server when awaited.
+/// On the shutdown signal (by default SIGINT or SIGTERM, Ctrl-C on Windows):
 ///
 /// 1. the server keeps accepting for [`drain_delay`](Serve::drain_delay) (default zero), then
-///    stops accepting through its [`ServerHandle`](actix_web::dev::ServerHandle) and lets the
-///    requests in flight finish (actix's graceful worker shutdown, which checks once a second
-///    whether its connections have closed);
-/// 2. it waits up to [`request_drain_timeout`](Serve::request_drain_timeout) for the workers
-///    to stop; it sets actix's [`shutdown_timeout`](HttpServer::shutdown_timeout) to the same
-///    time, rounded up to whole seconds, after which actix drops the connections still open;
-/// 3. it shuts the supervisor down ([`TaskSupervisor::shutdown`]: drain, cancel, abort) and
-///    returns its report, which the supervisor logs;
-/// 4. a force signal at any point (by default a second SIGINT or SIGTERM) skips to the end:
-///    the workers are told to stop at once and [`TaskSupervisor::shutdown_now`] aborts the
-///    tasks; workers still finishing a request are left to the process's exit.
+///    stops accepting ([`ServerHandle::pause`](actix_web::dev::ServerHandle::pause)); its
+///    workers keep running, and from then on its responses close their connections
+///    (`Connection: close`);
+/// 2. it waits up to [`request_drain_timeout`](Serve::request_drain_timeout) for the requests
+///    in flight to finish (until their response body has been sent);
+/// 3. it shuts the supervisor down ([`TaskSupervisor::shutdown`]: drain, cancel, abort) while
+///    the workers still run, so that the tasks spawned from handlers, which run on their
+///    worker's runtime, are drained, cancelled and aborted like any other, and are in the
+///    report;
+/// 4. it stops the workers at once
+///    ([`ServerHandle::stop(false)`](actix_web::dev::ServerHandle::stop)), which drops the
+///    connections still open (idle keep-alive ones, and requests past the request drain
+///    timeout) and the workers' runtimes, then returns the report, which the supervisor logged;
+///    a task left on a worker's runtime is one the report lists as abandoned;
+/// 5. a force signal at any point (by default a second SIGINT or SIGTERM) skips to the end:
+///    [`TaskSupervisor::shutdown_now`] aborts the tasks, then the workers stop at once.
 ///
-/// A WebSocket (actix-ws) stays one of actix's connections, unlike an upgraded connection
-/// under hyper: its worker counts it, so step 2 waits for it, and at the request drain timeout
-/// actix drops it with the worker, together with the worker's runtime and what the handler
-/// spawned there (actix-ws's session loop, with `actix_web::rt::spawn`). Nothing of it
-/// outlives `serve`, but its client gets no Close frame, and an open WebSocket makes every
-/// shutdown wait the whole request drain timeout; the supervisor's shutdown starts only after
-/// it, so a session loop run as a supervised task hears
-/// [`TaskContext::shutdown_started`](background_tasks::TaskContext::shutdown_started) only
-/// once its connection is gone.
+/// A WebSocket (actix-ws) under the middleware is a request in flight until its response
+/// body, the socket, ends: step 2 waits for it, and at the request drain timeout it stays open
+/// through step 3 and is dropped with its worker at step 4, together with what the handler
+/// spawned on the worker's runtime outside the supervisor (actix-ws's session loop, with
+/// `actix_web::rt::spawn`). Nothing of it outlives `serve`, but its client gets no Close
+/// frame, and an open WebSocket makes every shutdown wait the whole request drain timeout; a
+/// session loop run as a supervised task hears
+/// [`TaskContext::shutdown_started`](background_tasks::TaskContext::shutdown_started) only at
+/// step 3. Requests on routes the middleware does not wrap are not counted: step 2 does not
+/// wait for them.
 ///
 /// So the whole shutdown takes at most `drain_delay + request_drain_timeout +
 /// shutdown_timeout + cancel_grace`, plus a few milliseconds. If the server stops on its own
-/// (app code called [`ServerHandle::stop`](actix_web::dev::ServerHandle::stop)), the supervisor
-/// is shut down the same way.
+/// (app code called [`ServerHandle::stop`](actix_web::dev::ServerHandle::stop)), actix has
+/// drained its connections and stopped its workers (waiting up to the request drain timeout,
+/// rounded up to whole seconds, set as actix's
+/// [`shutdown_timeout`](HttpServer::shutdown_timeout)), and the tasks that were still running
+/// on them are gone, reported as [`Dropped`](background_tasks::FailureKind::Dropped); the
+/// supervisor is then shut down the same way.
 ///
-/// The supervisor must spawn onto a runtime that outlives the workers: build it with
-/// [`runtime`](background_tasks::SupervisorBuilder::runtime) (see
-/// [`BackgroundTasksMiddleware`](crate::BackgroundTasksMiddleware)); `serve` fails with
-/// [`ServeError::MissingRuntime`] otherwise.
+/// Tasks spawned outside a worker (in `main`, at startup, from a task on another runtime) run
+/// where they were spawned, or on the supervisor's
+/// [`runtime`](background_tasks::SupervisorBuilder::runtime) when one is set.
 ///
 /// # Examples
 ///
@@ -70,19 +84,21 @@ use crate::signals::{BoxSignal, Event, Signals};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let supervisor = TaskSupervisor::builder()
-///     .runtime(tokio::runtime::Handle::current())
 ///     .shutdown_timeout(Duration::from_secs(5))
 ///     .build();
-/// let middleware = BackgroundTasksMiddleware::new(supervisor.clone());
-/// let server = HttpServer::new(move || {
-///     App::new()
-///         .wrap(middleware.clone())
-///         .route("/", web::get().to(|| async { "hello" }))
+/// let middleware = BackgroundTasksMiddleware::new(supervisor);
+/// let server = HttpServer::new({
+///     let middleware = middleware.clone();
+///     move || {
+///         App::new()
+///             .wrap(middleware.clone())
+///             .route("/", web::get().to(|| async { "hello" }))
+///     }
 /// })
 /// .workers(1)
 /// .bind(("127.0.0.1", 0))?;
 ///
-/// let report = serve(server, supervisor)
+/// let report = serve(server, middleware)
 ///     .request_drain_timeout(Duration::from_secs(10))
 /// #   .shutdown_signal(async {})
 ///     .await?;
@@ -90,7 +106,10 @@ use crate::signals::{BoxSignal, Event, Signals};
 /// # Ok(())
 /// # }
 /// ```
-pub fn serve<F, I, S, B>(server: HttpServer<F, I, S, B>, supervisor: TaskSupervisor) -> Serve
+pub fn serve<F, I, S, B>(
+    server: HttpServer<F, I, S, B>,
+    middleware: BackgroundTasksMiddleware,
+) -> Serve
 where
     F: Fn() -> I + Send + Clone + 'static,
     I: IntoServiceFactory<S, Request> + 'static,
@@ -111,7 +130,8 @@ where
                 .run()
         }),
         addrs,
-        supervisor,
+        supervisor: middleware.supervisor().clone(),
+        in_flight: Arc::clone(middleware.in_flight()),
         shutdown_signal: None,
         force_shutdown_signal: None,
         drain_delay: Duration::ZERO,
@@ -127,15 +147,18 @@ where
 /// ```
 /// use std::time::Duration;
 /// use actix_web::{App, HttpServer};
-/// use background_tasks_actix::{TaskSupervisor, serve};
+/// use background_tasks_actix::{BackgroundTasksMiddleware, TaskSupervisor, serve};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let supervisor = TaskSupervisor::builder()
-///     .runtime(tokio::runtime::Handle::current())
-///     .build();
-/// let server = HttpServer::new(|| App::new()).workers(1).bind(("127.0.0.1", 0))?;
-/// let report = serve(server, supervisor)
+/// let middleware = BackgroundTasksMiddleware::new(TaskSupervisor::new());
+/// let server = HttpServer::new({
+///     let middleware = middleware.clone();
+///     move || App::new().wrap(middleware.clone())
+/// })
+/// .workers(1)
+/// .bind(("127.0.0.1", 0))?;
+/// let report = serve(server, middleware)
 ///     .shutdown_signal(async { /* e.g. a message from an admin endpoint */ })
 ///     .request_drain_timeout(Duration::from_secs(30))
 ///     .await?;
@@ -147,9 +170,10 @@ where
 pub struct Serve {
     /// Runs the `HttpServer` without its signal handling, with actix's shutdown timeout in
     /// whole seconds.
-    start: Box<dyn FnOnce(u64) -> Server>,
+    start: Box<dyn FnOnce(u64) -> actix_web::dev::Server>,
     addrs: Vec<SocketAddr>,
     supervisor: TaskSupervisor,
+    in_flight: Arc<InFlight>,
     shutdown_signal: Option<BoxSignal>,
     force_shutdown_signal: Option<BoxSignal>,
     drain_delay: Duration,
@@ -168,11 +192,11 @@ impl Serve {
     ///
     /// ```
     /// # use actix_web::{App, HttpServer};
-    /// # use background_tasks_actix::{TaskSupervisor, serve};
-    /// # fn run(supervisor: TaskSupervisor) -> std::io::Result<()> {
+    /// # use background_tasks_actix::{BackgroundTasksMiddleware, serve};
+    /// # fn run(middleware: BackgroundTasksMiddleware) -> std::io::Result<()> {
     /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     /// let server = HttpServer::new(|| App::new()).bind(("127.0.0.1", 0))?;
-    /// let serving = serve(server, supervisor).shutdown_signal(async move { let _ = stopped.await; });
+    /// let serving = serve(server, middleware).shutdown_signal(async move { let _ = stopped.await; });
     /// # Ok(())
     /// # }
     /// ```
@@ -193,10 +217,10 @@ impl Serve {
     /// ```
     /// # use std::time::Duration;
     /// # use actix_web::{App, HttpServer};
-    /// # use background_tasks_actix::{TaskSupervisor, serve};
-    /// # fn run(supervisor: TaskSupervisor) -> std::io::Result<()> {
+    /// # use background_tasks_actix::{BackgroundTasksMiddleware, serve};
+    /// # fn run(middleware: BackgroundTasksMiddleware) -> std::io::Result<()> {
     /// let server = HttpServer::new(|| App::new()).bind(("127.0.0.1", 0))?;
-    /// let serving = serve(server, supervisor)
+    /// let serving = serve(server, middleware)
     ///     .shutdown_signal(async { let _ = tokio::signal::ctrl_c().await; })
     ///     .force_shutdown_signal(tokio::time::sleep(Duration::from_secs(60)));
     /// # Ok(())
@@ -218,10 +242,10 @@ impl Serve {
     /// ```
     /// # use std::time::Duration;
     /// # use actix_web::{App, HttpServer};
-    /// # use background_tasks_actix::{TaskSupervisor, serve};
-    /// # fn run(supervisor: TaskSupervisor) -> std::io::Result<()> {
+    /// # use background_tasks_actix::{BackgroundTasksMiddleware, serve};
+    /// # fn run(middleware: BackgroundTasksMiddleware) -> std::io::Result<()> {
     /// let server = HttpServer::new(|| App::new()).bind(("127.0.0.1", 0))?;
-    /// let serving = serve(server, supervisor).drain_delay(Duration::from_secs(5));
+    /// let serving = serve(server, middleware).drain_delay(Duration::from_secs(5));
     /// # Ok(())
     /// # }
     /// ```
@@ -230,19 +254,19 @@ impl Serve {
         self
     }
 
-    /// How long requests in flight get to finish once the server stopped accepting; it also
+    /// How long requests in flight get to finish once the server stopped accepting. It also
     /// sets actix's [`HttpServer::shutdown_timeout`], rounded up to whole seconds, replacing
-    /// the one set on the server. Default: 10 seconds.
+    /// the one set on the server, for when the server stops on its own. Default: 10 seconds.
     ///
     /// # Examples
     ///
     /// ```
     /// # use std::time::Duration;
     /// # use actix_web::{App, HttpServer};
-    /// # use background_tasks_actix::{TaskSupervisor, serve};
-    /// # fn run(supervisor: TaskSupervisor) -> std::io::Result<()> {
+    /// # use background_tasks_actix::{BackgroundTasksMiddleware, serve};
+    /// # fn run(middleware: BackgroundTasksMiddleware) -> std::io::Result<()> {
     /// let server = HttpServer::new(|| App::new()).bind(("127.0.0.1", 0))?;
-    /// let serving = serve(server, supervisor).request_drain_timeout(Duration::from_secs(30));
+    /// let serving = serve(server, middleware).request_drain_timeout(Duration::from_secs(30));
     /// # Ok(())
     /// # }
     /// ```
@@ -257,19 +281,60 @@ impl fmt::Debug for Serve {
         f.debug_struct("Serve")
             .field("addrs", &self.addrs)
             .field("supervisor", &self.supervisor)
+            .field("in_flight", &self.in_flight)
             .field("drain_delay", &self.drain_delay)
             .field("request_drain_timeout", &self.request_drain_timeout)
             .finish_non_exhaustive()
     }
 }
 
-/// How long to let the server act on a stop at once before going on without it.
-const STOP_WAIT: Duration = Duration::from_millis(100);
+/// How long to let the server act on a stop at once before going on without it: it sends the
+/// workers their stop and joins its accept thread, which takes milliseconds.
+const STOP_WAIT: Duration = Duration::from_millis(500);
+
+/// The actix server, polled until it ends, and not after.
+struct Server {
+    server: actix_web::dev::Server,
+    ended: bool,
+}
+
+impl Server {
+    /// Resolves when the server has ended, with how it ended (`Ok` at once if it has
+    /// already).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the server goes on where it was.
+    async fn ended(&mut self) -> io::Result<()> {
+        if self.ended {
+            return Ok(());
+        }
+        let result = (&mut self.server).await;
+        self.ended = true;
+        result
+    }
+
+    /// Stops the workers at once, dropping their connections and runtimes.
+    async fn stop_workers(&mut self) {
+        if self.ended {
+            return;
+        }
+        // The stop command is sent now; the server future acts on it.
+        drop(self.server.handle().stop(false));
+        match timeout(STOP_WAIT, self.ended()).await {
+            Ok(result) => log_server_end(result),
+            Err(_) => tracing::warn!(
+                "the server did not act on its stop within {STOP_WAIT:?}; going on without it"
+            ),
+        }
+    }
+}
 
 /// A run of the server, from the moment it was started.
 struct Running {
     server: Server,
     supervisor: TaskSupervisor,
+    in_flight: Arc<InFlight>,
     signals: Signals,
     drain_delay: Duration,
     request_drain_timeout: Duration,
@@ -277,28 +342,30 @@ struct Running {
 
 impl Running {
     async fn run(mut self) -> Result<ShutdownReport, ServeError> {
-        let handle = self.server.handle();
         // Serving, until a signal, or until the server stops on its own.
         let event = tokio::select! {
             biased;
             event = self.signals.first() => Some(event),
-            result = &mut self.server => {
+            result = self.server.ended() => {
                 result.map_err(ServeError::Server)?;
                 None
             }
         };
         let started = Instant::now();
         match event {
-            Some(Event::Force) => return Ok(self.force(&handle, false).await),
+            Some(Event::Force) => return Ok(self.force().await),
             Some(Event::Shutdown) => {
-                if let Some(report) = self.drain_requests(&handle).await {
+                if let Some(report) = self.drain_requests().await {
                     return Ok(report);
                 }
             }
-            None => tracing::info!("the server stopped; shutting down background tasks"),
+            None => tracing::info!(
+                "the server stopped, and its workers with it; shutting down background tasks"
+            ),
         }
 
-        // The supervisor's own phased shutdown, which logs its report.
+        // The supervisor's own phased shutdown, which logs its report, while the workers and
+        // the tasks on their runtimes still run.
         let report = tokio::select! {
             biased;
             () = self.signals.force() => {
@@ -307,68 +374,65 @@ impl Running {
             }
             report = self.supervisor.shutdown() => report,
         };
+        // The report is complete: what is left on the workers' runtimes is in it.
+        self.server.stop_workers().await;
         tracing::info!("server shut down in {:?}", started.elapsed());
         Ok(report)
     }
 
-    /// The drain delay, then the graceful stop of the workers; `Some` when a force signal cut
-    /// it short.
-    async fn drain_requests(
-        &mut self,
-        handle: &actix_web::dev::ServerHandle,
-    ) -> Option<ShutdownReport> {
+    /// The drain delay, then the drain of the requests in flight; `Some` when a force signal
+    /// cut it short.
+    async fn drain_requests(&mut self) -> Option<ShutdownReport> {
         let (drain_delay, request_drain_timeout) = (self.drain_delay, self.request_drain_timeout);
         tracing::info!("shutdown signal received; accepting for {drain_delay:?} more");
-        let mut stopped = false;
         tokio::select! {
             biased;
-            () = self.signals.force() => return Some(self.force(handle, false).await),
-            result = &mut self.server => { log_server_end(result); stopped = true; }
+            () = self.signals.force() => return Some(self.force().await),
+            result = self.server.ended() => {
+                log_server_end(result);
+                return None;
+            }
             () = sleep(drain_delay) => {}
         }
-        if stopped {
-            return None;
-        }
-        // The stop command is sent now; the server future acts on it.
-        drop(handle.stop(true));
+        // The pause command is sent now; the server future acts on it.
+        drop(self.server.server.handle().pause());
         tracing::info!(
-            "stopped accepting; waiting up to {request_drain_timeout:?} for requests in flight"
+            "stopped accepting; waiting up to {request_drain_timeout:?} for {} requests in flight",
+            self.in_flight.len()
         );
         let drain_started = Instant::now();
+        let in_flight = Arc::clone(&self.in_flight);
         tokio::select! {
             biased;
-            () = self.signals.force() => return Some(self.force(handle, true).await),
-            result = &mut self.server => {
+            () = self.signals.force() => return Some(self.force().await),
+            () = in_flight.drain() => tracing::info!(
+                "requests drained after {:?}; shutting down background tasks",
+                drain_started.elapsed()
+            ),
+            result = self.server.ended() => {
                 log_server_end(result);
-                tracing::info!(
-                    "workers stopped after {:?}; shutting down background tasks",
-                    drain_started.elapsed()
-                );
+                tracing::info!("the server stopped, and its workers with it; shutting down background tasks");
             }
             () = sleep(request_drain_timeout) => tracing::warn!(
-                "requests still in flight after the request drain timeout of \
-                 {request_drain_timeout:?}; actix drops their connections; shutting down \
-                 background tasks"
+                "{} requests still in flight after the request drain timeout of \
+                 {request_drain_timeout:?}; their connections are dropped when the workers \
+                 stop, after the background tasks; shutting down background tasks",
+                in_flight.len()
             ),
         }
         None
     }
 
-    /// Tells the workers to stop now and aborts every task.
-    async fn force(
-        &mut self,
-        handle: &actix_web::dev::ServerHandle,
-        stopping: bool,
-    ) -> ShutdownReport {
+    /// Aborts every task, then stops the workers at once.
+    async fn force(&mut self) -> ShutdownReport {
         tracing::warn!(
-            "force shutdown signal received: stopping the workers and aborting background tasks now"
+            "force shutdown signal received: aborting background tasks and stopping the workers now"
         );
-        if !stopping {
-            drop(handle.stop(false));
-            // The server acts on the stop when polled; it does not get long.
-            let _ = timeout(STOP_WAIT, &mut self.server).await;
-        }
-        self.supervisor.shutdown_now().await
+        // Aborted first, on the workers' runtimes that still run, so that they are reported
+        // as aborted rather than dropped with a worker.
+        let report = self.supervisor.shutdown_now().await;
+        self.server.stop_workers().await;
+        report
     }
 }
 
@@ -394,15 +458,13 @@ impl IntoFuture for Serve {
             start,
             addrs,
             supervisor,
+            in_flight,
             shutdown_signal,
             force_shutdown_signal,
             drain_delay,
             request_drain_timeout,
         } = self;
         let started = (|| {
-            if supervisor.runtime().is_none() {
-                return Err(ServeError::MissingRuntime);
-            }
             if addrs.is_empty() {
                 return Err(ServeError::NotBound);
             }
@@ -412,9 +474,15 @@ impl IntoFuture for Serve {
             let seconds = request_drain_timeout
                 .as_secs()
                 .saturating_add(u64::from(request_drain_timeout.subsec_nanos() != 0));
+            // Before the workers start, which read it when they build their `App`s.
+            in_flight.set_served();
             Ok(Running {
-                server: start(seconds),
+                server: Server {
+                    server: start(seconds),
+                    ended: false,
+                },
                 supervisor,
+                in_flight,
                 signals,
                 drain_delay,
                 request_drain_timeout,
@@ -434,15 +502,18 @@ impl IntoFuture for Serve {
 /// ```
 /// use std::future::IntoFuture;
 /// use actix_web::{App, HttpServer};
-/// use background_tasks_actix::{ServeFuture, TaskSupervisor, serve};
+/// use background_tasks_actix::{BackgroundTasksMiddleware, ServeFuture, TaskSupervisor, serve};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let supervisor = TaskSupervisor::builder()
-///     .runtime(tokio::runtime::Handle::current())
-///     .build();
-/// let server = HttpServer::new(|| App::new()).workers(1).bind(("127.0.0.1", 0))?;
-/// let serving: ServeFuture = serve(server, supervisor).shutdown_signal(async {}).into_future();
+/// let middleware = BackgroundTasksMiddleware::new(TaskSupervisor::new());
+/// let server = HttpServer::new({
+///     let middleware = middleware.clone();
+///     move || App::new().wrap(middleware.clone())
+/// })
+/// .workers(1)
+/// .bind(("127.0.0.1", 0))?;
+/// let serving: ServeFuture = serve(server, middleware).shutdown_signal(async {}).into_future();
 /// let report = tokio::spawn(serving).await??;
 /// # Ok(())
 /// # }
@@ -481,7 +552,7 @@ impl fmt::Debug for ServeFuture {
 ///
 /// fn exit_code(error: &ServeError) -> u8 {
 ///     match error {
-///         ServeError::MissingRuntime | ServeError::NotBound => 2, // a bug in main
+///         ServeError::NotBound => 2, // a bug in main
 ///         _ => 1,
 ///     }
 /// }
@@ -489,14 +560,6 @@ impl fmt::Debug for ServeFuture {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
-    /// The supervisor spawns onto the caller's runtime, which for a handler is its worker's,
-    /// and that runtime stops with the worker.
-    #[error(
-        "the supervisor has no runtime of its own, so tasks spawned from handlers would die \
-         with their actix worker; build it with \
-         `TaskSupervisor::builder().runtime(tokio::runtime::Handle::current())` in main"
-    )]
-    MissingRuntime,
     /// The `HttpServer` is bound to no address.
     #[error(
         "the HttpServer is bound to no address; call `.bind(...)` or `.listen(...)` on it \

@@ -1,5 +1,5 @@
 //! The middleware and the extractor, through actix's test service: spawning, 503s, the
-//! missing-middleware 500 and after-response tasks.
+//! missing-middleware 500, after-response tasks and the count of requests in flight.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -275,4 +275,33 @@ async fn a_handler_s_tracked_future_counts_while_the_handler_awaits_it() {
     )
     .await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[actix_web::test]
+async fn a_request_is_in_flight_until_its_body_has_been_sent_or_dropped() {
+    let middleware = BackgroundTasksMiddleware::new(TaskSupervisor::new());
+    let service = test::init_service(
+        App::new()
+            .wrap(middleware.clone())
+            .route("/", web::get().to(|| async { "a body" })),
+    )
+    .await;
+    assert_eq!(middleware.requests_in_flight(), 0);
+    let response = test::call_service(&service, test::TestRequest::get().to_request()).await;
+    assert_eq!(
+        middleware.requests_in_flight(),
+        1,
+        "its body is still to send"
+    );
+    assert_eq!(test::read_body(response).await, "a body");
+    assert_eq!(middleware.requests_in_flight(), 0);
+
+    let response = test::call_service(&service, test::TestRequest::get().to_request()).await;
+    assert_eq!(middleware.requests_in_flight(), 1);
+    drop(response);
+    assert_eq!(
+        middleware.requests_in_flight(),
+        0,
+        "a dropped response ends it"
+    );
 }

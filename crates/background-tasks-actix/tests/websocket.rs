@@ -1,8 +1,9 @@
 //! What `serve` does with a WebSocket (actix-ws) at the shutdown, over real TCP with a real
-//! WebSocket client. Unlike hyper, actix keeps an upgraded connection as one of its own: its
-//! worker counts it, so the request drain waits for it, and at the drain timeout actix drops
-//! it with the worker and the worker's runtime, together with the session loop spawned there.
-//! Nothing of it outlives `serve`, and the client gets no Close frame.
+//! WebSocket client. Under the middleware, a WebSocket is a request in flight until its
+//! response body (the socket) ends, so the request drain waits for it, and after the drain
+//! timeout and the supervisor's shutdown it is dropped with the worker and the worker's
+//! runtime, together with the session loop spawned there. Nothing of it outlives `serve`, and
+//! the client gets no Close frame.
 
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use background_tasks_actix::{TaskSupervisor, serve};
+use background_tasks_actix::{BackgroundTasksMiddleware, TaskSupervisor, serve};
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
@@ -46,13 +47,13 @@ async fn websocket(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_websocket_is_dropped_with_its_worker_at_the_request_drain_timeout_and_does_not_outlive_serve()
  {
-    let supervisor = TaskSupervisor::builder()
-        .runtime(tokio::runtime::Handle::current())
-        .build();
+    let middleware = BackgroundTasksMiddleware::new(TaskSupervisor::new());
+    let for_app = middleware.clone();
     let dropped = Arc::new(AtomicBool::new(false));
     let data = web::Data::new(Arc::clone(&dropped));
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(for_app.clone())
             .app_data(data.clone())
             .route("/ws", web::get().to(websocket))
     })
@@ -61,10 +62,9 @@ async fn an_idle_websocket_is_dropped_with_its_worker_at_the_request_drain_timeo
     .expect("a free port on the loopback");
     let address = server.addrs()[0];
     let (shutdown, shutdown_signal) = oneshot::channel::<()>();
-    // actix counts whole seconds: 1 s is its shortest drain.
     let drain = Duration::from_secs(1);
     let server = tokio::spawn(
-        serve(server, supervisor)
+        serve(server, middleware)
             .request_drain_timeout(drain)
             .shutdown_signal(async move {
                 let _ = shutdown_signal.await;
@@ -89,7 +89,7 @@ async fn an_idle_websocket_is_dropped_with_its_worker_at_the_request_drain_timeo
     assert!(report.is_clean(), "{report}");
     assert!(
         elapsed >= drain,
-        "actix waited for the WebSocket until the request drain timeout: {elapsed:?}"
+        "the drain waited for the WebSocket until the request drain timeout: {elapsed:?}"
     );
     assert!(
         elapsed < drain + Duration::from_secs(3),

@@ -222,9 +222,11 @@ impl SupervisorBuilder {
     /// runtime of the caller, as [`tokio::spawn`].
     ///
     /// Set it when the code that spawns runs on a runtime that stops before the supervisor's
-    /// shutdown: each actix-web worker, for example, runs its own single-thread runtime, which
-    /// ends with the worker, and would drop the tasks its handlers spawned. Spawning onto the
-    /// runtime that runs `main` keeps them alive until the shutdown drains them.
+    /// shutdown, and would drop the tasks spawned on it: a runtime a thread builds for a
+    /// while, for example. Spawning onto the runtime that runs `main` keeps them alive until
+    /// the shutdown drains them. (An actix-web worker's runtime is such a runtime, but
+    /// `background_tasks_actix::serve` keeps the workers alive until the supervisor has shut
+    /// down, so that handlers' tasks run on their own worker, which is cheaper.)
     ///
     /// # Examples
     ///

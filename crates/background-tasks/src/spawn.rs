@@ -616,6 +616,12 @@ impl Runtime {
 /// The task's span at `level`, when a subscriber wants it: kept out of line otherwise (see
 /// `Cold`). One callsite per level, since a callsite's level is fixed.
 fn task_span(level: LevelFilter, id: TaskId, name: Option<&str>) -> Option<Span> {
+    // What every span macro checks first, made before the match below: one relaxed load of the
+    // most verbose level any subscriber wants, which rules out the task span (`DEBUG` by
+    // default) for an app logging at `INFO`, or with no subscriber at all.
+    if level > LevelFilter::current() {
+        return None;
+    }
     let id = id.as_u64();
     let span = match level.into_level()? {
         Level::TRACE => tracing::trace_span!("background_task", task.id = id, task.name = name),
@@ -882,6 +888,11 @@ impl TaskGuard {
         TaskId(id_bits(self.tagged))
     }
 
+    /// Takes the name of this task, which has not registered.
+    fn take_own_name(&mut self) -> Option<Cow<'static, str>> {
+        Self::take_name(&self.inner, &mut self.tagged, &mut self.cold)
+    }
+
     /// Takes the name of a task that has not registered: from its word, or from its box.
     fn take_name(
         inner: &Inner,
@@ -919,7 +930,9 @@ impl TaskGuard {
         self.cold.get_or_insert_with(Box::default)
     }
 
-    /// Counts the end of the task; returns its id and name.
+    /// Counts the end of the task; returns its id and its name, or `None` for the name of a
+    /// task that was never registered and ended as it should, which is left for
+    /// [`take_name`](Self::take_name), should a failure or a metric need it.
     fn end(&mut self) -> (TaskId, Option<Cow<'static, str>>) {
         let key = self.key();
         let (cooperative, tagged) = (self.is_cooperative(), self.tagged);
@@ -962,7 +975,7 @@ impl TaskGuard {
                         inner.dropped_unfinished(id, take_name(), unseen_age(), local);
                         return (id, None);
                     }
-                    return (id, take_name());
+                    return (id, None);
                 }
             }
             Some(key) => {
@@ -1173,17 +1186,45 @@ fn own_entry(entry: Option<Entry>) -> Entry {
 }
 
 impl Drop for TaskGuard {
+    #[inline]
     fn drop(&mut self) {
+        // The common end, on its own so that it pays for none of the rest (the compiler saves
+        // every register the whole of `end` uses, on entry): a task without a box that ran to
+        // its end and never registered, while the supervisor runs. `end` would do the same, and
+        // then find nothing more to do; without `metrics`, whose labels need the name.
+        #[cfg(not(feature = "metrics"))]
+        if self.tagged & (REGISTERED | FINISHED | STOPPED) == FINISHED
+            && self.cold.is_none()
+            && let Some(left) = self.inner.state.end_if_running(self.is_cooperative())
+        {
+            self.inner.notify_if_idle(left);
+            return;
+        }
+        self.end_and_report();
+    }
+}
+
+impl TaskGuard {
+    /// Counts the end of the task and reports its failure, if it failed.
+    #[inline(never)]
+    fn end_and_report(&mut self) {
         #[cfg(feature = "metrics")]
         let (outcome, started) = (self.outcome(), self.started());
         let (id, name) = self.end();
         #[cfg(feature = "metrics")]
-        {
+        let name = {
+            let name = name.or_else(|| self.take_own_name());
             let duration = started.map_or(std::time::Duration::ZERO, |started| {
                 Instant::now().saturating_duration_since(started)
             });
             self.inner.labels.finished(name.as_ref(), outcome, duration);
+            name
+        };
+        // Only a task with a cold box can have failed.
+        if self.cold.is_none() {
+            return;
         }
+        let name = name.or_else(|| self.take_own_name());
         let Some(cold) = self.cold.as_deref_mut() else {
             return;
         };

@@ -7,7 +7,7 @@ mod support;
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use background_tasks::{TaskId, TaskSupervisor};
+use background_tasks::{TaskFailure, TaskId, TaskSupervisor};
 
 /// More names than a supervisor interns (255), so that the last ones are kept in a box.
 const STATIC_NAMES: usize = 300;
@@ -34,6 +34,24 @@ fn spawn_each(
         .collect()
 }
 
+/// Checks that each task of `named` failed once, as `failed_so` says, under its name.
+fn assert_each_failed_with_its_name(
+    failures: &support::Failures,
+    named: &HashMap<TaskId, String>,
+    failed_so: fn(&TaskFailure) -> bool,
+) {
+    let failures = failures.lock().expect("the failures' lock");
+    assert_eq!(failures.len(), named.len());
+    for failure in failures.iter() {
+        assert!(failed_so(failure), "{failure:?}");
+        assert_eq!(
+            failure.task_name(),
+            Some(named[&failure.task_id()].as_str()),
+            "{failure:?}"
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_task_that_panics_in_its_first_poll_is_reported_with_its_name_whatever_its_kind() {
     let (supervisor, failures) = support::recording(TaskSupervisor::builder());
@@ -50,16 +68,7 @@ async fn a_task_that_panics_in_its_first_poll_is_reported_with_its_name_whatever
     for handle in handles {
         assert!(handle.await.unwrap_err().is_panic());
     }
-    let failures = failures.lock().unwrap();
-    assert_eq!(failures.len(), named.len());
-    for failure in failures.iter() {
-        assert!(failure.is_panic());
-        assert_eq!(
-            failure.task_name(),
-            Some(named[&failure.task_id()].as_str()),
-            "{failure:?}"
-        );
-    }
+    assert_each_failed_with_its_name(&failures, &named, TaskFailure::is_panic);
 }
 
 #[test]
@@ -74,16 +83,7 @@ fn a_task_never_polled_and_dropped_with_its_runtime_is_reported_with_its_name() 
         })
     });
     drop(runtime);
-    let failures = failures.lock().unwrap();
-    assert_eq!(failures.len(), named.len());
-    for failure in failures.iter() {
-        assert!(failure.is_dropped());
-        assert_eq!(
-            failure.task_name(),
-            Some(named[&failure.task_id()].as_str()),
-            "{failure:?}"
-        );
-    }
+    assert_each_failed_with_its_name(&failures, &named, TaskFailure::is_dropped);
 }
 
 #[tokio::test(start_paused = true)]

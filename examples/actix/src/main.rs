@@ -1,6 +1,6 @@
 //! The quickstart's job server on actix-web: handlers start named background jobs that outlive
-//! their request (and their actix worker), and the server shuts down within one budget on
-//! SIGTERM or SIGINT.
+//! their request, on the runtime of the actix worker that runs it, and the server shuts down
+//! within one budget on SIGTERM or SIGINT (the workers stop only after the jobs have).
 //!
 //! ```text
 //! cargo run -p example-actix
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The runtime of `main`, which outlives the actix workers: the supervisor spawns onto it.
+    // The runtime of `main`, which runs `serve`; each actix worker runs one of its own.
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -69,27 +69,30 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    // No `runtime(..)`: jobs run on the worker that spawns them, as a `tokio::spawn` would, and
+    // `serve` keeps the workers running until the supervisor has shut down.
     let mut builder = TaskSupervisor::builder()
-        // Each actix worker has a runtime of its own that ends with it: spawn onto this one.
-        .runtime(tokio::runtime::Handle::current())
         .shutdown_timeout(config.shutdown_timeout)
         .cancel_grace(config.cancel_grace);
     if let Some(jobs) = config.max_tasks {
         builder = builder.max_tasks(jobs);
     }
-    let supervisor = builder.build();
-    let middleware = BackgroundTasksMiddleware::new(supervisor.clone());
-    let server = HttpServer::new(move || {
-        App::new()
-            .wrap(middleware.clone())
-            .route("/jobs", web::post().to(post_job))
-            .route("/tasks", web::get().to(get_tasks))
+    // Once, shared by every worker's `App`: `serve` drains the requests it counts.
+    let middleware = BackgroundTasksMiddleware::new(builder.build());
+    let server = HttpServer::new({
+        let middleware = middleware.clone();
+        move || {
+            App::new()
+                .wrap(middleware.clone())
+                .route("/jobs", web::post().to(post_job))
+                .route("/tasks", web::get().to(get_tasks))
+        }
     })
     .bind(("127.0.0.1", config.port))?;
     let address = server.addrs()[0];
     // `into_future` starts the server and installs the SIGINT and SIGTERM handlers: from the
     // moment the address is announced, a signal shuts the server down gracefully.
-    let serving = serve(server, supervisor)
+    let serving = serve(server, middleware)
         .drain_delay(config.drain_delay)
         .request_drain_timeout(config.request_drain_timeout)
         .into_future();
@@ -137,8 +140,6 @@ async fn post_job(
     let JobParams { duration_ms, kind } = params.into_inner();
     let duration = Duration::from_millis(duration_ms);
     let id = match kind {
-        // The timer is created inside the task, on the supervisor's runtime: one created here,
-        // in the handler, would belong to the worker's runtime and fail when the worker stops.
         Kind::Async => tasks
             .task("async-job")
             .spawn(async move { tokio::time::sleep(duration).await })?

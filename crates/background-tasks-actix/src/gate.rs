@@ -1,0 +1,136 @@
+//! The gate of a request's after-response tasks: opened once its response has been sent or
+//! dropped.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Notify;
+
+/// Opened once by its [`GateGuard`]; after-response tasks wait for it.
+///
+/// One per request, so it is lighter than a `CancellationToken`: cloning and dropping it are
+/// reference counts, with no lock, and opening it takes a lock only when a task waits for it.
+#[derive(Clone, Default)]
+pub(crate) struct Gate(Arc<Inner>);
+
+#[derive(Default)]
+struct Inner {
+    open: AtomicBool,
+    /// Set before a task first waits: most requests have no after-response task, and their
+    /// gate opens without `Notify`'s lock.
+    waiting: AtomicBool,
+    opened: Notify,
+}
+
+impl Gate {
+    /// A gate that is open already: there is no response to wait for.
+    pub(crate) fn open() -> Self {
+        let gate = Self::default();
+        gate.0.open.store(true, Ordering::Release);
+        gate
+    }
+
+    #[inline]
+    pub(crate) fn is_open(&self) -> bool {
+        // Acquire: pairs with the store in `GateGuard::drop`, so that what happened before the
+        // response was sent happens before what sees the gate open.
+        self.0.open.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the gate is open.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it holds nothing but its registration.
+    pub(crate) async fn opened(&self) {
+        // SeqCst: pairs with the store and load in `GateGuard::drop` (a store-load pattern on
+        // two flags): either the flag read below is open, or the guard sees `waiting` and
+        // wakes the `Notified` created after this store.
+        self.0.waiting.store(true, Ordering::SeqCst);
+        loop {
+            // A `Notified` sees every `notify_waiters` from its creation on.
+            let opened = self.0.opened.notified();
+            if self.0.open.load(Ordering::SeqCst) {
+                return;
+            }
+            opened.await;
+        }
+    }
+
+    /// The guard that opens the gate when dropped.
+    #[inline]
+    pub(crate) fn guard(&self) -> GateGuard {
+        GateGuard(self.clone())
+    }
+}
+
+impl fmt::Debug for Gate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gate")
+            .field("open", &self.is_open())
+            .finish()
+    }
+}
+
+/// Opens its [`Gate`] when dropped: with the response body, once sent, or with the response
+/// future, when there is no response.
+pub(crate) struct GateGuard(Gate);
+
+impl Drop for GateGuard {
+    fn drop(&mut self) {
+        let inner = &self.0.0;
+        // SeqCst: see `Gate::opened`; it is also a release, for `Gate::is_open`.
+        inner.open.store(true, Ordering::SeqCst);
+        if inner.waiting.load(Ordering::SeqCst) {
+            inner.opened.notify_waiters();
+        }
+    }
+}
+
+impl fmt::Debug for GateGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GateGuard").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_task_sees_the_gate_open_when_its_guard_drops() {
+        let gate = Gate::default();
+        let guard = gate.guard();
+        let waiting = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.opened().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished() && !gate.is_open());
+        drop(guard);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("the guard's drop wakes it")
+            .unwrap();
+        assert!(gate.is_open());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_that_waits_once_the_guard_dropped_does_not_wait() {
+        let gate = Gate::default();
+        drop(gate.guard());
+        tokio::time::timeout(Duration::from_millis(1), gate.opened())
+            .await
+            .expect("opened before anyone waited");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_gate_does_not_wait() {
+        tokio::time::timeout(Duration::from_millis(1), Gate::open().opened())
+            .await
+            .expect("open from the start");
+    }
+}

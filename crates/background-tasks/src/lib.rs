@@ -66,7 +66,10 @@
 //! 0 s). The gauges are set by `TaskSupervisor::record_metrics`, which a scrape handler
 //! calls. A task counts as finished when it ends: a blocking task abandoned by shutdown when its
 //! thread returns, and during the drain any end but a panic is `completed`, as in the
-//! [`ShutdownReport`].
+//! [`ShutdownReport`]. Each goes to the recorder in place where the task spawns or ends, as
+//! the `metrics` macros would send it: a global recorder installed after the supervisor was
+//! built gets every later task. The supervisor keeps, per name, the handles that recorder gave,
+//! so that a task builds no metric key and looks up nothing in the recorder's registry.
 //!
 //! Every label value is a time series your metrics backend keeps, so task names must come from
 //! a small, fixed set (`"send-mail"`, never `"send-mail-42"` or user input). Unnamed tasks are

@@ -10,12 +10,12 @@
 //! exporter's scrape handler calls, so that no spawn pays for them.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
-use metrics::SharedString;
+use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder, SharedString};
 
 /// How many distinct task names get a label value of their own; later ones share
 /// [`METRIC_LABEL_OTHER`]. Names label metrics, and every label value is a time series the metrics backend
@@ -29,48 +29,50 @@ pub const METRIC_LABEL_UNNAMED: &str = "unnamed";
 /// The `name` label of tasks whose name came after [`METRIC_NAMES_LIMIT`] others.
 pub const METRIC_LABEL_OTHER: &str = "other";
 
-/// The bounded set of names used as labels.
+/// The bounded set of names used as labels, each with its series.
 #[derive(Debug, Default)]
 pub(crate) struct Labels {
-    names: RwLock<HashSet<String>>,
+    names: RwLock<HashMap<String, Series>>,
+    unnamed: OnceLock<Series>,
+    other: OnceLock<Series>,
     warned: AtomicBool,
 }
 
 impl Labels {
     /// The `name` label of the tasks named `name`.
     pub(crate) fn label_of(&self, name: &str) -> SharedString {
-        self.label(Some(&Cow::Owned(name.to_owned())))
+        self.with_series(Some(name), |series| series.label.clone())
     }
 
-    /// The `name` label of a task named `name`.
-    fn label(&self, name: Option<&Cow<'static, str>>) -> SharedString {
+    /// Runs `f` with the series of a task named `name`.
+    fn with_series<T>(&self, name: Option<&str>, f: impl FnOnce(&Series) -> T) -> T {
         let Some(name) = name else {
-            return SharedString::const_str(METRIC_LABEL_UNNAMED);
+            return f(self
+                .unnamed
+                .get_or_init(|| Series::new(SharedString::const_str(METRIC_LABEL_UNNAMED))));
         };
-        let as_label = || match name {
-            Cow::Borrowed(name) => SharedString::from(*name),
-            Cow::Owned(name) => SharedString::from(name.clone()),
-        };
-        // A read lock on the common path: the set stops changing once every name was seen.
-        if self
+        // A read lock on the common path: the map stops changing once every name was seen.
+        if let Some(series) = self
             .names
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains(name.as_ref())
+            .get(name)
         {
-            return as_label();
+            return f(series);
         }
         let mut names = self.names.write().unwrap_or_else(PoisonError::into_inner);
-        if names.len() < METRIC_NAMES_LIMIT {
-            names.insert(name.to_string());
-            return as_label();
+        if names.len() < METRIC_NAMES_LIMIT || names.contains_key(name) {
+            let series = names
+                .entry(name.to_owned())
+                .or_insert_with(|| Series::new(SharedString::from(name.to_owned())));
+            return f(series);
         }
         drop(names);
         // Relaxed: a flag that only keeps the warning to one line.
         if !self.warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 limit = METRIC_NAMES_LIMIT,
-                task.name = name.as_ref(),
+                task.name = name,
                 "more than {METRIC_NAMES_LIMIT} distinct background task names: the metrics of \
                  this one and of every new name from now on are labelled name=\"{METRIC_LABEL_OTHER}\". Task \
                  names label metrics, and each value is a time series your metrics backend \
@@ -78,12 +80,15 @@ impl Labels {
                  input"
             );
         }
-        SharedString::const_str(METRIC_LABEL_OTHER)
+        f(self
+            .other
+            .get_or_init(|| Series::new(SharedString::const_str(METRIC_LABEL_OTHER))))
     }
 
     pub(crate) fn spawned(&self, name: Option<&Cow<'static, str>>) {
-        metrics::counter!("background_tasks_spawned_total", "name" => self.label(name))
-            .increment(1);
+        self.with_series(name.map(AsRef::as_ref), |series| {
+            series.spawned.increment(&series.keys.spawned);
+        });
     }
 
     pub(crate) fn finished(
@@ -92,15 +97,153 @@ impl Labels {
         outcome: Outcome,
         duration: Duration,
     ) {
-        let label = self.label(name);
-        metrics::counter!(
-            "background_tasks_finished_total",
-            "name" => label.clone(),
-            "outcome" => outcome.as_str()
-        )
-        .increment(1);
-        metrics::histogram!("background_tasks_duration_seconds", "name" => label)
-            .record(duration.as_secs_f64());
+        self.with_series(name.map(AsRef::as_ref), |series| {
+            let index = outcome as usize;
+            series.finished[index].increment(&series.keys.finished[index]);
+            series
+                .duration
+                .record(&series.keys.duration, duration.as_secs_f64());
+        });
+    }
+}
+
+/// The metrics of one `name` label: their keys, built once, and the handles their recorder
+/// gave for them.
+#[derive(Debug)]
+struct Series {
+    label: SharedString,
+    keys: Keys,
+    spawned: Cached<Counter>,
+    finished: [Cached<Counter>; Outcome::ALL.len()],
+    duration: Cached<Histogram>,
+}
+
+#[derive(Debug)]
+struct Keys {
+    spawned: Key,
+    finished: [Key; Outcome::ALL.len()],
+    duration: Key,
+}
+
+impl Series {
+    fn new(label: SharedString) -> Self {
+        let name = || Label::new("name", label.clone());
+        Self {
+            keys: Keys {
+                spawned: Key::from_parts("background_tasks_spawned_total", vec![name()]),
+                finished: Outcome::ALL.map(|outcome| {
+                    Key::from_parts(
+                        "background_tasks_finished_total",
+                        vec![
+                            name(),
+                            Label::from_static_parts("outcome", outcome.as_str()),
+                        ],
+                    )
+                }),
+                duration: Key::from_parts("background_tasks_duration_seconds", vec![name()]),
+            },
+            label,
+            spawned: Cached::default(),
+            finished: Default::default(),
+            duration: Cached::default(),
+        }
+    }
+}
+
+/// What the `counter!` and `histogram!` macros would register these metrics with.
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// A handle of one metric, kept with the address of the recorder that gave it, so that a task
+/// records without building a [`Key`] and looking it up in the recorder's registry.
+///
+/// A handle records into the recorder that registered it, and nowhere else; the recorder a
+/// task's metrics should go to is the one [`metrics::with_recorder`] hands out as the task
+/// spawns or ends: this thread's local recorder, else the global one, else a no-op. An app may
+/// install its global recorder after it built the supervisor (the quickstart does), and tests
+/// switch local recorders: so each use compares the recorder with the one the handle came
+/// from and registers again when they differ, as the `counter!` macro would have each time.
+/// A handle of a zero-sized recorder (the no-op is one) is never kept: every zero-sized value
+/// may share one address, which then says nothing about which recorder it is.
+///
+/// The global recorder is never freed, so its address names it for good. A thread-local
+/// recorder is named by its address only while it is in place: a supervisor that records
+/// under one local recorder, and then under another that was put at the same address after
+/// the first was dropped, would keep the first's handles. Only tests use local recorders, and
+/// a test that does this should build its supervisor inside the recorder's scope.
+#[derive(Debug)]
+struct Cached<H> {
+    // The handle of the first recorder with an address that recorded this metric: in an app,
+    // its global recorder, for good. Read without a lock, as every task spawns and ends.
+    first: OnceLock<(usize, H)>,
+    // The handle of the last other recorder (a test's next local recorder). A lock, not an
+    // atomic swap: the handle is an `Arc` to clone; written only when that recorder changes.
+    other: RwLock<Option<(usize, H)>>,
+}
+
+// By hand: a derive would ask `H: Default`.
+impl<H> Default for Cached<H> {
+    fn default() -> Self {
+        Self {
+            first: OnceLock::new(),
+            other: RwLock::new(None),
+        }
+    }
+}
+
+impl<H> Cached<H> {
+    fn with(
+        &self,
+        key: &Key,
+        register: impl Fn(&dyn Recorder, &Key) -> H,
+        record: impl FnOnce(&H),
+    ) {
+        metrics::with_recorder(|recorder| {
+            if std::mem::size_of_val(recorder) == 0 {
+                return record(&register(recorder, key));
+            }
+            // The data address of the recorder: a global recorder is never freed, so its
+            // address names it; a thread-local one is named by it while it is in place.
+            let address = std::ptr::from_ref(recorder).cast::<()>() as usize;
+            let (from, handle) = self
+                .first
+                .get_or_init(|| (address, register(recorder, key)));
+            if *from == address {
+                return record(handle);
+            }
+            if let Some((_, handle)) = self
+                .other
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .filter(|(from, _)| *from == address)
+            {
+                return record(handle);
+            }
+            let handle = register(recorder, key);
+            record(&handle);
+            *self.other.write().unwrap_or_else(PoisonError::into_inner) = Some((address, handle));
+        });
+    }
+}
+
+impl Cached<Counter> {
+    fn increment(&self, key: &Key) {
+        self.with(
+            key,
+            |recorder, key| recorder.register_counter(key, &METADATA),
+            |counter| counter.increment(1),
+        );
+    }
+}
+
+impl Cached<Histogram> {
+    fn record(&self, key: &Key, value: f64) {
+        self.with(
+            key,
+            |recorder, key| recorder.register_histogram(key, &METADATA),
+            |histogram| histogram.record(value),
+        );
     }
 }
 
@@ -116,6 +259,16 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in the order of their discriminants: `outcome as usize` indexes it.
+    const ALL: [Outcome; 6] = [
+        Outcome::Completed,
+        Outcome::Panicked,
+        Outcome::Cancelled,
+        Outcome::Aborted,
+        Outcome::Abandoned,
+        Outcome::TimedOut,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             Outcome::Completed => "completed",

@@ -17,13 +17,18 @@ use recorder::{counter, gauge, histogram, recorded};
 #[path = "../../../tests/src/recorder.rs"]
 mod recorder;
 
-/// Runs `test` on a paused current-thread runtime with `recorder` as this thread's recorder.
-fn with_recorder(recorder: &DebuggingRecorder, test: impl std::future::Future<Output = ()>) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// A current-thread runtime with paused time.
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
         .build()
-        .expect("a runtime");
+        .expect("a runtime")
+}
+
+/// Runs `test` on a paused current-thread runtime with `recorder` as this thread's recorder.
+fn with_recorder(recorder: &DebuggingRecorder, test: impl std::future::Future<Output = ()>) {
+    let runtime = paused_runtime();
     metrics::with_local_recorder(recorder, || runtime.block_on(test));
 }
 
@@ -276,4 +281,108 @@ fn timeouts_queue_refusals_and_waiting_tasks_are_recorded() {
             1
         );
     });
+}
+
+/// The supervisor keeps the handles its recorder gave for each name, but a handle records
+/// only into the recorder that gave it: each task's metrics go to the recorder in place when
+/// it spawns and when it ends, whichever recorded before.
+#[test]
+fn each_task_records_into_the_recorder_in_place_as_it_spawns_and_ends() {
+    let runtime = paused_runtime();
+    let supervisor = TaskSupervisor::new();
+    let run = |count: usize| {
+        runtime.block_on(async {
+            for _ in 0..count {
+                supervisor.task("job").spawn(async {}).unwrap();
+            }
+            supervisor.spawn(async {}).unwrap();
+            settle().await;
+        });
+    };
+    // No recorder yet: these go to the no-op recorder.
+    run(1);
+    let (first, second) = (DebuggingRecorder::new(), DebuggingRecorder::new());
+    metrics::with_local_recorder(&first, || run(2));
+    metrics::with_local_recorder(&second, || run(1));
+    metrics::with_local_recorder(&first, || run(4));
+    for (recorder, jobs, unnamed) in [(&first, 6, 2), (&second, 1, 1)] {
+        let mut seen = BTreeMap::new();
+        let metrics = recorded(&recorder.snapshotter(), &mut seen);
+        assert_eq!(
+            counter(metrics, "background_tasks_spawned_total{name=job}"),
+            jobs
+        );
+        assert_eq!(
+            counter(
+                metrics,
+                "background_tasks_finished_total{name=job,outcome=completed}"
+            ),
+            jobs
+        );
+        assert_eq!(
+            histogram(metrics, "background_tasks_duration_seconds{name=job}").len(),
+            jobs as usize
+        );
+        assert_eq!(
+            counter(metrics, "background_tasks_spawned_total{name=unnamed}"),
+            unnamed
+        );
+        assert_eq!(
+            counter(
+                metrics,
+                "background_tasks_finished_total{name=unnamed,outcome=completed}"
+            ),
+            unnamed
+        );
+    }
+}
+
+/// A task that spawns under one recorder and ends under another counts its end in the second.
+#[test]
+fn a_task_that_ends_under_another_recorder_counts_its_end_there() {
+    let runtime = paused_runtime();
+    let supervisor = TaskSupervisor::new();
+    let (first, second) = (DebuggingRecorder::new(), DebuggingRecorder::new());
+    let handle = metrics::with_local_recorder(&first, || {
+        runtime.block_on(async {
+            // One that ends here first, so that `first` gave a handle for the end too.
+            supervisor.task("job").spawn(async {}).unwrap();
+            settle().await;
+        });
+        let _runtime = runtime.enter();
+        supervisor
+            .task("job")
+            .spawn(tokio::time::sleep(Duration::from_secs(1)))
+            .unwrap()
+    });
+    metrics::with_local_recorder(&second, || runtime.block_on(handle)).unwrap();
+    let (mut first_seen, mut second_seen) = (BTreeMap::new(), BTreeMap::new());
+    let first = recorded(&first.snapshotter(), &mut first_seen);
+    let second = recorded(&second.snapshotter(), &mut second_seen);
+    assert_eq!(
+        counter(first, "background_tasks_spawned_total{name=job}"),
+        2
+    );
+    assert_eq!(
+        counter(
+            first,
+            "background_tasks_finished_total{name=job,outcome=completed}"
+        ),
+        1
+    );
+    assert_eq!(
+        histogram(first, "background_tasks_duration_seconds{name=job}"),
+        [0.0]
+    );
+    assert_eq!(
+        counter(
+            second,
+            "background_tasks_finished_total{name=job,outcome=completed}"
+        ),
+        1
+    );
+    assert_eq!(
+        histogram(second, "background_tasks_duration_seconds{name=job}"),
+        [1.0]
+    );
 }

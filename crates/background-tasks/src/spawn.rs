@@ -425,6 +425,7 @@ impl Inner {
 
     /// Wakes the waits for the count to reach zero when `left`, the count they wait on, is
     /// zero.
+    #[inline]
     pub(crate) fn notify_if_idle(&self, left: usize) {
         // An end from a full `max_tasks` makes room: wake the spawns waiting for it. A test
         // of a plain field for supervisors without the limit.
@@ -433,9 +434,15 @@ impl Inner {
         {
             self.notify_room();
         }
-        if left != 0 {
-            return;
+        if left == 0 {
+            self.notify_idle();
         }
+    }
+
+    /// Wakes the waits for the count to reach zero, which it just did. Out of line: most ends
+    /// leave other tasks running.
+    #[inline(never)]
+    fn notify_idle(&self) {
         // SeqCst fence against the SeqCst increment in `wait_until_idle`: either that waiter
         // sees the count at zero, or this load sees the waiter and wakes it. It spares the
         // notify's lock when nobody waits, the common case.
@@ -614,14 +621,22 @@ impl Runtime {
 }
 
 /// The task's span at `level`, when a subscriber wants it: kept out of line otherwise (see
-/// `Cold`). One callsite per level, since a callsite's level is fixed.
+/// `Cold`).
+#[inline]
 fn task_span(level: LevelFilter, id: TaskId, name: Option<&str>) -> Option<Span> {
-    // What every span macro checks first, made before the match below: one relaxed load of the
-    // most verbose level any subscriber wants, which rules out the task span (`DEBUG` by
-    // default) for an app logging at `INFO`, or with no subscriber at all.
+    // What every span macro checks first, made here, inline, before the call: one relaxed
+    // load of the most verbose level any subscriber wants, which rules out the task span
+    // (`DEBUG` by default) for an app logging at `INFO`, or with no subscriber at all.
     if level > LevelFilter::current() {
         return None;
     }
+    enabled_task_span(level, id, name)
+}
+
+/// The task's span at `level`, which the most verbose subscriber's level admits. One callsite
+/// per level, since a callsite's level is fixed.
+#[inline(never)]
+fn enabled_task_span(level: LevelFilter, id: TaskId, name: Option<&str>) -> Option<Span> {
     let id = id.as_u64();
     let span = match level.into_level()? {
         Level::TRACE => tracing::trace_span!("background_task", task.id = id, task.name = name),
@@ -646,6 +661,7 @@ pub(crate) struct Admission<'a> {
 impl Admission<'_> {
     /// Hands the place over to the guard of the task: from now on, the task's end gives it
     /// back, and only that.
+    #[inline]
     fn into_guard(
         self,
         id: TaskId,
@@ -690,7 +706,9 @@ pub(crate) struct TaskGuard {
     /// What a short, unnamed task never needs, boxed so that such a task stays as small as a
     /// tracked one: tokio rounds task cells up to multiples of 128 bytes, and a guard holding
     /// all of it inline doubled the memory of every task, and slowed spawning measurably.
-    cold: Option<Box<Cold>>,
+    /// Dropped by hand, by the guard's long end (see `Drop for TaskGuard`): the short end,
+    /// which only a task without a box takes, then pays for no call to its drop glue.
+    cold: ManuallyDrop<Option<Box<Cold>>>,
 }
 
 /// Set in [`TaskGuard::tagged`] once the task's future was first polled, which the abort
@@ -826,6 +844,7 @@ impl Cold {
 }
 
 impl TaskGuard {
+    #[inline]
     fn new(
         inner: Arc<Inner>,
         id: TaskId,
@@ -844,7 +863,7 @@ impl TaskGuard {
         Self {
             inner,
             tagged: word | if cooperative { COOPERATIVE } else { 0 },
-            cold,
+            cold: ManuallyDrop::new(cold),
         }
     }
 
@@ -1196,7 +1215,7 @@ impl TaskGuard {
             .as_deref()
             .is_some_and(|cold| cold.span.is_none() && cold.panic.is_none() && cold.flow.is_none())
         {
-            *cold = None;
+            **cold = None;
         }
         true
     }
@@ -1243,6 +1262,8 @@ impl Drop for TaskGuard {
             return;
         }
         self.end_and_report();
+        // The box is dropped here, and only here: see `TaskGuard::cold`.
+        drop(self.cold.take());
     }
 }
 

@@ -1058,10 +1058,12 @@ impl TaskGuard {
         (tagged & REGISTERED != 0).then(|| Key::from_bits(tagged & !FLAGS))
     }
 
-    /// Counts the end of the task; returns its id and its name, or `None` for the name of a
-    /// task that was never registered and ended as it should, which is left for
-    /// [`take_name`](Self::take_name), should a failure or a metric need it.
-    fn end(&mut self) -> (TaskId, Option<Cow<'static, str>>) {
+    /// Counts the end of the task; returns its id, its name, or `None` for the name of a task
+    /// that was never registered and ended as it should, which is left for
+    /// [`take_name`](Self::take_name), should a failure or a metric need it, and when a
+    /// registered task's duration began (its first suspension, or a blocking task's spawn), as
+    /// its entry said.
+    fn end(&mut self) -> (TaskId, Option<Cow<'static, str>>, Option<Instant>) {
         let key = self.key();
         let (cooperative, tagged) = (self.is_cooperative(), self.tagged());
         // Meaningful only for a task that never registered: the entry holds the id of one
@@ -1097,9 +1099,9 @@ impl TaskGuard {
                     inner.notify_if_idle(left);
                     if unfinished {
                         inner.dropped_unfinished(id, take_name(), unseen_age(), local);
-                        return (id, None);
+                        return (id, None, None);
                     }
-                    return (id, None);
+                    return (id, None, None);
                 }
             }
             Some(key) => {
@@ -1113,9 +1115,9 @@ impl TaskGuard {
                     if unfinished {
                         let age = Instant::now().saturating_duration_since(entry.started);
                         inner.dropped_unfinished(entry.id, entry.name, Age::Known(age), local);
-                        return (entry.id, None);
+                        return (entry.id, None, Some(entry.started));
                     }
-                    return (entry.id, entry.name);
+                    return (entry.id, entry.name, Some(entry.started));
                 }
             }
         }
@@ -1156,7 +1158,7 @@ impl TaskGuard {
                 inner.ends.count(phase, listed);
                 drop(slab);
                 inner.notify_if_idle(left.waited_for(phase));
-                return (entry.id, entry.name);
+                return (entry.id, entry.name, Some(entry.started));
             }
             // Left in the registry until the shutdown lock is held, below, as every end under
             // that lock does: the registry and the count then agree for any walk.
@@ -1166,12 +1168,12 @@ impl TaskGuard {
         let mut log = inner.lock_shutdown();
         let (phase, left) = inner.state.end_in_shutdown(cooperative);
         let entry = key.map(|key| own_entry(inner.registry.lock_key(key).remove(key)));
-        let (id, name, listed) = match entry {
+        let (id, name, started, listed) = match entry {
             Some(entry) => {
                 let listed = entry.is_stopped();
-                (entry.id, entry.name, listed)
+                (entry.id, entry.name, Some(entry.started), listed)
             }
-            None => (id, Self::take_name(inner, word, cold), false),
+            None => (id, Self::take_name(inner, word, cold), None, false),
         };
         // Snapshots count panics apart from the report's `completed` and `cancelled`.
         let panicked = usize::from(panicked);
@@ -1235,7 +1237,7 @@ impl TaskGuard {
         }
         drop(log);
         inner.notify_if_idle(left.waited_for(phase));
-        (id, name)
+        (id, name, started)
     }
 
     /// How the task is ending, as the `outcome` label of the metrics says: read from the phase
@@ -1263,16 +1265,6 @@ impl TaskGuard {
             Phase::Done if finished => Outcome::Abandoned,
             Phase::Done => Outcome::Aborted,
         }
-    }
-
-    /// When a registered task's duration began: its first suspension, or a blocking task's
-    /// spawn, as its registry entry says. Read before the end removes the entry, at the cost
-    /// of one more shard lock, paid only with the `metrics` feature.
-    #[cfg(feature = "metrics")]
-    fn started(&self) -> Option<Instant> {
-        let key = self.key()?;
-        let mut shard = self.inner().registry.lock_key(key);
-        shard.get_mut(key).map(|entry| entry.started)
     }
 
     fn panicked(&mut self, payload: &(dyn std::any::Any + Send)) {
@@ -1362,8 +1354,9 @@ impl TaskGuard {
     #[inline(never)]
     fn end_and_report(&mut self) {
         #[cfg(feature = "metrics")]
-        let (outcome, started) = (self.outcome(), self.started());
-        let (id, name) = self.end();
+        let outcome = self.outcome();
+        #[cfg_attr(not(feature = "metrics"), expect(unused_variables))]
+        let (id, name, started) = self.end();
         #[cfg(feature = "metrics")]
         let name = {
             let name = name.or_else(|| self.take_own_name());

@@ -548,7 +548,7 @@ pub(crate) struct TaskList {
 
 impl TaskList {
     pub(crate) fn new(listed: Vec<TaskRecord>) -> Self {
-        let head = smallest(&listed, NAMED, |task| task.id)
+        let head = smallest(listed.iter().enumerate(), NAMED, |task| task.id)
             .into_iter()
             .map(|index| listed[index].clone())
             .collect();
@@ -585,7 +585,10 @@ impl TaskList {
             let listed = self.lock_listed();
             // Not moved into `sorted` yet (the lock orders this with the move).
             if listed.len() == self.len {
-                let mut last: Vec<_> = smallest(&listed, count, |task| Reverse(task.id))
+                // From the end, where the walks left each shard's last ids: most tasks then
+                // fall short of the `count` kept at once, and move nothing.
+                let from_the_end = listed.iter().enumerate().rev();
+                let mut last: Vec<_> = smallest(from_the_end, count, |task| Reverse(task.id))
                     .into_iter()
                     .map(|index| listed[index].clone())
                     .collect();
@@ -604,13 +607,13 @@ impl TaskList {
 
 /// The indices of the `count` tasks with the smallest keys, in key order: one pass, which
 /// moves no record, and inserts into a list of `count` only when a task beats its last.
-fn smallest<K: Ord>(
-    tasks: &[TaskRecord],
+fn smallest<'a, K: Ord>(
+    tasks: impl Iterator<Item = (usize, &'a TaskRecord)>,
     count: usize,
     key: impl Fn(&TaskRecord) -> K,
 ) -> Vec<usize> {
-    let mut best: Vec<(K, usize)> = Vec::with_capacity(count.min(tasks.len()) + 1);
-    for (index, task) in tasks.iter().enumerate() {
+    let mut best: Vec<(K, usize)> = Vec::with_capacity(count.min(tasks.size_hint().0) + 1);
+    for (index, task) in tasks {
         let task_key = key(task);
         if best.len() == count && best.last().is_none_or(|(last, _)| task_key >= *last) {
             continue;

@@ -565,6 +565,87 @@ fn deadline(start: Instant, budget: Duration) -> Instant {
         .unwrap_or(start)
 }
 
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::future::{Future, pending};
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::task::{Context, Wake};
+
+    use super::*;
+    use crate::spawn::Spec;
+    use crate::state::Origin;
+    use crate::supervisor::Config;
+
+    /// A waker that records that it was woken.
+    struct Flag(AtomicBool);
+
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn inner() -> Arc<Inner> {
+        Arc::new(Inner::new(Config {
+            shutdown_timeout: Duration::ZERO,
+            cancel_grace: Duration::ZERO,
+            max_tasks: None,
+            on_failure: None,
+            runtime: None,
+            task_span_level: tracing::level_filters::LevelFilter::OFF,
+            limits: crate::limit::Limits::default(),
+        }))
+    }
+
+    /// Admits a task that never ends, with a context or without, and polls it once, so that
+    /// it registers; returns the task and its waker's flag.
+    fn registered(inner: &Arc<Inner>, cooperative: bool) -> (impl Future + Unpin, Arc<Flag>) {
+        let spec = Spec {
+            origin: Origin::Outside,
+            cooperative,
+            name: None,
+            timeout: None,
+        };
+        let (_, mut task) = inner
+            .supervise(spec, |_, _| pending::<()>())
+            .expect("admitted");
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = std::task::Waker::from(flag.clone());
+        assert!(
+            Pin::new(&mut task)
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        (task, flag)
+    }
+
+    #[test]
+    fn the_tasks_a_walk_stops_are_listed_at_once_and_woken_only_when_its_wakes_drop() {
+        let inner = inner();
+        let (_plain, plain) = registered(&inner, false);
+        let (_cooperative, cooperative) = registered(&inner, true);
+        inner
+            .close_admission(Instant::now())
+            .expect("first shutdown");
+        let stopped = inner.begin_cancel();
+        assert_eq!(inner.lock_shutdown().aborted_early.len(), 1, "listed");
+        assert!(
+            !plain.0.load(Ordering::SeqCst),
+            "woken by the walk, not after the report"
+        );
+        drop(stopped);
+        assert!(plain.0.load(Ordering::SeqCst));
+        let aborted = inner.abort_remaining();
+        assert!(!cooperative.0.load(Ordering::SeqCst));
+        let report = inner.close_report(Instant::now());
+        assert_eq!(report.aborted(), 2, "{report}");
+        drop(aborted);
+        assert!(cooperative.0.load(Ordering::SeqCst));
+    }
+}
+
 /// Models of the accounting protocol: admission, task ends and registration racing the phase
 /// changes and the abort walk, on the real code, with the real atomics and locks swapped for
 /// loom's. `.ci/run` runs them:

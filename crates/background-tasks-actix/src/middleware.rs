@@ -1,5 +1,6 @@
 //! The middleware that makes the supervisor reachable from every request it wraps.
 
+use std::cell::Cell;
 use std::fmt;
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
@@ -154,6 +155,7 @@ where
             service,
             supervisor: Arc::new(self.supervisor.clone()),
             in_flight: self.in_flight.shard(),
+            last_gate: Cell::new(None),
         }))
     }
 }
@@ -189,6 +191,8 @@ pub struct BackgroundTasksService<S> {
     // worker's thread only, rather than bounced between the cores of every worker.
     supervisor: Arc<TaskSupervisor>,
     in_flight: Arc<InFlightShard>,
+    /// The gate of the last request, reused by the next one once nothing holds it.
+    last_gate: Cell<Option<Gate>>,
 }
 
 impl<S> BackgroundTasksService<S> {
@@ -236,7 +240,8 @@ where
     fn call(&self, request: ServiceRequest) -> Self::Future {
         // The gate of this request's after-response tasks: opened by the guard, which lives
         // in the response future and then in the response body.
-        let sent = Gate::default();
+        let sent = Gate::reuse_or_new(self.last_gate.take());
+        self.last_gate.set(Some(sent.clone()));
         let guard = sent.guard();
         request
             .extensions_mut()

@@ -163,6 +163,30 @@ async fn an_after_response_task_starts_only_once_the_body_has_been_sent() {
 }
 
 #[actix_web::test]
+async fn the_next_request_s_after_response_task_waits_for_its_own_body() {
+    // The worker reuses a request's gate for the next one once nothing holds it: it must be
+    // closed again by then.
+    let supervisor = TaskSupervisor::new();
+    let ran = Arc::new(AtomicBool::new(false));
+    let service = test::init_service(after_response_app(supervisor.clone(), ran.clone())).await;
+    for request in 0..3 {
+        ran.store(false, Ordering::SeqCst);
+        let response = test::call_service(&service, test::TestRequest::get().to_request()).await;
+        let waited = tokio::time::timeout(Duration::from_millis(100), supervisor.wait_idle()).await;
+        assert!(
+            waited.is_err(),
+            "request {request}'s task ran before its body was sent"
+        );
+        assert!(!ran.load(Ordering::SeqCst));
+        assert_eq!(test::read_body(response).await, "a body");
+        tokio::time::timeout(Duration::from_secs(5), supervisor.wait_idle())
+            .await
+            .expect("the task ran once the body was sent");
+        assert!(ran.load(Ordering::SeqCst));
+    }
+}
+
+#[actix_web::test]
 async fn an_after_response_task_starts_when_the_response_is_dropped_unsent() {
     let supervisor = TaskSupervisor::new();
     let ran = Arc::new(AtomicBool::new(false));

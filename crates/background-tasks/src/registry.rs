@@ -291,6 +291,9 @@ impl Locked<'_> {
 #[derive(Debug)]
 pub(crate) struct Registry {
     shards: Box<[Shard]>,
+    /// `shards.len() - 1`: the count is a power of two, so a mask picks a task's shard, where
+    /// a modulo would cost every registration a 64-bit division.
+    mask: u64,
 }
 
 impl Registry {
@@ -305,6 +308,7 @@ impl Registry {
             let cores = std::thread::available_parallelism().map_or(4, usize::from);
             (cores * 4).next_power_of_two().clamp(4, MAX_SHARDS)
         };
+        debug_assert!(shards.is_power_of_two());
         Self {
             shards: (0..shards)
                 .map(|_| {
@@ -314,14 +318,15 @@ impl Registry {
                     }))
                 })
                 .collect(),
+            mask: shards as u64 - 1,
         }
     }
 
     /// The shard that holds, or will hold, the task `id`, locked.
     pub(crate) fn lock(&self, id: TaskId) -> Locked<'_> {
-        // The modulo keeps consecutive ids, the common case for concurrent spawns, on
+        // The low bits keep consecutive ids, the common case for concurrent spawns, on
         // different shards.
-        self.lock_shard((id.as_u64() % self.shards.len() as u64) as usize)
+        self.lock_shard((id.as_u64() & self.mask) as usize)
     }
 
     /// The shard of `key`, locked.

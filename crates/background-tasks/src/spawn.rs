@@ -89,7 +89,7 @@ impl Inner {
         F::Output: 'static,
     {
         let (id, mut supervised) = self.supervise(spec, make)?;
-        supervised.guard.tagged |= LOCAL;
+        supervised.guard.set(LOCAL);
         // Without a `LocalSet` to run on, tokio panics here and drops the task, which its
         // guard then tells apart from one dropped by its `LocalSet` (see
         // `local_set_is_closing`): tokio gives no way to check first.
@@ -139,7 +139,7 @@ impl Inner {
         drop(shard);
         let mut guard = admission.into_guard(id, None, Some(key), span, flow);
         // Its owner ends it, on purpose, however it ends: never a task dropped unfinished.
-        guard.tagged |= POLLED | FINISHED;
+        guard.set(POLLED | FINISHED);
         if walk_may_have_passed {
             self.list_if_missed(key);
         }
@@ -425,6 +425,7 @@ impl Inner {
 
     /// Wakes the waits for the count to reach zero when `left`, the count they wait on, is
     /// zero.
+    #[inline]
     pub(crate) fn notify_if_idle(&self, left: usize) {
         // An end from a full `max_tasks` makes room: wake the spawns waiting for it. A test
         // of a plain field for supervisors without the limit.
@@ -433,9 +434,15 @@ impl Inner {
         {
             self.notify_room();
         }
-        if left != 0 {
-            return;
+        if left == 0 {
+            self.notify_idle();
         }
+    }
+
+    /// Wakes the waits for the count to reach zero, which it just did. Out of line: most ends
+    /// leave other tasks running.
+    #[inline(never)]
+    fn notify_idle(&self) {
         // SeqCst fence against the SeqCst increment in `wait_until_idle`: either that waiter
         // sees the count at zero, or this load sees the waiter and wakes it. It spares the
         // notify's lock when nobody waits, the common case.
@@ -614,14 +621,22 @@ impl Runtime {
 }
 
 /// The task's span at `level`, when a subscriber wants it: kept out of line otherwise (see
-/// `Cold`). One callsite per level, since a callsite's level is fixed.
+/// `Cold`).
+#[inline]
 fn task_span(level: LevelFilter, id: TaskId, name: Option<&str>) -> Option<Span> {
-    // What every span macro checks first, made before the match below: one relaxed load of the
-    // most verbose level any subscriber wants, which rules out the task span (`DEBUG` by
-    // default) for an app logging at `INFO`, or with no subscriber at all.
+    // What every span macro checks first, made here, inline, before the call: one relaxed
+    // load of the most verbose level any subscriber wants, which rules out the task span
+    // (`DEBUG` by default) for an app logging at `INFO`, or with no subscriber at all.
     if level > LevelFilter::current() {
         return None;
     }
+    enabled_task_span(level, id, name)
+}
+
+/// The task's span at `level`, which the most verbose subscriber's level admits. One callsite
+/// per level, since a callsite's level is fixed.
+#[inline(never)]
+fn enabled_task_span(level: LevelFilter, id: TaskId, name: Option<&str>) -> Option<Span> {
     let id = id.as_u64();
     let span = match level.into_level()? {
         Level::TRACE => tracing::trace_span!("background_task", task.id = id, task.name = name),
@@ -646,6 +661,7 @@ pub(crate) struct Admission<'a> {
 impl Admission<'_> {
     /// Hands the place over to the guard of the task: from now on, the task's end gives it
     /// back, and only that.
+    #[inline]
     fn into_guard(
         self,
         id: TaskId,
@@ -675,51 +691,67 @@ impl Drop for Admission<'_> {
 
 /// Lives inside the task and accounts for its end, however it ends: returned, panicked, or
 /// dropped by an abort.
-pub(crate) struct TaskGuard {
-    inner: Arc<Inner>,
-    /// The task's id until it registers, then its registry [`Key`] ([`REGISTERED`] set; the
-    /// entry holds the id), with the flags [`POLLED`], [`COOPERATIVE`], [`STOPPED`],
-    /// [`FINISHED`], [`REGISTERED`], [`LOCAL`] and [`INTERNED`] in its top bits, which neither
-    /// ids (2^57 spawns, 4 years at a billion a second) nor keys reach. Until the task
-    /// registers, an [`INTERNED`] word also holds the index of the task's name among the
-    /// supervisor's [interned names](crate::names::Names), above an id of at most
-    /// [`NAME_SHIFT`] bits. A field of its own would take the guard past 24 bytes, and a bare
-    /// task past tokio's 128-byte cell; a key or a name kept in the box below would give every
-    /// task that suspends, or every named task, a box.
-    tagged: u64,
-    /// What a short, unnamed task never needs, boxed so that such a task stays as small as a
-    /// tracked one: tokio rounds task cells up to multiples of 128 bytes, and a guard holding
-    /// all of it inline doubled the memory of every task, and slowed spawning measurably.
-    cold: Option<Box<Cold>>,
+pub(crate) struct TaskGuard(Repr);
+
+/// A [`TaskGuard`] in 16 bytes, a tokio task's cell is no bigger for it than for a future in a
+/// `TaskTracker` (8 bytes for its token): tokio rounds cells up to multiples of 128 bytes,
+/// and the 24 bytes a guard took when it held the supervisor, the word and the box side by
+/// side took a 10 ms sleep's cell from 256 bytes to 384. The box's pointer takes the place of
+/// the supervisor's: the box holds it.
+enum Repr {
+    /// A task without a box: the supervisor, and the task's word (see [`Word`]).
+    Lean { inner: Arc<Inner>, tagged: Word },
+    /// A task with a name not interned, a span, a timeout, a limit, or a panic to report.
+    Cold(Box<ColdGuard>),
 }
 
-/// Set in [`TaskGuard::tagged`] once the task's future was first polled, which the abort
+// Two words, as the tracker's token is one: see `Repr`.
+const _: () = assert!(std::mem::size_of::<TaskGuard>() <= 2 * std::mem::size_of::<u64>());
+
+/// A [`TaskGuard`] with its box.
+struct ColdGuard {
+    inner: Arc<Inner>,
+    tagged: Word,
+    cold: Cold,
+}
+
+/// A task's word: its id until it registers, then its registry [`Key`] ([`REGISTERED`] set;
+/// the entry holds the id), with the flags [`POLLED`], [`COOPERATIVE`], [`STOPPED`],
+/// [`FINISHED`], [`REGISTERED`], [`LOCAL`] and [`INTERNED`] in its top bits, which neither ids
+/// (2^57 spawns, 4 years at a billion a second) nor keys reach. Until the task registers, an
+/// [`INTERNED`] word also holds the index of the task's name among the supervisor's [interned
+/// names](crate::names::Names), above an id of at most [`NAME_SHIFT`] bits. A field of its own
+/// would take the guard past 16 bytes; a key or a name kept in the box would give every task
+/// that suspends, or every named task, a box.
+type Word = u64;
+
+/// Set in [`Word`] once the task's future was first polled, which the abort
 /// needs to know of a task that never suspended: was it waiting for its first poll, or inside
 /// it?
 const POLLED: u64 = 1 << 63;
 
-/// Set in [`TaskGuard::tagged`] for a task with a [`TaskContext`](crate::TaskContext): it
+/// Set in [`Word`] for a task with a [`TaskContext`](crate::TaskContext): it
 /// can see the cancellation signal, and so is given the grace before it is aborted.
 const COOPERATIVE: u64 = 1 << 62;
 
-/// Set in [`TaskGuard::tagged`] when shutdown stopped the task at a poll, which the count of
+/// Set in [`Word`] when shutdown stopped the task at a poll, which the count of
 /// a task ending in the cancel phase needs: aborted, or cancelled?
 const STOPPED: u64 = 1 << 61;
 
-/// Set in [`TaskGuard::tagged`] when the task's future returned or panicked (its closure,
+/// Set in [`Word`] when the task's future returned or panicked (its closure,
 /// for a blocking task): a guard dropped without it or [`STOPPED`] belongs to a task dropped
 /// unfinished, by its handle's abort or by its runtime shutting down.
 const FINISHED: u64 = 1 << 60;
 
-/// Set in [`TaskGuard::tagged`] once the task has a registry entry: the bits below the flags
+/// Set in [`Word`] once the task has a registry entry: the bits below the flags
 /// then hold its [`Key`], not its id.
 const REGISTERED: u64 = 1 << 59;
 
-/// Set in [`TaskGuard::tagged`] for a task on a `LocalSet`: dropped unfinished, it asks its
+/// Set in [`Word`] for a task on a `LocalSet`: dropped unfinished, it asks its
 /// `LocalSet`, not its runtime, whether it was dropped on purpose.
 const LOCAL: u64 = 1 << 58;
 
-/// Set in [`TaskGuard::tagged`] while the task's name is interned, as the index the bits from
+/// Set in [`Word`] while the task's name is interned, as the index the bits from
 /// [`NAME_SHIFT`] up hold; the bits below hold its id. Cleared when the task registers: its
 /// entry takes the name.
 const INTERNED: u64 = 1 << 57;
@@ -806,6 +838,11 @@ impl Flow {
 }
 
 impl Cold {
+    /// Whether it holds nothing: a guard needs no box for it.
+    fn is_empty(&self) -> bool {
+        self.name.is_none() && self.panic.is_none() && self.span.is_none() && self.flow.is_none()
+    }
+
     fn deadline_mut(&mut self) -> Option<&mut Deadline> {
         self.flow.as_deref_mut()?.deadline.as_deref_mut()
     }
@@ -826,6 +863,7 @@ impl Cold {
 }
 
 impl TaskGuard {
+    #[inline]
     fn new(
         inner: Arc<Inner>,
         id: TaskId,
@@ -835,40 +873,37 @@ impl TaskGuard {
         span: Option<Span>,
         flow: Option<Box<Flow>>,
     ) -> Self {
+        let word = key.map_or(id.0, |key| key.bits() | REGISTERED);
+        let tagged = word | if cooperative { COOPERATIVE } else { 0 };
         // Matched rather than tested, so that a task without any of it leaves nothing to drop.
-        let (cold, interned) = match (name, span, flow) {
-            (None, None, None) => (None, 0),
-            (name, span, flow) => Self::cold_or_interned(&inner, id, key, name, span, flow),
-        };
-        let word = key.map_or(id.0 | interned, |key| key.bits() | REGISTERED);
-        Self {
-            inner,
-            tagged: word | if cooperative { COOPERATIVE } else { 0 },
-            cold,
+        match (name, span, flow) {
+            (None, None, None) => Self(Repr::Lean { inner, tagged }),
+            (name, span, flow) => Self::cold_or_interned(inner, tagged, key, name, span, flow),
         }
     }
 
-    /// The box of a task that has a name, a span or a flow, or, for a task with a name alone,
-    /// no box and the bits of [`TaskGuard::tagged`] that hold it interned. Out of line, so
-    /// that a task with none of them pays nothing for it.
+    /// The guard of a task that has a name, a span or a flow: with a box, or, for a task with
+    /// a name alone, without one, the bits of its [`Word`] holding the name interned. Out of
+    /// line, so that a task with none of them pays nothing for it.
     #[inline(never)]
     fn cold_or_interned(
-        inner: &Inner,
-        id: TaskId,
+        inner: Arc<Inner>,
+        tagged: Word,
         key: Option<Key>,
         name: Option<Cow<'static, str>>,
         span: Option<Span>,
         flow: Option<Box<Flow>>,
-    ) -> (Option<Box<Cold>>, u64) {
+    ) -> Self {
         // A name alone needs no box when the task's own word can hold it: a `&'static str`
         // interned by the supervisor, for a task yet to register (a registered one's entry
         // holds its name) and with an id that leaves room for it.
         if let (Some(Cow::Borrowed(name)), None, None) = (&name, &span, &flow)
             && key.is_none()
-            && id.0 >> NAME_SHIFT == 0
+            && id_bits(tagged) >> NAME_SHIFT == 0
             && let Some(index) = inner.names.index(name)
         {
-            return (None, INTERNED | (u64::from(index) << NAME_SHIFT));
+            let tagged = tagged | INTERNED | (u64::from(index) << NAME_SHIFT);
+            return Self(Repr::Lean { inner, tagged });
         }
         let cold = Cold {
             name,
@@ -876,7 +911,92 @@ impl TaskGuard {
             span,
             flow: flow.map(ManuallyDrop::new),
         };
-        (Some(Box::new(cold)), 0)
+        Self(Repr::Cold(Box::new(ColdGuard {
+            inner,
+            tagged,
+            cold,
+        })))
+    }
+
+    /// The supervisor.
+    #[inline]
+    fn inner(&self) -> &Arc<Inner> {
+        match &self.0 {
+            Repr::Lean { inner, .. } => inner,
+            Repr::Cold(guard) => &guard.inner,
+        }
+    }
+
+    /// The task's word.
+    #[inline]
+    fn tagged(&self) -> Word {
+        match &self.0 {
+            Repr::Lean { tagged, .. } => *tagged,
+            Repr::Cold(guard) => guard.tagged,
+        }
+    }
+
+    /// Sets `flags` in the task's word.
+    #[inline]
+    fn set(&mut self, flags: Word) {
+        *self.parts().1 |= flags;
+    }
+
+    /// What a task without a box never needs, if this task has it.
+    #[inline]
+    fn cold(&self) -> Option<&Cold> {
+        match &self.0 {
+            Repr::Lean { .. } => None,
+            Repr::Cold(guard) => Some(&guard.cold),
+        }
+    }
+
+    #[inline]
+    fn cold_mut(&mut self) -> Option<&mut Cold> {
+        self.parts().2
+    }
+
+    /// The supervisor, the task's word and its box, borrowed apart.
+    #[inline]
+    fn parts(&mut self) -> (&Arc<Inner>, &mut Word, Option<&mut Cold>) {
+        match &mut self.0 {
+            Repr::Lean { inner, tagged } => (inner, tagged, None),
+            Repr::Cold(guard) => {
+                let ColdGuard {
+                    inner,
+                    tagged,
+                    cold,
+                } = &mut **guard;
+                (inner, tagged, Some(cold))
+            }
+        }
+    }
+
+    /// The task's box, made if it has none: for a panic to report.
+    fn cold_or_default(&mut self) -> &mut Cold {
+        if let Repr::Lean { inner, tagged } = &self.0 {
+            let guard = ColdGuard {
+                inner: inner.clone(),
+                tagged: *tagged,
+                cold: Cold::default(),
+            };
+            self.0 = Repr::Cold(Box::new(guard));
+        }
+        match &mut self.0 {
+            Repr::Cold(guard) => &mut guard.cold,
+            Repr::Lean { .. } => unreachable!("a box was just made"),
+        }
+    }
+
+    /// Drops the box of a task that no longer needs it: a long-lived task that held only its
+    /// name in it, which its registry entry has taken.
+    fn drop_empty_box(&mut self) {
+        if let Repr::Cold(guard) = &self.0
+            && guard.cold.is_empty()
+        {
+            let (inner, tagged) = (guard.inner.clone(), guard.tagged);
+            self.0 = Repr::Lean { inner, tagged };
+        }
     }
 
     /// The task's id, kept here until the task registers; its entry holds it from then on.
@@ -885,19 +1005,20 @@ impl TaskGuard {
             self.key().is_none(),
             "a registered task's id is in its entry"
         );
-        TaskId(id_bits(self.tagged))
+        TaskId(id_bits(self.tagged()))
     }
 
     /// Takes the name of this task, which has not registered.
     fn take_own_name(&mut self) -> Option<Cow<'static, str>> {
-        Self::take_name(&self.inner, &mut self.tagged, &mut self.cold)
+        let (inner, tagged, cold) = self.parts();
+        Self::take_name(inner, tagged, cold)
     }
 
     /// Takes the name of a task that has not registered: from its word, or from its box.
     fn take_name(
         inner: &Inner,
-        tagged: &mut u64,
-        cold: &mut Option<Box<Cold>>,
+        tagged: &mut Word,
+        cold: Option<&mut Cold>,
     ) -> Option<Cow<'static, str>> {
         if *tagged & INTERNED != 0 {
             // Truncation keeps the 8 bits above `NAME_SHIFT`, the index, and drops the flags.
@@ -905,29 +1026,29 @@ impl TaskGuard {
             *tagged &= !INTERNED & !(u64::from(u8::MAX) << NAME_SHIFT);
             return inner.names.get(index).map(Cow::Borrowed);
         }
-        cold.as_mut().and_then(|cold| cold.name.take())
+        cold.and_then(|cold| cold.name.take())
     }
 
+    #[inline]
     fn is_cooperative(&self) -> bool {
-        self.tagged & COOPERATIVE != 0
+        self.tagged() & COOPERATIVE != 0
     }
 
     /// Whether shutdown stops this task now; if so, marks it as stopped.
     #[inline]
     fn stopped_by_shutdown(&mut self) -> bool {
-        let stops = self.inner.aborting.stops(self.is_cooperative());
+        let (inner, tagged, _) = self.parts();
+        let stops = inner.aborting.stops(*tagged & COOPERATIVE != 0);
         if stops {
-            self.tagged |= STOPPED;
+            *tagged |= STOPPED;
         }
         stops
     }
 
+    #[inline]
     fn key(&self) -> Option<Key> {
-        (self.tagged & REGISTERED != 0).then(|| Key::from_bits(self.tagged & !FLAGS))
-    }
-
-    fn cold(&mut self) -> &mut Cold {
-        self.cold.get_or_insert_with(Box::default)
+        let tagged = self.tagged();
+        (tagged & REGISTERED != 0).then(|| Key::from_bits(tagged & !FLAGS))
     }
 
     /// Counts the end of the task; returns its id and its name, or `None` for the name of a
@@ -935,7 +1056,7 @@ impl TaskGuard {
     /// [`take_name`](Self::take_name), should a failure or a metric need it.
     fn end(&mut self) -> (TaskId, Option<Cow<'static, str>>) {
         let key = self.key();
-        let (cooperative, tagged) = (self.is_cooperative(), self.tagged);
+        let (cooperative, tagged) = (self.is_cooperative(), self.tagged());
         // Meaningful only for a task that never registered: the entry holds the id of one
         // that did.
         let id = TaskId(id_bits(tagged));
@@ -952,11 +1073,7 @@ impl TaskGuard {
                 Age::NotStarted
             }
         };
-        let TaskGuard {
-            inner,
-            cold,
-            tagged: word,
-        } = self;
+        let (inner, word, mut cold) = self.parts();
         // Counted before the end, so that a snapshot never sees the task neither running nor
         // timed out (as a panic is counted before its task ends). A panic past the deadline
         // counts as a panic only.
@@ -966,7 +1083,7 @@ impl TaskGuard {
         if timed_out {
             Tally::bump(&inner.tally.timed_out);
         }
-        let mut take_name = || Self::take_name(inner, word, cold);
+        let mut take_name = || Self::take_name(inner, word, cold.as_deref_mut());
         match key {
             None => {
                 if let Some(left) = inner.state.end_if_running(cooperative) {
@@ -1004,7 +1121,7 @@ impl TaskGuard {
         // rest is counted under the shutdown lock, which the driver holds to walk and to write
         // the report, with 100 000 tasks ending at the cancellation signal or 200 000 woken
         // by the abort.
-        let panicked = cold.as_ref().is_some_and(|cold| cold.panic.is_some());
+        let panicked = cold.as_deref().is_some_and(|cold| cold.panic.is_some());
         if let Some(key) = key
             && !timed_out
             && !panicked
@@ -1120,19 +1237,15 @@ impl TaskGuard {
     #[cfg(feature = "metrics")]
     fn outcome(&self) -> crate::metrics::Outcome {
         use crate::metrics::Outcome;
-        if self.cold.as_ref().is_some_and(|cold| cold.panic.is_some()) {
+        if self.cold().is_some_and(|cold| cold.panic.is_some()) {
             return Outcome::Panicked;
         }
-        let (stopped, finished) = (self.tagged & STOPPED != 0, self.tagged & FINISHED != 0);
-        if !stopped
-            && self
-                .cold
-                .as_ref()
-                .is_some_and(|cold| cold.timed_out().is_some())
-        {
+        let tagged = self.tagged();
+        let (stopped, finished) = (tagged & STOPPED != 0, tagged & FINISHED != 0);
+        if !stopped && self.cold().is_some_and(|cold| cold.timed_out().is_some()) {
             return Outcome::TimedOut;
         }
-        match self.inner.state.phase() {
+        match self.inner().state.phase() {
             // Dropped unfinished: aborted through its handle, or by its runtime.
             Phase::Running if !stopped && !finished => Outcome::Aborted,
             // During the drain every end but a panic completes, as the report counts them.
@@ -1151,25 +1264,21 @@ impl TaskGuard {
     #[cfg(feature = "metrics")]
     fn started(&self) -> Option<Instant> {
         let key = self.key()?;
-        let mut shard = self.inner.registry.lock_key(key);
+        let mut shard = self.inner().registry.lock_key(key);
         shard.get_mut(key).map(|entry| entry.started)
     }
 
     fn panicked(&mut self, payload: &(dyn std::any::Any + Send)) {
-        self.tagged |= FINISHED;
-        Tally::bump(&self.inner.tally.panicked);
-        self.cold().panic = Some(panic_message(payload).map(str::to_owned));
+        self.set(FINISHED);
+        Tally::bump(&self.inner().tally.panicked);
+        self.cold_or_default().panic = Some(panic_message(payload).map(str::to_owned));
     }
 
     /// Registers a suspended async task, so that shutdown can name it and wake it to abort
     /// it; returns `false` if shutdown is already aborting, and the task must stop.
     fn register(&mut self, waker: &Waker, waiting: bool) -> bool {
         let (id, cooperative) = (self.unregistered_id(), self.is_cooperative());
-        let TaskGuard {
-            inner,
-            cold,
-            tagged,
-        } = self;
+        let (inner, tagged, cold) = self.parts();
         let mut shard = inner.registry.lock(id);
         // Checked under the shard lock: each walk sets the flag while it holds every shard, so
         // either it finds this entry, or this task sees the flag. A task waiting for a place
@@ -1192,12 +1301,7 @@ impl TaskGuard {
         drop(shard);
         *tagged = (*tagged & FLAGS) | REGISTERED | key.bits();
         // A box that held only the name is empty now: a long-lived named task keeps no box.
-        if cold
-            .as_deref()
-            .is_some_and(|cold| cold.span.is_none() && cold.panic.is_none() && cold.flow.is_none())
-        {
-            *cold = None;
-        }
+        self.drop_empty_box();
         true
     }
 
@@ -1206,7 +1310,7 @@ impl TaskGuard {
         let Some(key) = self.key() else {
             return false;
         };
-        match self.inner.registry.lock_key(key).get_mut(key) {
+        match self.inner().registry.lock_key(key).get_mut(key) {
             Some(Entry {
                 kind: Kind::Blocking { stage, .. },
                 ..
@@ -1235,11 +1339,11 @@ impl Drop for TaskGuard {
         // its end and never registered, while the supervisor runs. `end` would do the same, and
         // then find nothing more to do; without `metrics`, whose labels need the name.
         #[cfg(not(feature = "metrics"))]
-        if self.tagged & (REGISTERED | FINISHED | STOPPED) == FINISHED
-            && self.cold.is_none()
-            && let Some(left) = self.inner.state.end_if_running(self.is_cooperative())
+        if let Repr::Lean { inner, tagged } = &self.0
+            && tagged & (REGISTERED | FINISHED | STOPPED) == FINISHED
+            && let Some(left) = inner.state.end_if_running(tagged & COOPERATIVE != 0)
         {
-            self.inner.notify_if_idle(left);
+            inner.notify_if_idle(left);
             return;
         }
         self.end_and_report();
@@ -1259,26 +1363,27 @@ impl TaskGuard {
             let duration = started.map_or(std::time::Duration::ZERO, |started| {
                 Instant::now().saturating_duration_since(started)
             });
-            self.inner.labels.finished(name.as_ref(), outcome, duration);
+            self.inner()
+                .labels
+                .finished(name.as_ref(), outcome, duration);
             name
         };
         // Only a task with a cold box can have failed.
-        if self.cold.is_none() {
+        if self.cold().is_none() {
             return;
         }
         let name = name.or_else(|| self.take_own_name());
-        let Some(cold) = self.cold.as_deref_mut() else {
+        let (inner, tagged, Some(cold)) = self.parts() else {
             return;
         };
         if let Some(message) = cold.panic.take() {
-            self.inner
-                .fail(TaskFailure::new(id, name, FailureKind::Panic { message }));
-        } else if self.tagged & STOPPED == 0
+            inner.fail(TaskFailure::new(id, name, FailureKind::Panic { message }));
+        } else if *tagged & STOPPED == 0
             && let Some((timeout, aborted)) = cold.timed_out()
         {
             // Past its deadline, unless shutdown stopped it first: then the report names it.
             let kind = FailureKind::TimedOut { timeout, aborted };
-            self.inner.fail(TaskFailure::new(id, name, kind));
+            inner.fail(TaskFailure::new(id, name, kind));
         }
     }
 }
@@ -1301,26 +1406,22 @@ impl<F: Future> Future for Supervised<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if this.guard.stopped_by_shutdown() {
-            return Poll::Ready(Err(Stopped::ByShutdown));
-        }
-        match this.guard.gate(cx, true) {
+        match this.guard.begin_poll(cx) {
             Gate::Go => {}
             Gate::Wait => return Poll::Pending,
             Gate::Stop(stopped) => return Poll::Ready(Err(stopped)),
         }
-        // A plain store to the task's own memory: cheaper than testing whether it is needed.
-        this.guard.tagged |= POLLED;
         match this.guard.poll_in_span(|| this.future.poll(cx)) {
             Poll::Ready(output) => {
                 // A plain store to the task's own memory, as for `POLLED`.
-                this.guard.tagged |= FINISHED;
+                this.guard.set(FINISHED);
                 Poll::Ready(Ok(output))
             }
             Poll::Pending => {
                 // The waker of a task's top-level future is the task's own and never changes,
                 // so registering once is enough.
-                if this.guard.tagged & REGISTERED == 0 && !this.guard.register(cx.waker(), false) {
+                if this.guard.tagged() & REGISTERED == 0 && !this.guard.register(cx.waker(), false)
+                {
                     return Poll::Ready(Err(Stopped::ByShutdown));
                 }
                 Poll::Pending
@@ -1338,6 +1439,37 @@ pub(crate) enum Gate {
 }
 
 impl TaskGuard {
+    /// What shutdown, and the task's per-name limit and timeout, say before its future is
+    /// polled with `cx`; marks it as polled if it goes on. A task without a box has neither a
+    /// limit nor a timeout: it only checks the abort.
+    #[inline]
+    fn begin_poll(&mut self, cx: &mut Context<'_>) -> Gate {
+        if let Repr::Lean { inner, tagged } = &mut self.0 {
+            if inner.aborting.stops(*tagged & COOPERATIVE != 0) {
+                *tagged |= STOPPED;
+                return Gate::Stop(Stopped::ByShutdown);
+            }
+            // A plain store to the task's own memory: cheaper than testing whether it is
+            // needed.
+            *tagged |= POLLED;
+            return Gate::Go;
+        }
+        self.begin_cold_poll(cx)
+    }
+
+    /// [`begin_poll`](Self::begin_poll) for a task with a box.
+    #[inline(never)]
+    fn begin_cold_poll(&mut self, cx: &mut Context<'_>) -> Gate {
+        if self.stopped_by_shutdown() {
+            return Gate::Stop(Stopped::ByShutdown);
+        }
+        let gate = self.gate(cx, true);
+        if matches!(gate, Gate::Go) {
+            self.set(POLLED);
+        }
+        gate
+    }
+
     /// What the task's per-name limit and timeout say before its future is polled with
     /// `cx`: go on, wait for a place, or stop. `abortable` is false for a tracked future,
     /// which only its owner can stop.
@@ -1345,19 +1477,18 @@ impl TaskGuard {
     pub(crate) fn gate(&mut self, cx: &mut Context<'_>, abortable: bool) -> Gate {
         // A test of a word the guard holds anyway: only a task with a cold box (a name not yet
         // registered, a span, a timeout, a limit) looks further.
-        let Some(flow) = self
-            .cold
-            .as_deref_mut()
-            .and_then(|cold| cold.flow.as_deref_mut())
-        else {
+        let (inner, tagged, Some(cold)) = self.parts() else {
+            return Gate::Go;
+        };
+        let Some(flow) = cold.flow.as_deref_mut() else {
             return Gate::Go;
         };
         // The timeout runs from the spawn, waiting included, as `tokio::time::timeout`'s.
         if let Some(deadline) = flow.deadline.as_deref_mut()
-            && deadline.poll_expired(cx, self.inner.config.cancel_grace, abortable)
+            && deadline.poll_expired(cx, inner.config.cancel_grace, abortable)
         {
             // Ended by its timeout, not dropped unfinished: its end is a failure of its own.
-            self.tagged |= FINISHED;
+            *tagged |= FINISHED;
             return Gate::Stop(Stopped::TimedOut);
         }
         if flow.place.as_ref().is_some_and(Place::is_waiting) {
@@ -1372,26 +1503,26 @@ impl TaskGuard {
     fn wait_for_place(&mut self, cx: &mut Context<'_>, abortable: bool) -> Option<Gate> {
         // Never started, and from the cancel phase on never will: stopped, and named as not
         // started (a walk listed it so, or its end does).
-        if abortable && self.inner.state.phase() >= Phase::Cancelling {
-            self.tagged |= STOPPED;
+        if abortable && self.inner().state.phase() >= Phase::Cancelling {
+            self.set(STOPPED);
             return Some(Gate::Stop(Stopped::ByShutdown));
         }
-        let place = self.cold.as_deref_mut().and_then(Cold::place_mut)?;
+        let place = self.cold_mut().and_then(Cold::place_mut)?;
         if place.poll_held(cx).is_pending() {
             // Registered while it waits, so that snapshots show it and the walks find it.
-            if abortable && self.tagged & REGISTERED == 0 && !self.register(cx.waker(), true) {
+            if abortable && self.tagged() & REGISTERED == 0 && !self.register(cx.waker(), true) {
                 return Some(Gate::Stop(Stopped::ByShutdown));
             }
             return Some(Gate::Wait);
         }
         if let Some(key) = self.key() {
-            let mut shard = self.inner.registry.lock_key(key);
+            let mut shard = self.inner().registry.lock_key(key);
             if let Some(entry) = shard.get_mut(key) {
                 // Under the shard lock the walks take: a walk that listed it as not started
                 // stopped it, and it does not start now.
                 if abortable && entry.is_stopped() {
                     drop(shard);
-                    self.tagged |= STOPPED;
+                    self.set(STOPPED);
                     return Some(Gate::Stop(Stopped::ByShutdown));
                 }
                 entry.waiting = false;
@@ -1406,7 +1537,7 @@ impl TaskGuard {
     /// and reported even when nobody awaits the handle; it then unwinds on.
     #[inline]
     pub(crate) fn poll_in_span<T>(&mut self, poll: impl FnOnce() -> Poll<T>) -> Poll<T> {
-        let span = self.cold.as_deref().and_then(|cold| cold.span.as_ref());
+        let span = self.cold().and_then(|cold| cold.span.as_ref());
         let entered = span.map(Span::enter);
         let polled = catch_unwind(AssertUnwindSafe(poll));
         drop(entered);
@@ -1421,23 +1552,23 @@ fn run_blocking<R>(mut guard: TaskGuard, function: impl FnOnce() -> R) -> Result
     if !guard.start_blocking() {
         // A walk aborted it before it started, or it was admitted as one was under way and
         // never registered: stopped, as an async task is at its first poll.
-        guard.tagged |= STOPPED;
+        guard.set(STOPPED);
         return Err(Stopped::ByShutdown);
     }
-    let deadline = guard.cold.as_deref_mut().and_then(Cold::deadline_mut);
+    let deadline = guard.cold_mut().and_then(Cold::deadline_mut);
     if let Some(deadline) = deadline
         && deadline.expired_before_start()
     {
         // Queued past its deadline: it does not start, and its end is a failure of its own.
-        guard.tagged |= FINISHED;
+        guard.set(FINISHED);
         return Err(Stopped::TimedOut);
     }
-    let span = guard.cold.as_ref().and_then(|cold| cold.span.clone());
+    let span = guard.cold().and_then(|cold| cold.span.clone());
     let run = || match catch_unwind(AssertUnwindSafe(function)) {
         Ok(output) => {
-            guard.tagged |= FINISHED;
+            guard.set(FINISHED);
             // Nothing could stop it once it ran: past its deadline, it is reported as such.
-            let deadline = guard.cold.as_deref_mut().and_then(Cold::deadline_mut);
+            let deadline = guard.cold_mut().and_then(Cold::deadline_mut);
             if let Some(deadline) = deadline {
                 deadline.check_after_run();
             }
@@ -1498,9 +1629,9 @@ mod tests {
                 .supervise(named("job"), |_, _| async { panic!("job failed") })
                 .unwrap();
             assert_eq!(id.as_u64(), first + offset);
-            let interned = supervised.guard.tagged & INTERNED != 0;
+            let interned = supervised.guard.tagged() & INTERNED != 0;
             assert_eq!(interned, id.as_u64() >> NAME_SHIFT == 0, "{id:?}");
-            assert_eq!(supervised.guard.cold.is_some(), !interned, "{id:?}");
+            assert_eq!(supervised.guard.cold().is_some(), !interned, "{id:?}");
             assert_eq!(supervised.guard.unregistered_id(), id);
             let handle = TaskHandle::new(id, tokio::spawn(supervised));
             assert!(handle.await.unwrap_err().is_panic());

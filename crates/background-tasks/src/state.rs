@@ -253,6 +253,7 @@ impl State {
     /// Counts one task fewer if the supervisor is still `Running`; returns the number of tasks
     /// left, or `None` (and changes nothing) when shutdown has begun and the end must be
     /// recorded under the shutdown lock with [`State::end_in_shutdown`].
+    #[inline]
     pub(crate) fn end_if_running(&self, cooperative: bool) -> Option<usize> {
         let unit = unit(cooperative);
         let mut word = self.word.load(Ordering::Relaxed);

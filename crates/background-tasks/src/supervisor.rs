@@ -527,7 +527,7 @@ impl TaskSupervisor {
     /// Spawns `future` as a supervised task on the runtime `handle` refers to, rather than on
     /// the runtime set with
     /// [`SupervisorBuilder::runtime`](crate::SupervisorBuilder::runtime) or the caller's, as
-    /// [`TaskTracker::spawn_on`](tokio_util::task::TaskTracker::spawn_on) does. The supervisor
+    /// [`TaskTracker::spawn_on`](https://docs.rs/tokio-util/0.7/tokio_util/task/task_tracker/struct.TaskTracker.html#method.spawn_on) does. The supervisor
     /// drains it, cancels and aborts it, like any task; shut the supervisor down before that
     /// runtime stops, or its tasks are dropped and reported as
     /// [`FailureKind::Dropped`](crate::FailureKind::Dropped).
@@ -691,7 +691,7 @@ impl TaskSupervisor {
     }
 
     /// Spawns `future`, which need not be `Send`, as a supervised task on `local_set`, as
-    /// [`TaskTracker::spawn_local_on`](tokio_util::task::TaskTracker::spawn_local_on) does;
+    /// [`TaskTracker::spawn_local_on`](https://docs.rs/tokio-util/0.7/tokio_util/task/task_tracker/struct.TaskTracker.html#method.spawn_local_on) does;
     /// it runs once `local_set` is driven. Otherwise as [`spawn_local`](Self::spawn_local).
     ///
     /// # Examples
@@ -724,7 +724,7 @@ impl TaskSupervisor {
     }
 
     /// Tracks `future`, which the caller polls itself, as a supervised task, as
-    /// [`TaskTracker::track_future`](tokio_util::task::TaskTracker::track_future) does: the
+    /// [`TaskTracker::track_future`](https://docs.rs/tokio-util/0.7/tokio_util/task/task_tracker/struct.TaskTracker.html#method.track_future) does: the
     /// [`TrackedFuture`] counts as a running task until it completes or is dropped.
     ///
     /// Use it for work a request handler awaits itself but wants drained at shutdown and

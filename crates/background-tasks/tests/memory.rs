@@ -201,3 +201,50 @@ fn a_named_task_waiting_for_its_first_poll_holds_no_allocation_but_its_cell() {
         }
     });
 }
+
+/// Failed before, at 384 bytes a task against tokio's 256: the supervisor's guard took 24
+/// bytes (the supervisor, the task's word, a pointer to its box), enough to take a 10 ms
+/// sleep, as a handler spawns it, across tokio's 128-byte steps of cell size. Now the guard
+/// takes 16 bytes, as many as a `TaskTracker`'s token with its padding, and the cell is the
+/// same size as a bare task's.
+#[test]
+fn a_supervised_sleep_takes_the_cell_of_a_bare_one() {
+    const QUEUED: usize = 1_000;
+    let (_alone, runtime) = alone_on_a_runtime();
+    runtime.block_on(async {
+        let supervisor = TaskSupervisor::new();
+        let sleep = || {
+            let duration = std::time::Duration::from_millis(10);
+            async move { tokio::time::sleep(duration).await }
+        };
+        let mut bytes_per_task = Vec::new();
+        for kind in ["tokio", "spawn", "named"] {
+            let mut bare_handles = Vec::with_capacity(QUEUED);
+            let mut handles = Vec::with_capacity(QUEUED);
+            let before = LIVE_BYTES.load(Ordering::Relaxed);
+            // Not polled until this task yields: each holds what its spawn allocated.
+            for _ in 0..QUEUED {
+                match kind {
+                    "tokio" => bare_handles.push(tokio::spawn(sleep())),
+                    "spawn" => handles.push(supervisor.spawn(sleep()).unwrap()),
+                    _ => handles.push(supervisor.task("job").spawn(sleep()).unwrap()),
+                }
+            }
+            let bytes = LIVE_BYTES.load(Ordering::Relaxed) - before;
+            bytes_per_task.push((kind, bytes as f64 / QUEUED as f64));
+            bare_handles.iter().for_each(tokio::task::JoinHandle::abort);
+            handles.iter().for_each(background_tasks::TaskHandle::abort);
+            while !supervisor.is_empty() {
+                tokio::task::yield_now().await;
+            }
+        }
+        let bare = bytes_per_task[0].1;
+        for (kind, bytes) in &bytes_per_task[1..] {
+            // Within half of tokio's step: the queues' growth leaves a byte or so a task.
+            assert!(
+                *bytes < bare + 64.0,
+                "{kind}: {bytes} bytes a queued task, against {bare} for tokio::spawn"
+            );
+        }
+    });
+}

@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
+use background_tasks::TaskSupervisor;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
@@ -19,7 +20,10 @@ use tokio::sync::oneshot::error::TryRecvError;
 use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
 use tower_service::Service;
 
+use crate::body::AfterResponseBody;
+use crate::future::ResponseFuture;
 use crate::io::ConnectionIo;
+use crate::layer::attach;
 use crate::stage::{CLOSE, GRACEFUL, Stage, StageWatch};
 
 /// The connection tasks, and the upgraded sockets.
@@ -33,14 +37,17 @@ pub(crate) struct Connections {
     /// `http` token is dropped, so that once `http` is empty no upgraded socket is uncounted.
     upgraded: TaskTracker,
     stage: Arc<Stage>,
+    /// What every request gets, through a `BackgroundTasks` extension.
+    supervisor: TaskSupervisor,
 }
 
 impl Connections {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(supervisor: TaskSupervisor) -> Self {
         Self {
             http: TaskTracker::new(),
             upgraded: TaskTracker::new(),
             stage: Arc::new(Stage::new()),
+            supervisor,
         }
     }
 
@@ -55,7 +62,10 @@ impl Connections {
     {
         tokio::spawn(serve_connection(
             io,
-            service,
+            AxumService {
+                service,
+                supervisor: self.supervisor.clone(),
+            },
             self.stage.clone(),
             self.http.token(),
             self.upgraded.clone(),
@@ -112,7 +122,7 @@ impl Drop for Connections {
 
 async fn serve_connection<I, S>(
     io: I,
-    service: S,
+    service: AxumService<S>,
     stage: Arc<Stage>,
     serving: TaskTrackerToken,
     upgraded: TaskTracker,
@@ -138,7 +148,7 @@ async fn serve_connection<I, S>(
 
 /// Serves HTTP on `io` until the connection closes, hands its socket to an upgrade, or is
 /// told to close.
-async fn serve_http<I, S>(io: ConnectionIo<I>, service: S, stage: Arc<Stage>)
+async fn serve_http<I, S>(io: ConnectionIo<I>, service: AxumService<S>, stage: Arc<Stage>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request, Response = Response, Error = Infallible, Future: Send>
@@ -149,7 +159,7 @@ where
     let mut builder = Builder::new(TokioExecutor::new());
     // The CONNECT protocol, for WebSockets over HTTP/2, as `axum::serve` enables it.
     builder.http2().enable_connect_protocol();
-    let service = TowerToHyperService::new(AxumBody(service));
+    let service = TowerToHyperService::new(service);
     let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
 
     let mut watch = pin!(StageWatch::new(stage));
@@ -173,25 +183,34 @@ where
 }
 
 /// Hands hyper's requests to an axum service with axum's [`Body`], as `axum::serve` does
-/// (`Body::new` does not box a body twice, so a `Router`, which maps it again, pays nothing).
+/// (`Body::new` does not box a body twice, so a `Router`, which maps it again, pays nothing),
+/// and the supervisor with them, as [`BackgroundTasksLayer`](crate::BackgroundTasksLayer)
+/// does. Here rather than in the layer of every route: axum wraps each route of a
+/// `Router::layer` in a boxed service of its own, which it clones per request, and boxes the
+/// response body the layer wraps; hyper takes this body as it is.
 #[derive(Clone)]
-struct AxumBody<S>(S);
+struct AxumService<S> {
+    service: S,
+    supervisor: TaskSupervisor,
+}
 
-impl<S> Service<http::Request<Incoming>> for AxumBody<S>
+impl<S> Service<http::Request<Incoming>> for AxumService<S>
 where
-    S: Service<Request>,
+    S: Service<Request, Response = Response>,
 {
-    type Response = S::Response;
+    type Response = Response<AfterResponseBody<Body>>;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = ResponseFuture<S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
+        self.service.poll_ready(cx)
     }
 
     #[inline]
     fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
-        self.0.call(request.map(Body::new))
+        let mut request = request.map(Body::new);
+        let guard = attach(&mut request, &self.supervisor);
+        ResponseFuture::new(self.service.call(request), guard)
     }
 }

@@ -26,9 +26,9 @@ use crate::gate::RequestState;
 /// use `?`. [`after_response`](Self::after_response) schedules work that starts once the
 /// response has been sent.
 ///
-/// Used without the layer, the extractor rejects the request with
-/// [`MissingBackgroundTasksLayer`], a `500` that says how to add it; `Option<BackgroundTasks>`
-/// gives `None` instead.
+/// Used in an app that neither [`serve`](crate::serve) runs nor the layer wraps, the extractor
+/// rejects the request with [`MissingBackgroundTasksLayer`], a `500` that says how to add
+/// either; `Option<BackgroundTasks>` gives `None` instead.
 ///
 /// # Examples
 ///
@@ -820,8 +820,9 @@ impl fmt::Debug for BackgroundTaskBuilder<'_> {
     }
 }
 
-/// The rejection of [`BackgroundTasks`] when no [`BackgroundTasksLayer`] runs in front of the
-/// handler: a `500 Internal Server Error` whose body says how to add the layer.
+/// The rejection of [`BackgroundTasks`] when neither [`serve`](crate::serve) nor a
+/// [`BackgroundTasksLayer`] runs in front of the handler: a `500 Internal Server Error` whose
+/// body says how to add either.
 ///
 /// [`BackgroundTasksLayer`]: crate::BackgroundTasksLayer
 ///
@@ -837,9 +838,10 @@ impl fmt::Debug for BackgroundTaskBuilder<'_> {
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "BackgroundTasks was extracted, but no BackgroundTasksLayer runs in front of this handler; \
-     add `.layer(BackgroundTasksLayer::new(supervisor))` to the router after the routes that \
-     use it, where `supervisor` is your background_tasks::TaskSupervisor"
+    "BackgroundTasks was extracted, but this app is neither run by background_tasks_axum::serve \
+     nor under a BackgroundTasksLayer; run it with `serve(listener, app, supervisor)`, or add \
+     `.layer(BackgroundTasksLayer::new(supervisor))` to the router after the routes that use \
+     it, where `supervisor` is your background_tasks::TaskSupervisor"
 )]
 pub struct MissingBackgroundTasksLayer;
 

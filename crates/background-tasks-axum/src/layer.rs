@@ -17,6 +17,10 @@ use crate::gate::{AfterResponseGuard, RequestState};
 /// [`BackgroundTasks`] extractor, and runs [`after_response`](BackgroundTasks::after_response)
 /// tasks once each response has been sent.
 ///
+/// [`serve`](crate::serve) does this for every request it serves, at less cost: an app it runs
+/// needs the layer only for routes that should spawn on another supervisor. Add it to an app
+/// served otherwise: a router called with `oneshot` in tests, `axum::serve`, another server.
+///
 /// # Examples
 ///
 /// ```
@@ -187,13 +191,24 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        // Shared by the extractor, the after-response tasks and the guard that opens their
-        // gate. With the extension it goes into and the body wrapper, the layer costs a few
-        // small allocations per request.
-        let state = RequestState::new(self.supervisor.clone());
-        request
-            .extensions_mut()
-            .insert(BackgroundTasks::from_state(state.clone()));
-        ResponseFuture::new(self.inner.call(request), AfterResponseGuard::new(state))
+        let guard = attach(&mut request, &self.supervisor);
+        ResponseFuture::new(self.inner.call(request), guard)
     }
+}
+
+/// Makes `supervisor` reachable from `request` through a [`BackgroundTasks`] extension, and
+/// returns the guard that starts the request's after-response tasks once dropped: what the
+/// layer and [`serve`](crate::serve) do to each request.
+#[inline]
+pub(crate) fn attach<B>(
+    request: &mut Request<B>,
+    supervisor: &TaskSupervisor,
+) -> AfterResponseGuard {
+    // Shared by the extractor, the after-response tasks and the guard that opens their gate.
+    // With the extension it goes into, this costs two small allocations per request.
+    let state = RequestState::new(supervisor.clone());
+    request
+        .extensions_mut()
+        .insert(BackgroundTasks::from_state(state.clone()));
+    AfterResponseGuard::new(state)
 }

@@ -2,13 +2,16 @@
 //! run work after the response has been sent, and serve an app with one shutdown budget that
 //! covers its connections and its tasks.
 //!
-//! - [`BackgroundTasksLayer`] makes a [`TaskSupervisor`] reachable from every request under it;
 //! - the [`BackgroundTasks`] extractor spawns tasks from handlers, with errors that answer
 //!   `503` and `Retry-After` through `?`, and [`after_response`](BackgroundTasks::after_response)
 //!   tasks that start once the response has been sent;
-//! - [`serve`] runs the app like [`axum::serve()`], then on SIGINT or SIGTERM flips its
-//!   [`Readiness`] to `503`, drains requests within a timeout, and shuts the supervisor down,
-//!   returning its [`ShutdownReport`]; a second signal aborts at once;
+//! - [`serve`] runs the app like [`axum::serve()`], handing its [`TaskSupervisor`] to every
+//!   request, then on SIGINT or SIGTERM flips its [`Readiness`] to `503`, drains requests
+//!   within a timeout, and shuts the supervisor down, returning its [`ShutdownReport`]; a
+//!   second signal aborts at once;
+//! - [`BackgroundTasksLayer`] hands a supervisor to the requests under it, for an app that
+//!   [`serve`] does not run (a test calling the router with `oneshot`, another server), or
+//!   for routes that should spawn on another supervisor than the one `serve` has;
 //! - [`tasks_dashboard`] is a read-only page of the running tasks, their counts and recent
 //!   failures, updated every second, with the same data as JSON, to mount (behind your
 //!   authentication) with [`Router::nest_service`](axum::Router::nest_service).
@@ -22,8 +25,7 @@
 //! use std::time::Duration;
 //! use axum::{Router, http::StatusCode, routing::post};
 //! use background_tasks_axum::{
-//!     BackgroundTaskError, BackgroundTasks, BackgroundTasksLayer, Readiness, TaskSupervisor,
-//!     serve,
+//!     BackgroundTaskError, BackgroundTasks, Readiness, TaskSupervisor, serve,
 //! };
 //!
 //! async fn sign_up(tasks: BackgroundTasks) -> Result<StatusCode, BackgroundTaskError> {
@@ -44,8 +46,7 @@
 //! let readiness = Readiness::new();
 //! let app = Router::new()
 //!     .route("/sign-up", post(sign_up))
-//!     .route_service("/ready", readiness.clone())
-//!     .layer(BackgroundTasksLayer::new(supervisor.clone()));
+//!     .route_service("/ready", readiness.clone());
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! # let shutdown = async {};

@@ -27,6 +27,15 @@ use crate::signals::{BoxSignal, Event, Signals};
 /// [`into_make_service_with_connect_info`](Router::into_make_service_with_connect_info), so
 /// that [`ConnectInfo`](axum::extract::ConnectInfo) works.
 ///
+/// Every request it serves carries the `supervisor` for the
+/// [`BackgroundTasks`](crate::BackgroundTasks) extractor, and its
+/// [`after_response`](crate::BackgroundTasks::after_response) tasks start once its body has
+/// been sent, as under a [`BackgroundTasksLayer`](crate::BackgroundTasksLayer): an app that
+/// `serve` runs needs no layer, and is cheaper without one (axum wraps each route under a
+/// `Router::layer` in a boxed service that it clones for every request, and boxes the response
+/// body the layer wraps). A layer applied anyway hands its own supervisor to the routes under
+/// it.
+///
 /// It returns a [`Serve`] builder to configure the signals and the budgets, and that runs the
 /// server when awaited. On the shutdown signal (by default SIGINT or SIGTERM, Ctrl-C on
 /// Windows):
@@ -84,7 +93,12 @@ use crate::signals::{BoxSignal, Event, Signals};
 /// use std::time::Duration;
 /// use axum::{Router, routing::get};
 /// use background_tasks::TaskSupervisor;
-/// use background_tasks_axum::{BackgroundTasksLayer, Readiness, serve};
+/// use background_tasks_axum::{BackgroundTaskError, BackgroundTasks, Readiness, serve};
+///
+/// async fn hello(tasks: BackgroundTasks) -> Result<&'static str, BackgroundTaskError> {
+///     tasks.task("greet").spawn(async { /* ... */ })?;
+///     Ok("hello")
+/// }
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -92,10 +106,10 @@ use crate::signals::{BoxSignal, Event, Signals};
 ///     .shutdown_timeout(Duration::from_secs(5))
 ///     .build();
 /// let readiness = Readiness::new();
+/// // No `BackgroundTasksLayer`: `serve` hands the supervisor to every request.
 /// let app = Router::new()
-///     .route("/", get(|| async { "hello" }))
-///     .route_service("/ready", readiness.clone())
-///     .layer(BackgroundTasksLayer::new(supervisor.clone()));
+///     .route("/", get(hello))
+///     .route_service("/ready", readiness.clone());
 ///
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 /// # let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -306,7 +320,7 @@ where
             PreparedSignals::Later(shutdown, force) => Signals::new(shutdown, force),
         }
         .map_err(ServeError::Signals)?;
-        let connections = Connections::new();
+        let connections = Connections::new(supervisor.clone());
 
         // Serving, until a signal.
         let event = loop {

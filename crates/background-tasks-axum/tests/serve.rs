@@ -4,10 +4,12 @@
 mod support;
 
 use std::future::IntoFuture;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::http::StatusCode;
 use axum::routing::get;
 use background_tasks::{ShutdownReport, TaskSupervisor};
@@ -19,7 +21,8 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 
-use support::{Connector, memory_listener, request, send, text};
+use bytes::Bytes;
+use support::{Connector, channel_body, memory_listener, request, send, text};
 
 /// A signal the test fires.
 struct Trigger(Option<oneshot::Sender<()>>);
@@ -401,6 +404,90 @@ async fn dropping_the_serve_future_closes_its_connections() {
     let stuck = start(&memory, "/stuck").await;
     memory.server.abort();
     assert_eq!(stuck.await.unwrap(), None);
+}
+
+/// `serve` hands its supervisor to every request, as the layer does: a router without the
+/// layer extracts `BackgroundTasks` (else a 500), and its after-response task starts once the
+/// body has been sent in full, not before.
+#[tokio::test(start_paused = true)]
+async fn serve_hands_its_supervisor_to_every_request_without_the_layer() {
+    let supervisor = supervisor(Duration::from_secs(5), Duration::from_secs(1));
+    let (frames, body) = channel_body();
+    let body = Arc::new(Mutex::new(Some(body)));
+    let ran = Arc::new(AtomicBool::new(false));
+    let app = Router::new().route(
+        "/",
+        get({
+            let ran = ran.clone();
+            move |tasks: BackgroundTasks| async move {
+                // Both still run when shutdown begins, so that its report counts them.
+                tasks.task("job").spawn(sleep(Duration::from_secs(1)))?;
+                tasks.after_response(async move {
+                    ran.store(true, Ordering::SeqCst);
+                    sleep(Duration::from_secs(1)).await;
+                })?;
+                let body = body.lock().unwrap().take().expect("one request");
+                Ok::<_, BackgroundTaskError>(Body::new(body))
+            }
+        }),
+    );
+    let (listener, connector) = memory_listener();
+    let (mut shutdown, shutdown_signal) = trigger();
+    let server = tokio::spawn(
+        serve(listener, app, supervisor.clone())
+            .shutdown_signal(shutdown_signal)
+            .into_future(),
+    );
+    let response = send(connector.connect().unwrap(), request("GET", "/"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    frames.send(Bytes::from_static(b"partly")).unwrap();
+    sleep(Duration::from_millis(10)).await;
+    assert!(!ran.load(Ordering::SeqCst), "the body is still being sent");
+    drop(frames);
+    assert_eq!(text(response).await, "partly");
+    sleep(Duration::from_millis(10)).await;
+    assert!(ran.load(Ordering::SeqCst), "the body has been sent");
+
+    shutdown.fire();
+    let report = server.await.unwrap().unwrap();
+    assert_eq!(
+        report.completed(),
+        2,
+        "the job and the after-response task: {report}"
+    );
+}
+
+/// A layer inside the app hands its own supervisor to the routes under it: the app chose it.
+#[tokio::test(start_paused = true)]
+async fn a_layer_under_serve_hands_its_own_supervisor_to_its_routes() {
+    let served = supervisor(Duration::from_secs(5), Duration::from_secs(1));
+    let layered = TaskSupervisor::new();
+    let app = Router::new()
+        .route(
+            "/",
+            get(|tasks: BackgroundTasks| async move {
+                tasks.task("layered").spawn(sleep(Duration::from_secs(1)))?;
+                Ok::<_, BackgroundTaskError>(StatusCode::ACCEPTED)
+            }),
+        )
+        .layer(BackgroundTasksLayer::new(layered.clone()));
+    let (listener, connector) = memory_listener();
+    let (mut shutdown, shutdown_signal) = trigger();
+    let server = tokio::spawn(
+        serve(listener, app, served)
+            .shutdown_signal(shutdown_signal)
+            .into_future(),
+    );
+    assert_eq!(
+        get_status(&connector, "/").await,
+        Some(StatusCode::ACCEPTED)
+    );
+    shutdown.fire();
+    let report = server.await.unwrap().unwrap();
+    assert_eq!(report.completed(), 0, "{report}");
+    assert_eq!(layered.shutdown().await.completed(), 1);
 }
 
 /// Several HTTP/2 streams of one connection, each entered into its handler.

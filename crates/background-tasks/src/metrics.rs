@@ -12,10 +12,12 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder, SharedString};
+
+use crate::names::{self, Names};
 
 /// How many distinct task names get a label value of their own; later ones share
 /// [`METRIC_LABEL_OTHER`]. Names label metrics, and every label value is a time series the metrics backend
@@ -30,27 +32,64 @@ pub const METRIC_LABEL_UNNAMED: &str = "unnamed";
 pub const METRIC_LABEL_OTHER: &str = "other";
 
 /// The bounded set of names used as labels, each with its series.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Labels {
-    names: RwLock<HashMap<String, Series>>,
+    names: RwLock<HashMap<String, Arc<Series>>>,
+    /// Names given as a `&'static str` (most are: `task("send-mail")`), interned by address as
+    /// the supervisor interns task names, so that a task finds its series by comparing a few
+    /// addresses, without a lock, a hash or a comparison of text: the map's read lock and
+    /// SipHash were 3 % of the quickstart's instructions per request (docs/benchmarks.md).
+    interned: Names,
+    /// The series of each interned name, by its index less one; set from the map on first use.
+    by_index: Box<[OnceLock<Arc<Series>>]>,
     unnamed: OnceLock<Series>,
-    other: OnceLock<Series>,
+    other: OnceLock<Arc<Series>>,
     warned: AtomicBool,
+}
+
+impl Default for Labels {
+    fn default() -> Self {
+        Self {
+            names: RwLock::default(),
+            interned: Names::default(),
+            by_index: (0..names::CAPACITY).map(|_| OnceLock::new()).collect(),
+            unnamed: OnceLock::new(),
+            other: OnceLock::new(),
+            warned: AtomicBool::new(false),
+        }
+    }
 }
 
 impl Labels {
     /// The `name` label of the tasks named `name`.
     pub(crate) fn label_of(&self, name: &str) -> SharedString {
-        self.with_series(Some(name), |series| series.label.clone())
+        self.with_mapped(name, |series| series.label.clone())
     }
 
     /// Runs `f` with the series of a task named `name`.
-    fn with_series<T>(&self, name: Option<&str>, f: impl FnOnce(&Series) -> T) -> T {
-        let Some(name) = name else {
-            return f(self
+    #[inline]
+    fn with_series<T>(&self, name: Option<&Cow<'static, str>>, f: impl FnOnce(&Series) -> T) -> T {
+        match name {
+            None => f(self
                 .unnamed
-                .get_or_init(|| Series::new(SharedString::const_str(METRIC_LABEL_UNNAMED))));
-        };
+                .get_or_init(|| Series::new(SharedString::const_str(METRIC_LABEL_UNNAMED)))),
+            Some(Cow::Borrowed(name)) => {
+                // `None` once every slot holds another name: those go through the map.
+                let slot = self
+                    .interned
+                    .index(name)
+                    .and_then(|index| self.by_index.get(usize::from(index) - 1));
+                match slot {
+                    Some(slot) => f(slot.get_or_init(|| self.with_mapped(name, Arc::clone))),
+                    None => self.with_mapped(name, |series| f(series)),
+                }
+            }
+            Some(Cow::Owned(name)) => self.with_mapped(name, |series| f(series)),
+        }
+    }
+
+    /// Runs `f` with the series of `name` from the map, adding it if there is room.
+    fn with_mapped<T>(&self, name: &str, f: impl FnOnce(&Arc<Series>) -> T) -> T {
         // A read lock on the common path: the map stops changing once every name was seen.
         if let Some(series) = self
             .names
@@ -64,7 +103,7 @@ impl Labels {
         if names.len() < METRIC_NAMES_LIMIT || names.contains_key(name) {
             let series = names
                 .entry(name.to_owned())
-                .or_insert_with(|| Series::new(SharedString::from(name.to_owned())));
+                .or_insert_with(|| Arc::new(Series::new(SharedString::from(name.to_owned()))));
             return f(series);
         }
         drop(names);
@@ -82,12 +121,14 @@ impl Labels {
         }
         f(self
             .other
-            .get_or_init(|| Series::new(SharedString::const_str(METRIC_LABEL_OTHER))))
+            .get_or_init(|| Arc::new(Series::new(SharedString::const_str(METRIC_LABEL_OTHER)))))
     }
 
     pub(crate) fn spawned(&self, name: Option<&Cow<'static, str>>) {
-        self.with_series(name.map(AsRef::as_ref), |series| {
-            series.spawned.increment(&series.keys.spawned);
+        self.with_series(name, |series| {
+            metrics::with_recorder(|recorder| {
+                series.spawned.increment(recorder, &series.keys.spawned);
+            });
         });
     }
 
@@ -97,12 +138,15 @@ impl Labels {
         outcome: Outcome,
         duration: Duration,
     ) {
-        self.with_series(name.map(AsRef::as_ref), |series| {
+        self.with_series(name, |series| {
             let index = outcome as usize;
-            series.finished[index].increment(&series.keys.finished[index]);
-            series
-                .duration
-                .record(&series.keys.duration, duration.as_secs_f64());
+            // One look-up of the recorder for both metrics.
+            metrics::with_recorder(|recorder| {
+                series.finished[index].increment(recorder, &series.keys.finished[index]);
+                series
+                    .duration
+                    .record(recorder, &series.keys.duration, duration.as_secs_f64());
+            });
         });
     }
 }
@@ -192,44 +236,46 @@ impl<H> Default for Cached<H> {
 }
 
 impl<H> Cached<H> {
+    /// Records with the handle `recorder` gave for `key`, registering it first if this is not
+    /// the recorder the kept handles came from.
     fn with(
         &self,
+        recorder: &dyn Recorder,
         key: &Key,
         register: impl Fn(&dyn Recorder, &Key) -> H,
         record: impl FnOnce(&H),
     ) {
-        metrics::with_recorder(|recorder| {
-            if std::mem::size_of_val(recorder) == 0 {
-                return record(&register(recorder, key));
-            }
-            // The data address of the recorder: a global recorder is never freed, so its
-            // address names it; a thread-local one is named by it while it is in place.
-            let address = std::ptr::from_ref(recorder).cast::<()>() as usize;
-            let (from, handle) = self
-                .first
-                .get_or_init(|| (address, register(recorder, key)));
-            if *from == address {
-                return record(handle);
-            }
-            if let Some((_, handle)) = self
-                .other
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_ref()
-                .filter(|(from, _)| *from == address)
-            {
-                return record(handle);
-            }
-            let handle = register(recorder, key);
-            record(&handle);
-            *self.other.write().unwrap_or_else(PoisonError::into_inner) = Some((address, handle));
-        });
+        if std::mem::size_of_val(recorder) == 0 {
+            return record(&register(recorder, key));
+        }
+        // The data address of the recorder: a global recorder is never freed, so its
+        // address names it; a thread-local one is named by it while it is in place.
+        let address = std::ptr::from_ref(recorder).cast::<()>() as usize;
+        let (from, handle) = self
+            .first
+            .get_or_init(|| (address, register(recorder, key)));
+        if *from == address {
+            return record(handle);
+        }
+        if let Some((_, handle)) = self
+            .other
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|(from, _)| *from == address)
+        {
+            return record(handle);
+        }
+        let handle = register(recorder, key);
+        record(&handle);
+        *self.other.write().unwrap_or_else(PoisonError::into_inner) = Some((address, handle));
     }
 }
 
 impl Cached<Counter> {
-    fn increment(&self, key: &Key) {
+    fn increment(&self, recorder: &dyn Recorder, key: &Key) {
         self.with(
+            recorder,
             key,
             |recorder, key| recorder.register_counter(key, &METADATA),
             |counter| counter.increment(1),
@@ -238,8 +284,9 @@ impl Cached<Counter> {
 }
 
 impl Cached<Histogram> {
-    fn record(&self, key: &Key, value: f64) {
+    fn record(&self, recorder: &dyn Recorder, key: &Key, value: f64) {
         self.with(
+            recorder,
             key,
             |recorder, key| recorder.register_histogram(key, &METADATA),
             |histogram| histogram.record(value),

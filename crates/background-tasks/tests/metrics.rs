@@ -214,8 +214,19 @@ fn names_past_the_limit_share_the_other_label_and_a_warning_says_why() {
             for i in 0..METRIC_NAMES_LIMIT + 5 {
                 supervisor.task(format!("job-{i}")).spawn(async {}).unwrap();
             }
-            // A name seen before the limit keeps its label.
+            // A name seen before the limit keeps its label, given as text or as a literal.
             supervisor.task("job-0").spawn(async {}).unwrap();
+            supervisor
+                .task(String::from("job-0"))
+                .spawn(async {})
+                .unwrap();
+            // A literal first seen past the limit shares `other`, each time.
+            for _ in 0..2 {
+                supervisor
+                    .task("a-literal-too-many")
+                    .spawn(async {})
+                    .unwrap();
+            }
             settle().await;
         });
     });
@@ -223,11 +234,11 @@ fn names_past_the_limit_share_the_other_label_and_a_warning_says_why() {
     let metrics = recorded(&snapshotter, &mut seen);
     assert_eq!(
         counter(metrics, "background_tasks_spawned_total{name=other}"),
-        5
+        7
     );
     assert_eq!(
         counter(metrics, "background_tasks_spawned_total{name=job-0}"),
-        2
+        3
     );
     let spawned = metrics
         .keys()
@@ -237,6 +248,58 @@ fn names_past_the_limit_share_the_other_label_and_a_warning_says_why() {
     let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
     assert_eq!(log.matches("WARN").count(), 1, "{log}");
     assert!(log.contains("never with ids or user input"), "{log}");
+}
+
+#[test]
+fn each_name_counts_under_its_own_label_however_it_is_given() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    with_recorder(&recorder, async {
+        let supervisor = TaskSupervisor::new();
+        // The same text as a literal at another address, as another crate's literal may be.
+        let mail: &'static str = String::from("mail").leak();
+        for _ in 0..2 {
+            supervisor.task("job").spawn(async {}).unwrap();
+            supervisor.task("mail").spawn(async {}).unwrap();
+            supervisor.task(mail).spawn(async {}).unwrap();
+            supervisor
+                .task(String::from("job"))
+                .spawn(async {})
+                .unwrap();
+            supervisor.task("resize").spawn(async {}).unwrap();
+            supervisor.spawn(async {}).unwrap();
+        }
+        settle().await;
+    });
+    let mut seen = BTreeMap::new();
+    let metrics = recorded(&snapshotter, &mut seen);
+    for (name, count) in [("job", 4), ("mail", 4), ("resize", 2), ("unnamed", 2)] {
+        assert_eq!(
+            counter(
+                metrics,
+                &format!("background_tasks_spawned_total{{name={name}}}")
+            ),
+            count,
+            "{name}"
+        );
+        assert_eq!(
+            counter(
+                metrics,
+                &format!("background_tasks_finished_total{{name={name},outcome=completed}}")
+            ),
+            count,
+            "{name}"
+        );
+        assert_eq!(
+            histogram(
+                metrics,
+                &format!("background_tasks_duration_seconds{{name={name}}}")
+            )
+            .len(),
+            count as usize,
+            "{name}"
+        );
+    }
 }
 
 #[test]

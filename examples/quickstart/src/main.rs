@@ -142,8 +142,7 @@ async fn run(
 
     let listener = TcpListener::bind(("127.0.0.1", config.port)).await?;
     let address = listener.local_addr()?;
-    let app =
-        routes::router(supervisor.clone(), readiness.clone(), state).merge(durable::router(jobs));
+    let app = routes::router(&supervisor, readiness.clone(), state).merge(durable::router(jobs));
     // `into_future` installs the SIGINT and SIGTERM handlers: from the moment the address is
     // announced, a signal shuts the server down gracefully.
     let server = serve(listener, app, supervisor)

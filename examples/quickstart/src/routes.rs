@@ -12,8 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use background_tasks_axum::{
-    BackgroundTaskError, BackgroundTasks, BackgroundTasksLayer, Readiness, TaskSupervisor,
-    tasks_dashboard,
+    BackgroundTaskError, BackgroundTasks, Readiness, TaskSupervisor, tasks_dashboard,
 };
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
@@ -21,13 +20,17 @@ use serde_json::json;
 
 use crate::AppState;
 
-/// `POST /jobs`, `GET /tasks`, `GET /ready` and the task dashboard under `/dashboard/`, with
-/// the supervisor reachable from handlers.
+/// `POST /jobs`, `GET /tasks`, `GET /ready` and the task dashboard under `/dashboard/`.
+///
+/// Handlers reach the supervisor through the `BackgroundTasks` extractor, which `serve` gives
+/// every request: no `BackgroundTasksLayer` here, which would cost each request a boxed
+/// service of its own (axum wraps every route under a `Router::layer`). Served otherwise (the
+/// tests below call the router directly), the app adds the layer.
 ///
 /// The dashboard is mounted without authentication because the quickstart listens on
 /// 127.0.0.1 only; an app that listens on a network puts it behind its authentication (see
 /// `tasks_dashboard`'s docs).
-pub(crate) fn router(supervisor: TaskSupervisor, readiness: Readiness, state: AppState) -> Router {
+pub(crate) fn router(supervisor: &TaskSupervisor, readiness: Readiness, state: AppState) -> Router {
     Router::new()
         .route("/jobs", post(post_job))
         .route("/tasks", get(get_tasks))
@@ -38,7 +41,6 @@ pub(crate) fn router(supervisor: TaskSupervisor, readiness: Readiness, state: Ap
         // reference count costs less than the clones of each field (a profile under wrk put
         // the field-by-field clone and drop at 1.5 % of the quickstart's CPU per request).
         .with_state(Arc::new(state))
-        .layer(BackgroundTasksLayer::new(supervisor))
 }
 
 /// The longest job name `POST /jobs` takes: names are labels (of the dashboard's rows, of
@@ -233,6 +235,7 @@ mod tests {
     use axum::body::Body;
     use axum::http::Request;
     use axum::http::header::RETRY_AFTER;
+    use background_tasks_axum::BackgroundTasksLayer;
     use tower::ServiceExt;
 
     use super::*;
@@ -247,7 +250,8 @@ mod tests {
             // Not installed: these tests read no metrics, and a process has one recorder.
             metrics: PrometheusBuilder::new().build_recorder().handle(),
         };
-        router(supervisor.clone(), readiness, state)
+        // Called without `serve`: the layer hands the supervisor to the handlers instead.
+        router(supervisor, readiness, state).layer(BackgroundTasksLayer::new(supervisor.clone()))
     }
 
     async fn post(app: &Router, uri: &str) -> (StatusCode, Option<String>, serde_json::Value) {

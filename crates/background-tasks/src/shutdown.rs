@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::failure::{Kind as FailureKind, TaskFailure};
 use crate::registry::{Blocking, Entry, Kind};
-use crate::report::{Age, ShutdownReport, TaskRecord};
+use crate::report::{Age, ShutdownReport, TaskList, TaskRecord};
 use crate::snapshot::RECENT_FAILURES;
 use crate::state::{Abort, Phase, State};
 use crate::supervisor::{AbortLog, Inner};
@@ -61,42 +61,55 @@ impl Inner {
     /// cancellation signal, so the grace would only delay their abort. Blocking ones already
     /// on their thread cannot be stopped: they are left to end, or to be abandoned when the
     /// grace ends, but not waited for.
-    pub(crate) fn begin_cancel(&self) {
+    ///
+    /// Returns the wakers of the async tasks it stopped, which stop when woken: the driver
+    /// wakes them at once when a grace is to be waited out, and after the report otherwise.
+    pub(crate) fn begin_cancel(&self) -> Wakes {
         let mut wakers = Vec::new();
-        {
-            // Under the shutdown lock, as every phase change, and in the same hold as the
-            // walk: a task without a context that ends in this phase was either stopped by
-            // this walk, which lists it, or never seen by it.
-            let mut log = self.lock_shutdown();
-            // Every shard locked, from before the phase changes until the walk is over: an end
-            // counted under a shard's lock alone (see `ShutdownEnds`) is counted in the drain,
-            // or after this walk.
-            let mut shards = self.registry.lock_every();
-            if self.state.advance(Phase::Cancelling).0 >= Phase::Cancelling {
-                return;
-            }
-            // Before the shards are unlocked: see `TaskGuard::register`.
-            self.aborting.set(Abort::Plain);
-            let now = Instant::now();
-            for slab in &mut shards {
-                // Tracked futures are left to the abort: only their owner can stop them. Tasks
-                // waiting for a place under their name's limit never start from now on, with
-                // a context or without: there is no grace to give them.
-                let plain = slab.iter_mut().filter(|entry| {
-                    (!entry.cooperative || entry.waiting)
-                        && !matches!(entry.kind, Kind::Tracked { .. })
-                });
-                for entry in plain {
-                    if let Some(Stop::Aborted(record)) = stop(entry, now, &mut wakers) {
-                        log.aborted_early.push(record);
-                    }
+        // Under the shutdown lock, as every phase change, and in the same hold as the walk: a
+        // task without a context that ends in this phase was either stopped by this walk,
+        // which lists it, or never seen by it.
+        let mut log = self.lock_shutdown();
+        // Every shard locked, from before the phase changes until the walk is over: an end
+        // counted under a shard's lock alone (see `ShardEnds`) is counted in the drain, or
+        // after this walk.
+        let mut shards = self.registry.lock_every();
+        if self.state.advance(Phase::Cancelling).0 >= Phase::Cancelling {
+            return Wakes(wakers);
+        }
+        // Before the shards are unlocked: see `TaskGuard::register`.
+        self.aborting.set(Abort::Plain);
+        // Every registered task has its place in the word, with a context or without, and
+        // none registers or ends while this holds every shard (an admission racing the move
+        // can only raise the count): with no place without a context, and no name's limit for
+        // a task with one to wait under, the walk would stop nothing. Then it is skipped,
+        // rather than visiting 100 000 entries with every shard locked before the
+        // cancellation signal can fire.
+        let plain = self.state.without_context();
+        if plain == 0 && self.config.limits.is_empty() {
+            return Wakes(wakers);
+        }
+        // Room for all of them at once, rather than growing through copies of 56-byte
+        // records: at most `plain` tasks, but for tasks waiting under a limit.
+        wakers.reserve(plain);
+        log.aborted_early.reserve(plain);
+        let now = Instant::now();
+        for slab in &mut shards {
+            // Tracked futures are left to the abort: only their owner can stop them. Tasks
+            // waiting for a place under their name's limit never start from now on, with a
+            // context or without: there is no grace to give them.
+            let plain = slab.iter_mut().filter(|entry| {
+                (!entry.cooperative || entry.waiting) && !matches!(entry.kind, Kind::Tracked { .. })
+            });
+            for entry in plain {
+                if let Some(Stop::Aborted(record)) = stop(entry, now, &mut wakers) {
+                    log.aborted_early.push(record);
                 }
             }
         }
-        // Woken once the locks are released, as in `abort_remaining`.
-        for waker in wakers {
-            waker.wake();
-        }
+        // Woken once the locks are released (when the caller drops them): a woken task ends
+        // at once, and its end takes its shard's lock, which this holds.
+        Wakes(wakers)
     }
 
     /// The report, once the driver has written it.
@@ -115,21 +128,13 @@ impl Inner {
     }
 
     /// Aborts what still runs and names it, the first time only: the first part of the
-    /// report, kept in the shutdown log.
-    pub(crate) fn abort_remaining(&self) {
-        let mut wakers = Vec::new();
-        self.walk(&mut wakers);
-        // Woken once the locks are released: a woken task ends at once, and its end takes the
-        // shutdown lock, which the walk holds.
-        for waker in wakers {
-            waker.wake();
-        }
-    }
-
-    fn walk(&self, wakers: &mut Vec<Waker>) {
+    /// report, kept in the shutdown log. Returns the wakers of the async tasks it stopped,
+    /// for the caller to wake once the locks are released; the driver wakes them after the
+    /// report is published, since the report waits for none of them.
+    pub(crate) fn abort_remaining(&self) -> Wakes {
         let mut log = self.lock_shutdown();
         if log.abort.is_some() {
-            return;
+            return Wakes(Vec::new());
         }
         // Every shard locked, from before the phase changes until the walk is over, as in
         // `begin_cancel`: an end counted under a shard's lock alone is counted before this
@@ -146,6 +151,11 @@ impl Inner {
             aborted: std::mem::take(&mut log.aborted_early),
             ..AbortLog::default()
         };
+        // Room for every place not listed yet, at most: each is a task to list, or one the
+        // cancel phase's walk listed and that has not ended yet.
+        let unlisted = running.saturating_sub(abort.aborted.len());
+        abort.aborted.reserve(unlisted);
+        let mut wakers = Vec::with_capacity(unlisted);
         let mut seen = 0;
         // Under the shutdown lock and every shard's, one of which every task ending now and
         // every registration must take: every registered task is found, and each is one of
@@ -153,7 +163,7 @@ impl Inner {
         for slab in &mut shards {
             for entry in slab.iter_mut() {
                 seen += 1;
-                match stop(entry, now, wakers) {
+                match stop(entry, now, &mut wakers) {
                     Some(Stop::Aborted(record)) => abort.aborted.push(record),
                     Some(Stop::Abandoned(record)) => abort.abandoned.push(record),
                     // Listed by the cancel phase's walk already.
@@ -167,6 +177,9 @@ impl Inner {
         );
         abort.unseen = running.saturating_sub(seen);
         log.abort = Some(abort);
+        // Woken once the locks are released (when the caller drops them): a woken task ends
+        // at once, and its end takes the shutdown lock, or its shard's, which this holds.
+        Wakes(wakers)
     }
 
     /// Waits for the places the walk could not see to be accounted for, as long as tasks keep
@@ -187,7 +200,7 @@ impl Inner {
                     .as_ref()
                     .is_none_or(|abort| abort.accounted >= abort.unseen)
             };
-            let ended = self.ends.since_walk();
+            let ended = self.since_walk();
             let now = Instant::now();
             if done || progress == Some(ended) || now >= cap {
                 return;
@@ -203,21 +216,21 @@ impl Inner {
     /// Writes the report from the shutdown log, the first time only; returns it.
     pub(crate) fn close_report(&self, started: Instant) -> ShutdownReport {
         let mut log = self.lock_shutdown();
-        let (completed, cancelled) = self.ends.completed_and_cancelled();
+        let (completed, cancelled) = self.completed_and_cancelled();
         let (completed, cancelled) = (log.completed + completed, log.cancelled + cancelled);
         let abort = log.abort.get_or_insert_with(AbortLog::default);
         if let Some(report) = &abort.report {
             return report.clone();
         }
-        let mut aborted = std::mem::take(&mut abort.aborted);
-        let mut abandoned = std::mem::take(&mut abort.abandoned);
-        aborted.sort_unstable_by_key(|task| task.id);
-        abandoned.sort_unstable_by_key(|task| task.id);
+        // Moved, not sorted: each list sorts itself when it is first read in full (see
+        // `TaskList`), which the one-line report does not do.
+        let aborted = TaskList::new(std::mem::take(&mut abort.aborted));
+        let abandoned = TaskList::new(std::mem::take(&mut abort.abandoned));
         let report = ShutdownReport {
             completed,
             cancelled,
-            aborted: aborted.into(),
-            abandoned: abandoned.into(),
+            aborted: Arc::new(aborted),
+            abandoned: Arc::new(abandoned),
             stuck: abort.unseen.saturating_sub(abort.accounted),
             elapsed: Instant::now().saturating_duration_since(started),
         };
@@ -240,66 +253,101 @@ impl Inner {
 /// the report.
 ///
 /// Such an end is counted under its shard's lock, where the phase is stable: each phase
-/// change from the drain on (`begin_cancel`, `walk`) is made with every shard locked, and
-/// the walk of that phase keeps them locked until it is over. So a count made in a phase is
-/// made before the next phase begins, and the report, written after the abort walk, sees
-/// every count of the drain and of the cancel phase.
+/// change from the drain on (`begin_cancel`, `abort_remaining`) is made with every shard
+/// locked, and the walk of that phase keeps them locked until it is over. So a count made in
+/// a phase is made before the next phase begins, and the report, written after the abort
+/// walk, sees every count of the drain and of the cancel phase. The counts live in each
+/// shard, beside its entries ([`ShardEnds`]), and are summed when read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ShardEnds {
+    /// Tasks that ended during the drain, beside `ShutdownLog::completed`.
+    completed: usize,
+    /// Tasks that ended during the cancel phase, beside `ShutdownLog::cancelled`.
+    cancelled: usize,
+    /// Places of the abort walk's count given back since the walk by tasks it listed: part
+    /// of the progress that the wait for unseen tasks watches.
+    since_walk: usize,
+}
+
+impl ShardEnds {
+    /// Counts the end, in `phase`, of a task that neither panicked nor timed out, and that a
+    /// walk `listed` or not (in the cancel phase, a listed task is aborted, not cancelled).
+    #[inline]
+    pub(crate) fn count(&mut self, phase: Phase, listed: bool) {
+        match phase {
+            Phase::Draining => self.completed += 1,
+            Phase::Cancelling if listed => {}
+            Phase::Cancelling => self.cancelled += 1,
+            Phase::Done => self.since_walk += 1,
+            Phase::Running => {}
+        }
+    }
+}
+
+/// The places of the abort walk's count given back under the shutdown lock rather than a
+/// shard's: ends the walk did not list, and admissions given back. With the shards'
+/// `since_walk`, the progress that the wait for unseen tasks watches; refusals after the
+/// walk are not among them.
 #[derive(Debug)]
 pub(crate) struct ShutdownEnds {
-    /// Tasks that ended during the drain, beside `ShutdownLog::completed`.
-    completed: AtomicUsize,
-    /// Tasks that ended during the cancel phase, beside `ShutdownLog::cancelled`.
-    cancelled: AtomicUsize,
-    /// Places of the abort walk's count given back since the walk, seen or not: the progress
-    /// that the wait for unseen tasks watches. Refusals after the walk are not among them.
     since_walk: AtomicUsize,
 }
 
 impl ShutdownEnds {
     pub(crate) fn new() -> Self {
         Self {
-            completed: AtomicUsize::new(0),
-            cancelled: AtomicUsize::new(0),
             since_walk: AtomicUsize::new(0),
         }
-    }
-
-    /// Counts the end, in `phase`, of a task that neither panicked nor timed out, and that a
-    /// walk `listed` or not (in the cancel phase, a listed task is aborted, not cancelled).
-    ///
-    /// Relaxed, as every count here: each is made under a shard lock, which the next phase
-    /// change takes, or (`since_walk`) is progress, which the wait for unseen tasks only
-    /// compares with its last reading.
-    #[inline]
-    pub(crate) fn count(&self, phase: Phase, listed: bool) {
-        match phase {
-            Phase::Draining => self.completed.fetch_add(1, Ordering::Relaxed),
-            Phase::Cancelling if listed => return,
-            Phase::Cancelling => self.cancelled.fetch_add(1, Ordering::Relaxed),
-            Phase::Done => self.since_walk.fetch_add(1, Ordering::Relaxed),
-            Phase::Running => return,
-        };
     }
 
     /// Counts one place of the abort walk's count given back.
     #[inline]
     pub(crate) fn ended_since_walk(&self) {
-        // Relaxed: see `count`.
+        // Relaxed: progress, which the wait for unseen tasks only compares with its last
+        // reading.
         self.since_walk.fetch_add(1, Ordering::Relaxed);
     }
+}
 
-    /// The tasks counted here as completed and as cancelled.
-    pub(crate) fn completed_and_cancelled(&self) -> (usize, usize) {
-        // Relaxed: see `count`.
-        (
-            self.completed.load(Ordering::Relaxed),
-            self.cancelled.load(Ordering::Relaxed),
-        )
+impl Inner {
+    /// The ends counted under the shards' locks, summed: one shard locked at a time, each
+    /// holding whole counts.
+    pub(crate) fn shard_ends(&self) -> ShardEnds {
+        self.registry
+            .lock_all()
+            .fold(ShardEnds::default(), |sum, part| ShardEnds {
+                completed: sum.completed + part.ends.completed,
+                cancelled: sum.cancelled + part.ends.cancelled,
+                since_walk: sum.since_walk + part.ends.since_walk,
+            })
     }
 
+    /// The tasks counted as completed and as cancelled outside the shutdown log.
+    pub(crate) fn completed_and_cancelled(&self) -> (usize, usize) {
+        let ends = self.shard_ends();
+        (ends.completed, ends.cancelled)
+    }
+
+    /// Places of the abort walk's count given back since the walk, seen or not.
     fn since_walk(&self) -> usize {
-        // Relaxed: see `count`.
-        self.since_walk.load(Ordering::Relaxed)
+        // Relaxed: see `ShutdownEnds::ended_since_walk`.
+        self.ends.since_walk.load(Ordering::Relaxed) + self.shard_ends().since_walk
+    }
+}
+
+/// The wakers of the async tasks a walk stopped: each task stops at the poll its wake brings
+/// (see `Supervised::poll`), so they are woken when this is dropped, once the walk's locks
+/// are released, or later: with 200 000 stuck tasks, the wakes (and the ends they bring on
+/// the other worker) took a fifth of the time from the end of the budget to the report,
+/// which needs none of them.
+#[must_use = "the tasks are woken when this is dropped"]
+pub(crate) struct Wakes(Vec<Waker>);
+
+impl Drop for Wakes {
+    fn drop(&mut self) {
+        for waker in self.0.drain(..) {
+            waker.wake();
+        }
     }
 }
 
@@ -314,6 +362,10 @@ enum Stop {
 /// pushed on `wakers`) to see the abort flag, and a blocking task not started yet is aborted;
 /// a blocking task on its thread and a tracked future are left to run, as abandoned.
 /// Returns how to list it, or `None` if a walk stopped it already.
+///
+/// Inlined into the walks: called for each of 200 000 entries, a call's saving and restoring
+/// of registers, and the record returned through memory, were a quarter of its cost.
+#[inline(always)]
 fn stop(entry: &mut Entry, now: Instant, wakers: &mut Vec<Waker>) -> Option<Stop> {
     if entry.is_stopped() {
         return None;
@@ -383,17 +435,28 @@ async fn drive(guard: PublishOnDrop) {
     let idle = inner
         .wait_until_idle(until(drain_deadline, &inner.force))
         .await;
-    // Even with no grace left (a zero grace, or a force): the tasks this wakes end before the
-    // instant the abort is due, from which the wait for late reports is capped, and not in
-    // that wait, where they would hold up the tasks it waits for.
-    inner.begin_cancel();
+    let stopped = inner.begin_cancel();
     inner.cancel.cancel();
-    if !idle {
+    // The tasks without a context that the cancel phase stopped end when woken. With a grace
+    // to wait out, they are woken now, and end during it. Without one (a zero grace, a
+    // force, a budget already spent, or no task with a context left), the abort and the
+    // report follow at once, and need none of them: they are woken after the report is
+    // published, so that 200 000 wakes, and the ends they bring on the other workers, do not
+    // hold it up, nor compete with the wait for tasks the walk could not see.
+    let after_report = if idle
+        || inner.state.cooperative() == 0
+        || inner.force.is_cancelled()
+        || Instant::now() >= cancel_deadline
+    {
+        Some(stopped)
+    } else {
+        drop(stopped);
         // The grace is for the tasks that can see the signal; the others were just aborted.
         inner
             .wait_until_none(State::cooperative, until(cancel_deadline, &inner.force))
             .await;
-    }
+        None
+    };
 
     // When the budget (or a force) said to abort: the wait for late reports is capped from
     // there, not from whenever a busy runtime got round to the walk.
@@ -402,7 +465,7 @@ async fn drive(guard: PublishOnDrop) {
     } else {
         Instant::now().min(cancel_deadline)
     };
-    inner.abort_remaining();
+    let aborted = inner.abort_remaining();
     inner.collect_late(due).await;
     let report = inner.close_report(started);
     // Logged before it is published, so that the line is out before a caller that exits on
@@ -414,29 +477,37 @@ async fn drive(guard: PublishOnDrop) {
     }
     inner.publish(report.clone());
     drop(guard);
+    // The tasks the walks stopped end now: counted already, as aborted.
+    drop(after_report);
+    drop(aborted);
     // The callbacks run after the report is published: however slow they are, they do not
     // lengthen the shutdown.
-    // Without a callback, a failure is only remembered among the recent ones, which keep the
-    // last `RECENT_FAILURES`: making the others as well (200 000 with as many stuck tasks)
-    // would hold a worker for tens of milliseconds as the process exits, for nothing.
-    let listed = report.aborted.len() + report.abandoned.len();
-    let skip = if inner.config.on_failure.is_some() {
-        0
-    } else {
-        listed.saturating_sub(RECENT_FAILURES)
+    let report_failures = |tasks: &[TaskRecord], aborted: bool| {
+        for task in tasks {
+            let kind = if aborted {
+                FailureKind::Aborted { age: task.age }
+            } else {
+                FailureKind::Abandoned {
+                    age: task.age,
+                    tracked: task.tracked,
+                }
+            };
+            inner.report_failure(&TaskFailure::new(task.id, task.name.clone(), kind));
+        }
     };
-    let aborted = report.aborted.iter().map(|task| (task, true));
-    let abandoned = report.abandoned.iter().map(|task| (task, false));
-    for (task, aborted) in aborted.chain(abandoned).skip(skip) {
-        let kind = if aborted {
-            FailureKind::Aborted { age: task.age }
-        } else {
-            FailureKind::Abandoned {
-                age: task.age,
-                tracked: task.tracked,
-            }
-        };
-        inner.report_failure(&TaskFailure::new(task.id, task.name.clone(), kind));
+    if inner.config.on_failure.is_some() {
+        report_failures(report.aborted_tasks(), true);
+        report_failures(report.abandoned_tasks(), false);
+    } else {
+        // Without a callback, a failure is only remembered among the recent ones, which keep
+        // the last `RECENT_FAILURES` (the last by id, abandoned after aborted, as the callback
+        // sees them): making the others as well (200 000 with as many stuck tasks), or
+        // sorting them to find the last, would hold a worker for tens of milliseconds as the
+        // process exits, for nothing.
+        let abandoned = report.abandoned.last_by_id(RECENT_FAILURES);
+        let aborted = report.aborted.last_by_id(RECENT_FAILURES - abandoned.len());
+        report_failures(&aborted, true);
+        report_failures(&abandoned, false);
     }
 }
 
@@ -456,7 +527,8 @@ impl Drop for PublishOnDrop {
         // The walk and the report do nothing if the driver got that far: what was found and
         // collected stands.
         self.inner.cancel.cancel();
-        self.inner.abort_remaining();
+        // Woken once the report is published, as by the driver.
+        let _aborted = self.inner.abort_remaining();
         let report = self.inner.close_report(self.started);
         tracing::warn!("the shutdown was cut short: {report}");
         self.inner.publish(report);
@@ -491,6 +563,87 @@ fn deadline(start: Instant, budget: Duration) -> Instant {
         .checked_add(budget)
         .or_else(|| start.checked_add(FAR))
         .unwrap_or(start)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::future::{Future, pending};
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::task::{Context, Wake};
+
+    use super::*;
+    use crate::spawn::Spec;
+    use crate::state::Origin;
+    use crate::supervisor::Config;
+
+    /// A waker that records that it was woken.
+    struct Flag(AtomicBool);
+
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn inner() -> Arc<Inner> {
+        Arc::new(Inner::new(Config {
+            shutdown_timeout: Duration::ZERO,
+            cancel_grace: Duration::ZERO,
+            max_tasks: None,
+            on_failure: None,
+            runtime: None,
+            task_span_level: tracing::level_filters::LevelFilter::OFF,
+            limits: crate::limit::Limits::default(),
+        }))
+    }
+
+    /// Admits a task that never ends, with a context or without, and polls it once, so that
+    /// it registers; returns the task and its waker's flag.
+    fn registered(inner: &Arc<Inner>, cooperative: bool) -> (impl Future + Unpin, Arc<Flag>) {
+        let spec = Spec {
+            origin: Origin::Outside,
+            cooperative,
+            name: None,
+            timeout: None,
+        };
+        let (_, mut task) = inner
+            .supervise(spec, |_, _| pending::<()>())
+            .expect("admitted");
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = std::task::Waker::from(flag.clone());
+        assert!(
+            Pin::new(&mut task)
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        (task, flag)
+    }
+
+    #[test]
+    fn the_tasks_a_walk_stops_are_listed_at_once_and_woken_only_when_its_wakes_drop() {
+        let inner = inner();
+        let (_plain, plain) = registered(&inner, false);
+        let (_cooperative, cooperative) = registered(&inner, true);
+        inner
+            .close_admission(Instant::now())
+            .expect("first shutdown");
+        let stopped = inner.begin_cancel();
+        assert_eq!(inner.lock_shutdown().aborted_early.len(), 1, "listed");
+        assert!(
+            !plain.0.load(Ordering::SeqCst),
+            "woken by the walk, not after the report"
+        );
+        drop(stopped);
+        assert!(plain.0.load(Ordering::SeqCst));
+        let aborted = inner.abort_remaining();
+        assert!(!cooperative.0.load(Ordering::SeqCst));
+        let report = inner.close_report(Instant::now());
+        assert_eq!(report.aborted(), 2, "{report}");
+        drop(aborted);
+        assert!(cooperative.0.load(Ordering::SeqCst));
+    }
 }
 
 /// Models of the accounting protocol: admission, task ends and registration racing the phase
@@ -576,8 +729,8 @@ mod loom_models {
         let at_close = inner
             .close_admission(Instant::now())
             .expect("first shutdown");
-        inner.begin_cancel();
-        inner.abort_remaining();
+        drop(inner.begin_cancel());
+        drop(inner.abort_remaining());
         at_close
     }
 
@@ -655,7 +808,7 @@ mod loom_models {
 
     /// Two registered tasks with a context (so only the abort walk stops them), on the two
     /// shards, ending one after the other as the shutdown runs, each counted under its shard's
-    /// lock alone (see `ShutdownEnds`): in the drain, in the cancel phase, or after the abort
+    /// lock alone (see `ShardEnds`): in the drain, in the cancel phase, or after the abort
     /// walk. Each is counted once, in the report written as soon as the walk is over:
     /// completed or cancelled if it ended before the walk, else aborted, and then counted as
     /// progress once. It fails if the walk unlocks a shard before it is over, so that an end
@@ -682,7 +835,7 @@ mod loom_models {
             ender.join().unwrap();
             check(&inner, at_close);
             assert_eq!(
-                inner.ends.since_walk(),
+                inner.since_walk(),
                 report.aborted(),
                 "every task the walk listed ended once, as progress: {report}"
             );
@@ -728,7 +881,7 @@ mod loom_models {
             let at_close = inner
                 .close_admission(Instant::now())
                 .expect("first shutdown");
-            inner.begin_cancel();
+            drop(inner.begin_cancel());
             // Panics, unless the abort's flag stops it first.
             let ender = loom::thread::spawn(move || {
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -736,7 +889,7 @@ mod loom_models {
                 }));
                 drop(task);
             });
-            inner.abort_remaining();
+            drop(inner.abort_remaining());
             ender.join().unwrap();
             check(&inner, at_close);
         });
@@ -813,7 +966,7 @@ mod loom_models {
             let at_close = inner
                 .close_admission(Instant::now())
                 .expect("first shutdown");
-            inner.begin_cancel();
+            drop(inner.begin_cancel());
             let (mut plain, waiting) = poller.join().unwrap();
             if let Some(flag) = waiting {
                 // Registered before the flag was set: the walk found it and woke it, and its
@@ -833,7 +986,7 @@ mod loom_models {
                     "listed as aborted once, before the grace"
                 );
             }
-            inner.abort_remaining();
+            drop(inner.abort_remaining());
             check(&inner, at_close);
             let report = inner.close_report(Instant::now());
             assert_eq!(report.aborted(), 1, "{report}");
@@ -868,7 +1021,7 @@ mod loom_models {
             let at_close = inner
                 .close_admission(Instant::now())
                 .expect("first shutdown");
-            inner.begin_cancel();
+            drop(inner.begin_cancel());
             let (mut waiting, flag) = poller.join().unwrap();
             if let Some(flag) = flag {
                 // Registered, waiting: the walk found it and woke it, and its next poll stops
@@ -887,7 +1040,7 @@ mod loom_models {
                     .collect();
                 assert_eq!(early, [(id, false)], "listed once, not started");
             }
-            inner.abort_remaining();
+            drop(inner.abort_remaining());
             check(&inner, at_close);
         });
     }

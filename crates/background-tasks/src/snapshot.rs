@@ -406,7 +406,7 @@ impl Inner {
             return (SupervisorPhase::Running, counters, None);
         };
         // Ends counted outside the log neither panicked nor timed out.
-        let (completed, cancelled) = self.ends.completed_and_cancelled();
+        let (completed, cancelled) = self.completed_and_cancelled();
         counters.completed = (log.completed_before + log.completed + completed
             - log.panicked_draining
             - log.timed_out_draining) as u64;

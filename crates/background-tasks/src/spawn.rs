@@ -1125,7 +1125,7 @@ impl TaskGuard {
         // in the drain, an end in the cancel phase that no walk stopped (cancelled) or that
         // the cancel walk listed, an end after the abort walk of a task it listed. Those of
         // registered tasks that neither panicked nor timed out are counted under their shard's
-        // lock alone (see `ShutdownEnds`), since the phase is stable there: phases move on
+        // lock alone (see `ShardEnds`), since the phase is stable there: phases move on
         // only with every shard locked, and each walk keeps them locked until it is over. The
         // rest is counted under the shutdown lock, which the driver holds to walk and to write
         // the report, with 100 000 tasks ending at the cancellation signal or 200 000 woken
@@ -1155,7 +1155,7 @@ impl TaskGuard {
                 // phase change, and the report after it, wait for this shard only.
                 let entry = own_entry(slab.remove(key));
                 let (_, left) = inner.state.end_in_shutdown(cooperative);
-                inner.ends.count(phase, listed);
+                slab.ends().count(phase, listed);
                 drop(slab);
                 inner.notify_if_idle(left.waited_for(phase));
                 return (entry.id, entry.name, Some(entry.started));

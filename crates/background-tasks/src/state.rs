@@ -178,6 +178,14 @@ impl State {
         cooperative(self.word.load(Ordering::Acquire))
     }
 
+    /// How many of the running tasks have no context, from one reading of the word (two
+    /// readings could pair a count with a newer cooperative count).
+    pub(crate) fn without_context(&self) -> usize {
+        // Acquire: as in `running`.
+        let word = self.word.load(Ordering::Acquire);
+        all(word) - cooperative(word)
+    }
+
     /// Counts one more running task, unless the phase or the limit forbids it.
     ///
     /// Without a limit, while running, the count is raised first and the phase checked after:

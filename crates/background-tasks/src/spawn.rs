@@ -870,7 +870,7 @@ impl Cold {
 }
 
 impl TaskGuard {
-    #[inline]
+    #[inline(always)]
     fn new(
         inner: Arc<Inner>,
         id: TaskId,
@@ -885,33 +885,33 @@ impl TaskGuard {
         // Matched rather than tested, so that a task without any of it leaves nothing to drop.
         match (name, span, flow) {
             (None, None, None) => Self(Repr::Lean { inner, tagged }),
-            (name, span, flow) => Self::cold_or_interned(inner, tagged, key, name, span, flow),
+            // A name alone needs no box when the task's own word can hold it: a `&'static str`
+            // interned by the supervisor, for a task yet to register (a registered one's entry
+            // holds its name) and with an id that leaves room for it. Inline: a named spawn is
+            // as common as an unnamed one.
+            (Some(Cow::Borrowed(name)), None, None) if key.is_none() && id.0 >> NAME_SHIFT == 0 => {
+                match inner.names.index(name) {
+                    Some(index) => {
+                        let tagged = tagged | INTERNED | (u64::from(index) << NAME_SHIFT);
+                        Self(Repr::Lean { inner, tagged })
+                    }
+                    None => Self::boxed(inner, tagged, Some(Cow::Borrowed(name)), None, None),
+                }
+            }
+            (name, span, flow) => Self::boxed(inner, tagged, name, span, flow),
         }
     }
 
-    /// The guard of a task that has a name, a span or a flow: with a box, or, for a task with
-    /// a name alone, without one, the bits of its [`Word`] holding the name interned. Out of
-    /// line, so that a task with none of them pays nothing for it.
+    /// The guard of a task with a box: a name not interned, a span or a flow. Out of line, so
+    /// that a task without them pays nothing for it.
     #[inline(never)]
-    fn cold_or_interned(
+    fn boxed(
         inner: Arc<Inner>,
         tagged: Word,
-        key: Option<Key>,
         name: Option<Cow<'static, str>>,
         span: Option<Span>,
         flow: Option<Box<Flow>>,
     ) -> Self {
-        // A name alone needs no box when the task's own word can hold it: a `&'static str`
-        // interned by the supervisor, for a task yet to register (a registered one's entry
-        // holds its name) and with an id that leaves room for it.
-        if let (Some(Cow::Borrowed(name)), None, None) = (&name, &span, &flow)
-            && key.is_none()
-            && id_bits(tagged) >> NAME_SHIFT == 0
-            && let Some(index) = inner.names.index(name)
-        {
-            let tagged = tagged | INTERNED | (u64::from(index) << NAME_SHIFT);
-            return Self(Repr::Lean { inner, tagged });
-        }
         let cold = Cold {
             name,
             panic: None,

@@ -92,13 +92,16 @@ pub(crate) struct Config {
 }
 
 // `repr(C)` keeps the fields in this order: the two words every spawn writes come first, on
-// one cache line, and the abort flag every poll reads sits on lines of its own (its type is
-// aligned to 128 bytes), so that writes to the busy words do not invalidate it in every
-// other core's cache.
+// 128 bytes of their own (a cache line, and the one the CPU fetches with it), and the abort
+// flag every poll reads sits on lines of its own (its type is aligned to 128 bytes), so that
+// writes to the busy words do not invalidate what every spawn and poll reads in every other
+// core's cache. Without `_busy_end`, the configuration shared the busy words' line: on a
+// two-core server every spawn read it after the other core's last end had taken the line.
 #[repr(C)]
 pub(crate) struct Inner {
     pub(crate) state: State,
     pub(crate) next_id: AtomicU64,
+    _busy_end: BusyEnd,
     pub(crate) config: Config,
     pub(crate) registry: Registry,
     /// How many futures wait for the count to reach zero; see `notify_if_idle`.
@@ -137,6 +140,11 @@ pub(crate) struct Inner {
 }
 
 /// What shutdown has counted so far.
+/// Ends the busy words' 128 bytes in [`Inner`]: a field of no size, aligned as the next line.
+#[derive(Debug)]
+#[repr(align(128))]
+struct BusyEnd;
+
 #[derive(Debug, Default)]
 pub(crate) struct ShutdownLog {
     pub(crate) started: Option<Instant>,
@@ -193,6 +201,7 @@ impl Inner {
             state: State::new(),
             registry: Registry::new(),
             next_id: AtomicU64::new(1),
+            _busy_end: BusyEnd,
             idle_waiters: AtomicUsize::new(0),
             idle: Notify::new(),
             room_waiters: AtomicUsize::new(0),

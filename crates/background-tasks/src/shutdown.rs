@@ -565,6 +565,20 @@ fn deadline(start: Instant, budget: Duration) -> Instant {
         .unwrap_or(start)
 }
 
+/// A supervisor's state for the tests and the loom models: no budget, no span, `limits`.
+#[cfg(test)]
+fn test_inner(limits: crate::limit::Limits) -> Arc<Inner> {
+    Arc::new(Inner::new(crate::supervisor::Config {
+        shutdown_timeout: Duration::ZERO,
+        cancel_grace: Duration::ZERO,
+        max_tasks: None,
+        on_failure: None,
+        runtime: None,
+        task_span_level: tracing::level_filters::LevelFilter::OFF,
+        limits,
+    }))
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use std::future::{Future, pending};
@@ -576,7 +590,6 @@ mod tests {
     use super::*;
     use crate::spawn::Spec;
     use crate::state::Origin;
-    use crate::supervisor::Config;
 
     /// A waker that records that it was woken.
     struct Flag(AtomicBool);
@@ -588,15 +601,7 @@ mod tests {
     }
 
     fn inner() -> Arc<Inner> {
-        Arc::new(Inner::new(Config {
-            shutdown_timeout: Duration::ZERO,
-            cancel_grace: Duration::ZERO,
-            max_tasks: None,
-            on_failure: None,
-            runtime: None,
-            task_span_level: tracing::level_filters::LevelFilter::OFF,
-            limits: crate::limit::Limits::default(),
-        }))
+        super::test_inner(crate::limit::Limits::default())
     }
 
     /// Admits a task that never ends, with a context or without, and polls it once, so that
@@ -666,22 +671,13 @@ mod loom_models {
     use super::*;
     use crate::spawn::{Spec, Supervised};
     use crate::state::Origin;
-    use crate::supervisor::Config;
 
     fn inner() -> Arc<Inner> {
         with_limits(crate::limit::Limits::default())
     }
 
     fn with_limits(limits: crate::limit::Limits) -> Arc<Inner> {
-        Arc::new(Inner::new(Config {
-            shutdown_timeout: Duration::ZERO,
-            cancel_grace: Duration::ZERO,
-            max_tasks: None,
-            on_failure: None,
-            runtime: None,
-            task_span_level: tracing::level_filters::LevelFilter::OFF,
-            limits,
-        }))
+        super::test_inner(limits)
     }
 
     /// A waker that records that it was woken.

@@ -151,10 +151,20 @@ async fn an_after_response_task_starts_only_once_the_body_has_been_sent() {
 
     // The task exists (shutdown would wait for it) but waits for the body.
     assert_eq!(supervisor.len(), 1);
-    let waited = tokio::time::timeout(Duration::from_millis(200), supervisor.wait_idle()).await;
-    assert!(waited.is_err(), "the task ran before the body was sent");
-    assert!(!ran.load(Ordering::SeqCst));
+    assert_runs_once_the_body_is_sent(response, &supervisor, &ran, "the task").await;
+}
 
+/// Checks that the after-response task of `response`'s request waits for its body (`ran`
+/// stays false), then reads the body, and checks that the task ran.
+async fn assert_runs_once_the_body_is_sent(
+    response: actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+    supervisor: &TaskSupervisor,
+    ran: &AtomicBool,
+    task: &str,
+) {
+    let waited = tokio::time::timeout(Duration::from_millis(200), supervisor.wait_idle()).await;
+    assert!(waited.is_err(), "{task} ran before its body was sent");
+    assert!(!ran.load(Ordering::SeqCst));
     assert_eq!(test::read_body(response).await, "a body");
     tokio::time::timeout(Duration::from_secs(5), supervisor.wait_idle())
         .await
@@ -172,17 +182,8 @@ async fn the_next_request_s_after_response_task_waits_for_its_own_body() {
     for request in 0..3 {
         ran.store(false, Ordering::SeqCst);
         let response = test::call_service(&service, test::TestRequest::get().to_request()).await;
-        let waited = tokio::time::timeout(Duration::from_millis(100), supervisor.wait_idle()).await;
-        assert!(
-            waited.is_err(),
-            "request {request}'s task ran before its body was sent"
-        );
-        assert!(!ran.load(Ordering::SeqCst));
-        assert_eq!(test::read_body(response).await, "a body");
-        tokio::time::timeout(Duration::from_secs(5), supervisor.wait_idle())
-            .await
-            .expect("the task ran once the body was sent");
-        assert!(ran.load(Ordering::SeqCst));
+        let task = format!("request {request}'s task");
+        assert_runs_once_the_body_is_sent(response, &supervisor, &ran, &task).await;
     }
 }
 

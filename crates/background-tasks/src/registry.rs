@@ -1,9 +1,10 @@
 //! The set of running tasks: what shutdown aborts, and what its report names.
 //!
 //! Entries live in a few mutex-guarded slabs, sharded by the thread that registers them, so
-//! that tasks registered at once on different threads rarely meet on a lock or a cache line. An async task registers when it first suspends, from the
-//! thread that polls it: a task that finishes in its first poll never touches the registry,
-//! which keeps short tasks as cheap as a bare `TaskTracker` spawn. A blocking task registers
+//! that tasks registered at once on different threads rarely meet on a lock or a cache line.
+//! An async task registers when it first suspends, from the thread that polls it: a task that
+//! finishes in its first poll never touches the registry, which keeps short tasks as cheap as
+//! a bare `TaskTracker` spawn. A blocking task registers
 //! when it is spawned, since nothing else could name it if it outlives the budget. Entries are
 //! removed when their task ends, so the registry only ever holds running tasks.
 

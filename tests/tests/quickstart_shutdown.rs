@@ -192,11 +192,14 @@ async fn second_sigterm_during_the_drain_delay_aborts_at_once() {
 
     let line = server.line_starting_with("shutdown report: ", Duration::from_secs(1));
     let counts = Counts::parse(&line);
-    // Both jobs are aborted, by name. The supervisor's drain had not begun, so the heartbeat
-    // sees `shutdown_started` and the abort at the same moment: completed or aborted.
+    // Both jobs are aborted, by name. The supervisor's drain had not begun, so the forced
+    // shutdown runs through its phases within microseconds: the heartbeat, which ends itself on
+    // `shutdown_started`, is completed, cancelled (it ended in the instant between the
+    // cancellation signal and the abort: seen once in a dozen runs) or aborted, and only it.
     assert_eq!(line.matches("async-job (task").count(), 2, "{line}");
     assert!(counts.aborted >= 2, "{line}");
-    assert_eq!(counts.cancelled + counts.abandoned, 0, "{line}");
+    assert!(counts.cancelled <= 1, "{line}");
+    assert_eq!(counts.abandoned, 0, "{line}");
     assert_eq!(counts.total(), 2 + 1, "{line}");
 }
 

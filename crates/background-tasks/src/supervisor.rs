@@ -139,12 +139,12 @@ pub(crate) struct Inner {
     pub(crate) labels: crate::metrics::Labels,
 }
 
-/// What shutdown has counted so far.
 /// Ends the busy words' 128 bytes in [`Inner`]: a field of no size, aligned as the next line.
 #[derive(Debug)]
 #[repr(align(128))]
 struct BusyEnd;
 
+/// What shutdown has counted so far.
 #[derive(Debug, Default)]
 pub(crate) struct ShutdownLog {
     pub(crate) started: Option<Instant>,

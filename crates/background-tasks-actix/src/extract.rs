@@ -6,11 +6,12 @@ use std::future::{Future, Ready, ready};
 use std::sync::Arc;
 
 use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpMessage, HttpRequest};
+use actix_web::{FromRequest, HttpRequest};
 use background_tasks::{TaskBuilder, TaskContext, TaskHandle, TaskSupervisor, TrackedFuture};
 
 use crate::error::{BackgroundTaskError, MissingBackgroundTasksMiddleware};
 use crate::gate::Gate;
+use crate::request_data::RequestTasks;
 
 /// Spawns supervised background tasks from an actix-web handler: an extractor for the
 /// supervisor that [`BackgroundTasksMiddleware`](crate::BackgroundTasksMiddleware) registers.
@@ -90,7 +91,7 @@ impl BackgroundTasks {
         }
     }
 
-    /// The value the middleware puts into a request; `sent` is opened by the response body.
+    /// The value of the extractor in a request; `sent` is opened by the response body.
     pub(crate) fn for_request(supervisor: Arc<TaskSupervisor>, sent: Gate) -> Self {
         Self { supervisor, sent }
     }
@@ -426,7 +427,9 @@ impl FromRequest for BackgroundTasks {
 
     #[inline]
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let tasks = request.extensions().get::<Self>().cloned();
+        // The middleware's request-scoped app data: the same for a clone of the request, and
+        // for as long as any clone lives.
+        let tasks = request.app_data::<RequestTasks>().map(RequestTasks::tasks);
         ready(tasks.ok_or_else(|| {
             tracing::error!("{MissingBackgroundTasksMiddleware}");
             MissingBackgroundTasksMiddleware

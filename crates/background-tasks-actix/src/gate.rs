@@ -64,20 +64,20 @@ impl Gate {
         GateGuard(self.clone())
     }
 
-    /// A closed gate: `reuse`, made closed again, if nothing else holds it any more (no
-    /// request, guard or task), else a new one. A worker's requests mostly end before its next
-    /// one starts, so keeping the last gate spares most requests an allocation and its free.
+    /// Closes it again for the next request: the same gate, if nothing else holds it any more
+    /// (no request, guard or task), else a new one. A worker's requests mostly end before its
+    /// next one starts, so keeping the last gate spares most requests an allocation and its
+    /// free.
     #[inline]
-    pub(crate) fn reuse_or_new(reuse: Option<Self>) -> Self {
-        if let Some(mut gate) = reuse
-            && let Some(inner) = Arc::get_mut(&mut gate.0)
-        {
+    pub(crate) fn close_again(&mut self) {
+        match Arc::get_mut(&mut self.0) {
             // Held by no one else, so no task waits on its `Notify`: it is as new once closed.
-            *inner.open.get_mut() = false;
-            *inner.waiting.get_mut() = false;
-            return gate;
+            Some(inner) => {
+                *inner.open.get_mut() = false;
+                *inner.waiting.get_mut() = false;
+            }
+            None => *self = Self::default(),
         }
-        Self::default()
     }
 }
 
@@ -148,7 +148,8 @@ mod tests {
         let gate = Gate::default();
         let guard = gate.guard();
         // Its guard (the request) still holds it: a new gate.
-        let other = Gate::reuse_or_new(Some(gate.clone()));
+        let mut other = gate.clone();
+        other.close_again();
         assert!(!Arc::ptr_eq(&other.0, &gate.0));
         // A task still waits on it after its response was sent: a new gate.
         let waiting = tokio::spawn({
@@ -157,12 +158,14 @@ mod tests {
         });
         tokio::task::yield_now().await;
         drop(guard);
-        let other = Gate::reuse_or_new(Some(gate.clone()));
+        let mut other = gate.clone();
+        other.close_again();
         assert!(!Arc::ptr_eq(&other.0, &gate.0));
         waiting.await.unwrap();
         // Held by no one else now: the same gate, closed again, which its next guard opens.
         let pointer = Arc::as_ptr(&gate.0);
-        let reused = Gate::reuse_or_new(Some(gate));
+        let mut reused = gate;
+        reused.close_again();
         assert_eq!(Arc::as_ptr(&reused.0), pointer);
         assert!(!reused.is_open());
         let waiting = tokio::spawn({

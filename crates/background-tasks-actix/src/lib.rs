@@ -80,6 +80,7 @@ mod extract;
 mod gate;
 mod in_flight;
 mod middleware;
+mod request_data;
 mod serve;
 mod signals;
 

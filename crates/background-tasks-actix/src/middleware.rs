@@ -1,6 +1,5 @@
 //! The middleware that makes the supervisor reachable from every request it wraps.
 
-use std::cell::Cell;
 use std::fmt;
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
@@ -8,19 +7,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use actix_http::ConnectionType;
-use actix_web::HttpMessage;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use background_tasks::TaskSupervisor;
 use pin_project_lite::pin_project;
 
 use crate::body::AfterResponseBody;
-use crate::extract::BackgroundTasks;
-use crate::gate::{Gate, GateGuard};
+use crate::gate::GateGuard;
 use crate::in_flight::{InFlight, InFlightGuard, InFlightShard};
+use crate::request_data::RequestData;
 
 /// Registers a [`TaskSupervisor`] with an actix-web `App`: every request it wraps can take the
-/// [`BackgroundTasks`] extractor, and [`after_response`](BackgroundTasks::after_response) tasks
-/// start once the response body has been sent or dropped.
+/// [`BackgroundTasks`](crate::BackgroundTasks) extractor, and
+/// [`after_response`](crate::BackgroundTasks::after_response) tasks start once the response
+/// body has been sent or dropped.
 ///
 /// It also counts the requests in flight (from the middleware until the response body has been
 /// sent or dropped), which is how [`serve`](crate::serve) knows when they have drained. Create it
@@ -153,15 +152,15 @@ where
         }
         ready(Ok(BackgroundTasksService {
             service,
-            supervisor: Arc::new(self.supervisor.clone()),
+            data: RequestData::new(Arc::new(self.supervisor.clone())),
             in_flight: self.in_flight.shard(),
-            last_gate: Cell::new(None),
         }))
     }
 }
 
-/// The service of [`BackgroundTasksMiddleware`]: puts a [`BackgroundTasks`] into each
-/// request's extensions and moves the guard of its after-response tasks, and the count of the
+/// The service of [`BackgroundTasksMiddleware`]: makes a
+/// [`BackgroundTasks`](crate::BackgroundTasks) extractable in each request (as request-scoped
+/// app data) and moves the guard of its after-response tasks, and the count of the
 /// request in flight, into the response body. Once [`serve`](crate::serve) has stopped
 /// accepting, its responses close their connection (`Connection: close`), except upgrades.
 ///
@@ -189,10 +188,8 @@ pub struct BackgroundTasksService<S> {
     service: S,
     // Both of this worker's own: what each request clones or counts is written by this
     // worker's thread only, rather than bounced between the cores of every worker.
-    supervisor: Arc<TaskSupervisor>,
+    data: RequestData,
     in_flight: Arc<InFlightShard>,
-    /// The gate of the last request, reused by the next one once nothing holds it.
-    last_gate: Cell<Option<Gate>>,
 }
 
 impl<S> BackgroundTasksService<S> {
@@ -222,7 +219,7 @@ impl<S> BackgroundTasksService<S> {
 impl<S> fmt::Debug for BackgroundTasksService<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BackgroundTasksService")
-            .field("supervisor", &self.supervisor)
+            .field("supervisor", self.data.supervisor())
             .finish_non_exhaustive()
     }
 }
@@ -237,18 +234,15 @@ where
 
     forward_ready!(service);
 
-    fn call(&self, request: ServiceRequest) -> Self::Future {
-        // The gate of this request's after-response tasks: opened by the guard, which lives
-        // in the response future and then in the response body.
-        let sent = Gate::reuse_or_new(self.last_gate.take());
-        self.last_gate.set(Some(sent.clone()));
-        let guard = sent.guard();
-        request
-            .extensions_mut()
-            .insert(BackgroundTasks::for_request(
-                Arc::clone(&self.supervisor),
-                sent,
-            ));
+    fn call(&self, mut request: ServiceRequest) -> Self::Future {
+        // The app data that the extractor finds, with the gate of this request's after-response
+        // tasks, opened by the guard, which lives in the response future and then in the
+        // response body.
+        let (data, guard) = self.data.next();
+        // Panics if the request has been cloned, as actix's own router (which records the
+        // matched resource in it) and resources with app data (this same call) do: a clone held
+        // across the call of the inner service breaks actix with or without this middleware.
+        request.add_data_container(data);
         // Counted from before the handler runs, so that the drain cannot end between the
         // handler's spawn and the end of its response.
         let in_flight = InFlightShard::start(&self.in_flight);

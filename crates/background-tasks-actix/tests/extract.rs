@@ -1,13 +1,15 @@
 //! The middleware and the extractor, through actix's test service: spawning, 503s, the
 //! missing-middleware 500, after-response tasks and the count of requests in flight.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::RETRY_AFTER;
-use actix_web::{App, HttpResponse, test, web};
+use actix_web::{App, FromRequest, HttpRequest, HttpResponse, test, web};
 use background_tasks_actix::{
     BackgroundTaskError, BackgroundTasks, BackgroundTasksMiddleware, SpawnError, TaskSupervisor,
 };
@@ -329,4 +331,77 @@ async fn a_request_is_in_flight_until_its_body_has_been_sent_or_dropped() {
         0,
         "a dropped response ends it"
     );
+}
+
+#[actix_web::test]
+async fn an_extractor_taken_from_a_clone_of_the_request_after_its_handler_waits_for_its_body() {
+    // A worker reuses what the extractor reads for its next request once no request holds it:
+    // a clone of a request must keep that request's gate, even once other requests have run.
+    let supervisor = TaskSupervisor::new();
+    let kept = Rc::new(RefCell::new(None::<HttpRequest>));
+    let (first_ran, second_ran) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let service = test::init_service(
+        App::new()
+            .wrap(BackgroundTasksMiddleware::new(supervisor.clone()))
+            .route(
+                "/keep",
+                web::get().to({
+                    let kept = kept.clone();
+                    move |request: HttpRequest| {
+                        kept.replace(Some(request));
+                        async { HttpResponse::Ok().body("a body") }
+                    }
+                }),
+            )
+            .route(
+                "/",
+                web::get().to({
+                    let ran = second_ran.clone();
+                    move |tasks: BackgroundTasks| {
+                        let ran = ran.clone();
+                        async move {
+                            tasks
+                                .after_response(async move { ran.store(true, Ordering::SeqCst) })?;
+                            Ok::<_, BackgroundTaskError>(HttpResponse::Ok().body("a body"))
+                        }
+                    }
+                }),
+            ),
+    )
+    .await;
+    let first =
+        test::call_service(&service, test::TestRequest::get().uri("/keep").to_request()).await;
+    // Only the handler's clone holds the first request now; its body is still to send.
+    let first_body = first.into_body();
+    let second = test::call_service(&service, test::TestRequest::get().to_request()).await;
+    assert_runs_once_the_body_is_sent(
+        second,
+        &supervisor,
+        &second_ran,
+        "the second request's task",
+    )
+    .await;
+
+    let request = kept.take().expect("the handler kept its request");
+    let tasks = BackgroundTasks::extract(&request).await.unwrap();
+    let flag = first_ran.clone();
+    tasks
+        .after_response(async move { flag.store(true, Ordering::SeqCst) })
+        .unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(200), supervisor.wait_idle()).await;
+    assert!(
+        waited.is_err(),
+        "the first request's task ran before its body was sent"
+    );
+    assert_eq!(
+        actix_web::body::to_bytes(first_body).await.ok().unwrap(),
+        "a body"
+    );
+    tokio::time::timeout(Duration::from_secs(5), supervisor.wait_idle())
+        .await
+        .expect("the task ran once the first body was sent");
+    assert!(first_ran.load(Ordering::SeqCst));
 }

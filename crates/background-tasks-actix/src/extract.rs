@@ -3,7 +3,6 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::future::{Future, Ready, ready};
-use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest};
@@ -58,10 +57,9 @@ use crate::request_data::RequestTasks;
 /// ```
 #[derive(Clone)]
 pub struct BackgroundTasks {
-    /// One per worker (or per [`new`](Self::new)), so that cloning it for each request touches
-    /// a reference count that no other worker's thread does.
-    supervisor: Arc<TaskSupervisor>,
-    /// Opened once the response has been sent or dropped: the gate of after-response tasks.
+    /// Opened once the response has been sent or dropped: the gate of after-response tasks,
+    /// which also holds the supervisor, so that cloning the extractor for each request touches
+    /// one reference count.
     sent: Gate,
 }
 
@@ -86,14 +84,13 @@ impl BackgroundTasks {
     #[must_use]
     pub fn new(supervisor: TaskSupervisor) -> Self {
         Self {
-            supervisor: Arc::new(supervisor),
-            sent: Gate::open(),
+            sent: Gate::open(supervisor),
         }
     }
 
     /// The value of the extractor in a request; `sent` is opened by the response body.
-    pub(crate) fn for_request(supervisor: Arc<TaskSupervisor>, sent: Gate) -> Self {
-        Self { supervisor, sent }
+    pub(crate) fn for_request(sent: Gate) -> Self {
+        Self { sent }
     }
 
     /// [`TaskSupervisor::spawn`], answering `503` through `?`.
@@ -125,7 +122,7 @@ impl BackgroundTasks {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        Ok(self.supervisor.spawn(future)?)
+        Ok(self.sent.supervisor().spawn(future)?)
     }
 
     /// [`TaskSupervisor::spawn_with`], answering `503` through `?`.
@@ -160,7 +157,7 @@ impl BackgroundTasks {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        Ok(self.supervisor.spawn_with(task)?)
+        Ok(self.sent.supervisor().spawn_with(task)?)
     }
 
     /// [`TaskSupervisor::spawn_blocking`], answering `503` through `?`.
@@ -191,7 +188,7 @@ impl BackgroundTasks {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        Ok(self.supervisor.spawn_blocking(function)?)
+        Ok(self.sent.supervisor().spawn_blocking(function)?)
     }
 
     /// [`TaskSupervisor::spawn_local`]: spawns `future`, which need not be `Send`, on the
@@ -232,7 +229,7 @@ impl BackgroundTasks {
         F: Future + 'static,
         F::Output: 'static,
     {
-        Ok(self.supervisor.spawn_local(future)?)
+        Ok(self.sent.supervisor().spawn_local(future)?)
     }
 
     /// [`TaskSupervisor::spawn_local_with`]: spawns the future that `task` builds from its
@@ -269,7 +266,7 @@ impl BackgroundTasks {
         Fut: Future + 'static,
         Fut::Output: 'static,
     {
-        Ok(self.supervisor.spawn_local_with(task)?)
+        Ok(self.sent.supervisor().spawn_local_with(task)?)
     }
 
     /// [`TaskSupervisor::track_future`]: tracks `future`, which the handler awaits itself, as
@@ -295,7 +292,7 @@ impl BackgroundTasks {
         &self,
         future: F,
     ) -> Result<TrackedFuture<F>, BackgroundTaskError> {
-        Ok(self.supervisor.track_future(future)?)
+        Ok(self.sent.supervisor().track_future(future)?)
     }
 
     /// [`TaskSupervisor::track_future_with`]: tracks the future that `task` builds from its
@@ -325,7 +322,7 @@ impl BackgroundTasks {
         F: FnOnce(TaskContext) -> Fut,
         Fut: Future,
     {
-        Ok(self.supervisor.track_future_with(task)?)
+        Ok(self.sent.supervisor().track_future_with(task)?)
     }
 
     /// A builder for a named task: [`TaskSupervisor::task`], plus
@@ -346,7 +343,7 @@ impl BackgroundTasks {
     #[inline]
     pub fn task(&self, name: impl Into<Cow<'static, str>>) -> BackgroundTaskBuilder<'_> {
         BackgroundTaskBuilder {
-            builder: self.supervisor.task(name),
+            builder: self.sent.supervisor().task(name),
             sent: &self.sent,
         }
     }
@@ -405,7 +402,7 @@ impl BackgroundTasks {
     #[inline]
     #[must_use]
     pub fn supervisor(&self) -> &TaskSupervisor {
-        &self.supervisor
+        self.sent.supervisor()
     }
 }
 
@@ -415,7 +412,7 @@ const AFTER_RESPONSE: &str = "after-response";
 impl fmt::Debug for BackgroundTasks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BackgroundTasks")
-            .field("supervisor", &self.supervisor)
+            .field("supervisor", self.supervisor())
             .field("response_sent", &self.sent.is_open())
             .finish()
     }

@@ -152,7 +152,7 @@ where
         }
         ready(Ok(BackgroundTasksService {
             service,
-            data: RequestData::new(Arc::new(self.supervisor.clone())),
+            data: RequestData::new(self.supervisor.clone()),
             in_flight: self.in_flight.shard(),
         }))
     }
@@ -186,8 +186,9 @@ where
 /// ```
 pub struct BackgroundTasksService<S> {
     service: S,
-    // Both of this worker's own: what each request clones or counts is written by this
-    // worker's thread only, rather than bounced between the cores of every worker.
+    // Both of this worker's own: what each request clones or counts (its gate, reused from
+    // request to request, and its shard of the count) is written by this worker's thread
+    // only, rather than bounced between the cores of every worker.
     data: RequestData,
     in_flight: Arc<InFlightShard>,
 }

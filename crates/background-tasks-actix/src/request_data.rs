@@ -4,7 +4,6 @@
 use std::cell::Cell;
 use std::fmt;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use actix_web::dev::Extensions;
 use background_tasks::TaskSupervisor;
@@ -15,7 +14,6 @@ use crate::gate::{Gate, GateGuard};
 /// What the middleware makes extractable in a request: a type of this crate's own, so that no
 /// app data of the user's can take its place.
 pub(crate) struct RequestTasks {
-    supervisor: Arc<TaskSupervisor>,
     /// Opened by the request's [`GateGuard`], in its response body.
     sent: Gate,
 }
@@ -24,7 +22,7 @@ impl RequestTasks {
     /// The extractor's value.
     #[inline]
     pub(crate) fn tasks(&self) -> BackgroundTasks {
-        BackgroundTasks::for_request(Arc::clone(&self.supervisor), self.sent.clone())
+        BackgroundTasks::for_request(self.sent.clone())
     }
 }
 
@@ -42,14 +40,13 @@ impl RequestTasks {
 /// is changed only when nothing else holds it (`Rc::get_mut`), so an extractor taken from a
 /// clone of the request, even after the handler, has that request's gate, as with extensions.
 pub(crate) struct RequestData {
-    /// One per worker, so that cloning it touches a reference count that no other worker's
-    /// thread does.
-    supervisor: Arc<TaskSupervisor>,
+    /// Cloned into a new gate only: the gates, which requests clone, are this worker's own.
+    supervisor: TaskSupervisor,
     last: Cell<Option<Rc<Extensions>>>,
 }
 
 impl RequestData {
-    pub(crate) fn new(supervisor: Arc<TaskSupervisor>) -> Self {
+    pub(crate) fn new(supervisor: TaskSupervisor) -> Self {
         Self {
             supervisor,
             last: Cell::new(None),
@@ -84,13 +81,10 @@ impl RequestData {
 
     #[cold]
     fn new_data(&self) -> (Rc<Extensions>, GateGuard) {
-        let sent = Gate::default();
+        let sent = Gate::new(self.supervisor.clone());
         let guard = sent.guard();
         let mut data = Extensions::new();
-        data.insert(RequestTasks {
-            supervisor: Arc::clone(&self.supervisor),
-            sent,
-        });
+        data.insert(RequestTasks { sent });
         (Rc::new(data), guard)
     }
 }

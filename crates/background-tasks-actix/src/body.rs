@@ -9,11 +9,10 @@ use actix_web::web::Bytes;
 use pin_project_lite::pin_project;
 
 use crate::gate::GateGuard;
-use crate::in_flight::InFlightGuard;
 
 pin_project! {
     /// The response body of [`BackgroundTasksService`](crate::BackgroundTasksService): the
-    /// inner body, plus the guards that start the request's after-response tasks and end its
+    /// inner body, plus the guard that starts the request's after-response tasks and ends its
     /// count in flight once actix has taken its last chunk, or when it is dropped, as
     /// tower-http's in-flight requests counter does.
     ///
@@ -40,21 +39,12 @@ pin_project! {
         #[pin]
         inner: B,
         guard: Option<GateGuard>,
-        in_flight: Option<InFlightGuard>,
     }
 }
 
 impl<B> AfterResponseBody<B> {
-    pub(crate) fn new(
-        inner: B,
-        guard: Option<GateGuard>,
-        in_flight: Option<InFlightGuard>,
-    ) -> Self {
-        Self {
-            inner,
-            guard,
-            in_flight,
-        }
+    pub(crate) fn new(inner: B, guard: Option<GateGuard>) -> Self {
+        Self { inner, guard }
     }
 
     /// The body it wraps.
@@ -101,7 +91,6 @@ impl<B: MessageBody> MessageBody for AfterResponseBody<B> {
         // will ever be, so the tasks start now rather than when actix drops the body.
         if matches!(chunk, None | Some(Err(_))) {
             this.guard.take();
-            this.in_flight.take();
         }
         Poll::Ready(chunk)
     }

@@ -1,5 +1,5 @@
 //! The gate of a request's after-response tasks: opened once its response has been sent or
-//! dropped.
+//! dropped, which also ends the request's count in flight.
 
 use std::fmt;
 use std::sync::Arc;
@@ -8,9 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use background_tasks::TaskSupervisor;
 use tokio::sync::Notify;
 
+use crate::in_flight::InFlightShard;
+
 /// Opened once by its [`GateGuard`]; after-response tasks wait for it. It carries the
 /// supervisor that the request's tasks are spawned on, so that the extractor is one reference
-/// count: cloning it for a handler, and dropping it, touch one word rather than two.
+/// count (cloning it for a handler, and dropping it, touch one word rather than two), and the
+/// worker's count of requests in flight, which its guard counts the request in, so that the
+/// guard is one reference count too.
 ///
 /// One per request, so it is lighter than a `CancellationToken`: cloning and dropping it are
 /// reference counts, with no lock, and opening it takes a lock only when a task waits for it.
@@ -19,6 +23,8 @@ pub(crate) struct Gate(Arc<Inner>);
 
 struct Inner {
     supervisor: TaskSupervisor,
+    /// None outside of a request.
+    in_flight: Option<Arc<InFlightShard>>,
     open: AtomicBool,
     /// Set before a task first waits: most requests have no after-response task, and their
     /// gate opens without `Notify`'s lock.
@@ -27,10 +33,12 @@ struct Inner {
 }
 
 impl Gate {
-    /// A closed gate, for the tasks of `supervisor`.
-    pub(crate) fn new(supervisor: TaskSupervisor) -> Self {
+    /// A closed gate, for the tasks of `supervisor`, whose guards count their request in
+    /// `in_flight`.
+    pub(crate) fn new(supervisor: TaskSupervisor, in_flight: Option<Arc<InFlightShard>>) -> Self {
         Self(Arc::new(Inner {
             supervisor,
+            in_flight,
             open: AtomicBool::new(false),
             waiting: AtomicBool::new(false),
             opened: Notify::new(),
@@ -39,7 +47,7 @@ impl Gate {
 
     /// A gate that is open already: there is no response to wait for.
     pub(crate) fn open(supervisor: TaskSupervisor) -> Self {
-        let gate = Self::new(supervisor);
+        let gate = Self::new(supervisor, None);
         gate.0.open.store(true, Ordering::Release);
         gate
     }
@@ -77,9 +85,13 @@ impl Gate {
         }
     }
 
-    /// The guard that opens the gate when dropped.
+    /// The guard that opens the gate when dropped, and counts the request in flight until
+    /// then.
     #[inline]
     pub(crate) fn guard(&self) -> GateGuard {
+        if let Some(in_flight) = &self.0.in_flight {
+            in_flight.start();
+        }
         GateGuard(self.clone())
     }
 
@@ -95,7 +107,7 @@ impl Gate {
                 *inner.open.get_mut() = false;
                 *inner.waiting.get_mut() = false;
             }
-            None => *self = Self::new(self.supervisor().clone()),
+            None => *self = Self::new(self.supervisor().clone(), self.0.in_flight.clone()),
         }
     }
 }
@@ -108,9 +120,21 @@ impl fmt::Debug for Gate {
     }
 }
 
-/// Opens its [`Gate`] when dropped: with the response body, once sent, or with the response
-/// future, when there is no response.
+/// Opens its [`Gate`] when dropped, then ends the request's count in flight: with the
+/// response body, once sent, or with the response future, when there is no response.
 pub(crate) struct GateGuard(Gate);
+
+impl GateGuard {
+    /// Whether the server is draining its requests: responses should close their connection.
+    #[inline]
+    pub(crate) fn is_draining(&self) -> bool {
+        self.0
+            .0
+            .in_flight
+            .as_ref()
+            .is_some_and(|in_flight| in_flight.is_draining())
+    }
+}
 
 impl Drop for GateGuard {
     fn drop(&mut self) {
@@ -119,6 +143,11 @@ impl Drop for GateGuard {
         inner.open.store(true, Ordering::SeqCst);
         if inner.waiting.load(Ordering::SeqCst) {
             inner.opened.notify_waiters();
+        }
+        // After the gate has opened: once the drain sees no request in flight, the
+        // after-response tasks of every request have been let run.
+        if let Some(in_flight) = &inner.in_flight {
+            in_flight.end();
         }
     }
 }
@@ -137,7 +166,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_waiting_task_sees_the_gate_open_when_its_guard_drops() {
-        let gate = Gate::new(TaskSupervisor::new());
+        let gate = Gate::new(TaskSupervisor::new(), None);
         let guard = gate.guard();
         let waiting = tokio::spawn({
             let gate = gate.clone();
@@ -155,7 +184,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_task_that_waits_once_the_guard_dropped_does_not_wait() {
-        let gate = Gate::new(TaskSupervisor::new());
+        let gate = Gate::new(TaskSupervisor::new(), None);
         drop(gate.guard());
         tokio::time::timeout(Duration::from_millis(1), gate.opened())
             .await
@@ -164,7 +193,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_gate_is_reused_closed_once_no_one_holds_it_and_only_then() {
-        let gate = Gate::new(TaskSupervisor::new());
+        let gate = Gate::new(TaskSupervisor::new(), None);
         let guard = gate.guard();
         // Its guard (the request) still holds it: a new gate.
         let mut other = gate.clone();

@@ -108,14 +108,30 @@ pub(crate) struct InFlightShard {
 }
 
 impl InFlightShard {
-    /// Counts one request until the guard is dropped.
+    /// Counts one request, until [`end`](Self::end): the guard of its after-response gate
+    /// calls both.
     #[inline]
-    pub(crate) fn start(this: &Arc<Self>) -> InFlightGuard {
-        // SeqCst: pairs with the load of `draining` in the guard's drop and the store in
-        // `drain` (a store-load pattern on two variables): either `drain` sees the count at
-        // zero, or the guard sees `draining` and wakes it.
-        this.count.fetch_add(1, Ordering::SeqCst);
-        InFlightGuard(Arc::clone(this))
+    pub(crate) fn start(&self) {
+        // SeqCst: pairs with the load of `draining` in `end` and the store in `drain` (a
+        // store-load pattern on two variables): either `drain` sees the count at zero, or
+        // `end` sees `draining` and wakes it.
+        self.count.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Ends one request counted by [`start`](Self::start).
+    #[inline]
+    pub(crate) fn end(&self) {
+        // SeqCst: see `start`.
+        let before = self.count.fetch_sub(1, Ordering::SeqCst);
+        if before == 1 && self.shared.draining.load(Ordering::SeqCst) {
+            self.shared.idle.notify_waiters();
+        }
+    }
+
+    /// Whether responses should close their connection.
+    #[inline]
+    pub(crate) fn is_draining(&self) -> bool {
+        self.shared.is_draining()
     }
 }
 
@@ -124,33 +140,6 @@ impl fmt::Debug for InFlightShard {
         f.debug_struct("InFlightShard")
             .field("count", &self.count.load(Ordering::Relaxed))
             .finish_non_exhaustive()
-    }
-}
-
-/// One request in flight; it ends when the guard is dropped with the response body (or with
-/// the response future, when there is no response).
-pub(crate) struct InFlightGuard(Arc<InFlightShard>);
-
-impl InFlightGuard {
-    #[inline]
-    pub(crate) fn is_draining(&self) -> bool {
-        self.0.shared.is_draining()
-    }
-}
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        // SeqCst: see `InFlightShard::start`.
-        let before = self.0.count.fetch_sub(1, Ordering::SeqCst);
-        if before == 1 && self.0.shared.draining.load(Ordering::SeqCst) {
-            self.0.shared.idle.notify_waiters();
-        }
-    }
-}
-
-impl fmt::Debug for InFlightGuard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InFlightGuard").finish_non_exhaustive()
     }
 }
 
@@ -164,8 +153,8 @@ mod tests {
     async fn drain_waits_for_the_last_request_of_every_worker_and_not_longer() {
         let in_flight = Arc::new(InFlight::default());
         let (one, other) = (in_flight.shard(), in_flight.shard());
-        let first = InFlightShard::start(&one);
-        let second = InFlightShard::start(&other);
+        one.start();
+        other.start();
         assert_eq!(in_flight.len(), 2);
         let drained = tokio::spawn({
             let in_flight = Arc::clone(&in_flight);
@@ -173,10 +162,10 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(in_flight.is_draining());
-        drop(first);
+        one.end();
         tokio::task::yield_now().await;
         assert!(!drained.is_finished(), "one request is still in flight");
-        drop(second);
+        other.end();
         tokio::time::timeout(Duration::from_secs(1), drained)
             .await
             .expect("the end of the last request wakes the drain")
@@ -187,7 +176,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn drain_with_no_request_in_flight_ends_at_once() {
         let in_flight = Arc::new(InFlight::default());
-        drop(InFlightShard::start(&in_flight.shard()));
+        let shard = in_flight.shard();
+        shard.start();
+        shard.end();
         tokio::time::timeout(Duration::from_millis(1), in_flight.drain())
             .await
             .expect("nothing to wait for");

@@ -13,7 +13,7 @@ use pin_project_lite::pin_project;
 
 use crate::body::AfterResponseBody;
 use crate::gate::GateGuard;
-use crate::in_flight::{InFlight, InFlightGuard, InFlightShard};
+use crate::in_flight::InFlight;
 use crate::request_data::RequestData;
 
 /// Registers a [`TaskSupervisor`] with an actix-web `App`: every request it wraps can take the
@@ -152,8 +152,7 @@ where
         }
         ready(Ok(BackgroundTasksService {
             service,
-            data: RequestData::new(self.supervisor.clone()),
-            in_flight: self.in_flight.shard(),
+            data: RequestData::new(self.supervisor.clone(), self.in_flight.shard()),
         }))
     }
 }
@@ -186,11 +185,10 @@ where
 /// ```
 pub struct BackgroundTasksService<S> {
     service: S,
-    // Both of this worker's own: what each request clones or counts (its gate, reused from
-    // request to request, and its shard of the count) is written by this worker's thread
-    // only, rather than bounced between the cores of every worker.
+    // This worker's own: what each request clones or counts (its gate, reused from request
+    // to request, and the worker's shard of the count in flight) is written by this worker's
+    // thread only, rather than bounced between the cores of every worker.
     data: RequestData,
-    in_flight: Arc<InFlightShard>,
 }
 
 impl<S> BackgroundTasksService<S> {
@@ -237,35 +235,32 @@ where
 
     fn call(&self, mut request: ServiceRequest) -> Self::Future {
         // The app data that the extractor finds, with the gate of this request's after-response
-        // tasks, opened by the guard, which lives in the response future and then in the
-        // response body.
+        // tasks, and its guard, which opens the gate and ends the request's count in flight: it
+        // lives in the response future and then in the response body. Counted from before the
+        // handler runs, so that the drain cannot end between the handler's spawn and the end of
+        // its response.
         let (data, guard) = self.data.next();
         // Panics if the request has been cloned, as actix's own router (which records the
         // matched resource in it) and resources with app data (this same call) do: a clone held
         // across the call of the inner service breaks actix with or without this middleware.
         request.add_data_container(data);
-        // Counted from before the handler runs, so that the drain cannot end between the
-        // handler's spawn and the end of its response.
-        let in_flight = InFlightShard::start(&self.in_flight);
         ResponseFuture {
             inner: self.service.call(request),
             guard: Some(guard),
-            in_flight: Some(in_flight),
         }
     }
 }
 
 pin_project! {
     /// The response future of [`BackgroundTasksService`]: moves the request's after-response
-    /// guard and its count in flight into the response body. Dropped before the response
-    /// exists (the client went away, or the worker stopped), it opens the gate itself and the
-    /// request is no longer in flight.
+    /// guard, which also ends its count in flight, into the response body. Dropped before the
+    /// response exists (the client went away, or the worker stopped), it opens the gate itself
+    /// and the request is no longer in flight.
     #[must_use = "futures do nothing unless polled"]
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
         guard: Option<GateGuard>,
-        in_flight: Option<InFlightGuard>,
     }
 }
 
@@ -279,10 +274,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = std::task::ready!(this.inner.poll(cx))?;
-        // An error drops the guards with the future: there is no response to wait for.
+        // An error drops the guard with the future: there is no response to wait for.
         let guard = this.guard.take();
-        let in_flight = this.in_flight.take();
-        if in_flight.as_ref().is_some_and(InFlightGuard::is_draining) {
+        if guard.as_ref().is_some_and(GateGuard::is_draining) {
             // The server no longer accepts: a keep-alive connection would only bring requests
             // that the end of the drain cuts off. An upgrade keeps its connection.
             let head = response.response_mut().head_mut();
@@ -291,7 +285,7 @@ where
             }
         }
         Poll::Ready(Ok(
-            response.map_body(|_, body| AfterResponseBody::new(body, guard, in_flight))
+            response.map_body(|_, body| AfterResponseBody::new(body, guard))
         ))
     }
 }

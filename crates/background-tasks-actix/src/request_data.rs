@@ -4,12 +4,14 @@
 use std::cell::Cell;
 use std::fmt;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use actix_web::dev::Extensions;
 use background_tasks::TaskSupervisor;
 
 use crate::extract::BackgroundTasks;
 use crate::gate::{Gate, GateGuard};
+use crate::in_flight::InFlightShard;
 
 /// What the middleware makes extractable in a request: a type of this crate's own, so that no
 /// app data of the user's can take its place.
@@ -42,13 +44,16 @@ impl RequestTasks {
 pub(crate) struct RequestData {
     /// Cloned into a new gate only: the gates, which requests clone, are this worker's own.
     supervisor: TaskSupervisor,
+    /// This worker's count of the requests in flight, which the gates' guards count in.
+    in_flight: Arc<InFlightShard>,
     last: Cell<Option<Rc<Extensions>>>,
 }
 
 impl RequestData {
-    pub(crate) fn new(supervisor: TaskSupervisor) -> Self {
+    pub(crate) fn new(supervisor: TaskSupervisor, in_flight: Arc<InFlightShard>) -> Self {
         Self {
             supervisor,
+            in_flight,
             last: Cell::new(None),
         }
     }
@@ -58,7 +63,7 @@ impl RequestData {
     }
 
     /// The app data of a new request, with a closed gate for its after-response tasks, and
-    /// the guard that opens that gate.
+    /// the guard that opens that gate and counts the request in flight until then.
     #[inline]
     pub(crate) fn next(&self) -> (Rc<Extensions>, GateGuard) {
         let (data, guard) = match self.last.take() {
@@ -81,7 +86,7 @@ impl RequestData {
 
     #[cold]
     fn new_data(&self) -> (Rc<Extensions>, GateGuard) {
-        let sent = Gate::new(self.supervisor.clone());
+        let sent = Gate::new(self.supervisor.clone(), Some(Arc::clone(&self.in_flight)));
         let guard = sent.guard();
         let mut data = Extensions::new();
         data.insert(RequestTasks { sent });

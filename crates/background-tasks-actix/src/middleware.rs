@@ -163,6 +163,13 @@ where
 /// request in flight, into the response body. Once [`serve`](crate::serve) has stopped
 /// accepting, its responses close their connection (`Connection: close`), except upgrades.
 ///
+/// # Panics
+///
+/// When a middleware outside it keeps a clone of the request while it is called, as actix's
+/// own router and resources with app data do (actix warns that "cloning an `HttpRequest`
+/// might cause panics"): it adds its app data to the request, which needs the request
+/// unshared.
+///
 /// # Examples
 ///
 /// ```

@@ -161,15 +161,33 @@ impl<T> Slab<T> {
         page.slots[key % PAGE].as_mut()
     }
 
+    /// Inlined into a task's end, its one caller on the hot path, so that the entry is not
+    /// copied out through another frame; what one removal in 64 does to its page is out of
+    /// line.
+    #[inline]
     pub(crate) fn remove(&mut self, key: usize) -> Option<T> {
         let (index, slot) = (key / PAGE, key % PAGE);
         let page = self.pages.get_mut(index)?.as_deref_mut()?;
         let value = page.slots[slot].take()?;
-        if page.vacant == 0 {
-            self.open.insert(index);
-        }
+        let was_full = page.vacant == 0;
         page.vacant |= 1 << slot;
         self.len -= 1;
+        if was_full || page.vacant == u64::MAX {
+            self.page_opened_or_emptied(index, was_full);
+        }
+        Some(value)
+    }
+
+    /// After a removal from page `index`: a page that was full has room again, and a page
+    /// that is empty now is freed.
+    #[cold]
+    fn page_opened_or_emptied(&mut self, index: usize, was_full: bool) {
+        if was_full {
+            self.open.insert(index);
+        }
+        let Some(page) = self.pages[index].as_deref() else {
+            unreachable!("a removal's page exists")
+        };
         if page.vacant == u64::MAX {
             self.open.remove(&index);
             let page = self.pages[index].take();
@@ -184,7 +202,6 @@ impl<T> Slab<T> {
                 self.pages.shrink_to_fit();
             }
         }
-        Some(value)
     }
 
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
@@ -280,6 +297,7 @@ impl Locked<'_> {
         self.part.slab.get_mut(key.slot())
     }
 
+    #[inline]
     pub(crate) fn remove(&mut self, key: Key) -> Option<Entry> {
         debug_assert_eq!(key.shard(), self.index, "a key of another shard");
         self.part.slab.remove(key.slot())

@@ -126,22 +126,13 @@ impl<T> Slab<T> {
         }
     }
 
+    /// Inlined into a task's registration, as [`remove`](Self::remove) is into its end; what
+    /// one insert in 64 does to the pages is out of line.
+    #[inline]
     pub(crate) fn insert(&mut self, value: T) -> usize {
         let index = match self.open.first() {
             Some(&index) => index,
-            None => {
-                let page = self.spare.take().unwrap_or_else(Page::new);
-                let index = match self.pages.iter().position(Option::is_none) {
-                    Some(index) => index,
-                    None => {
-                        self.pages.push(None);
-                        self.pages.len() - 1
-                    }
-                };
-                self.pages[index] = Some(page);
-                self.open.insert(index);
-                index
-            }
+            None => self.open_page(),
         };
         let Some(page) = self.pages[index].as_deref_mut() else {
             unreachable!("open pages exist")
@@ -150,10 +141,32 @@ impl<T> Slab<T> {
         page.vacant &= !(1 << slot);
         page.slots[slot] = Some(value);
         if page.vacant == 0 {
-            self.open.remove(&index);
+            self.page_filled(index);
         }
         self.len += 1;
         index * PAGE + slot
+    }
+
+    /// Puts a page in the first free place of the page table, and returns that place.
+    #[cold]
+    fn open_page(&mut self) -> usize {
+        let page = self.spare.take().unwrap_or_else(Page::new);
+        let index = match self.pages.iter().position(Option::is_none) {
+            Some(index) => index,
+            None => {
+                self.pages.push(None);
+                self.pages.len() - 1
+            }
+        };
+        self.pages[index] = Some(page);
+        self.open.insert(index);
+        index
+    }
+
+    /// Page `index` has no room left.
+    #[cold]
+    fn page_filled(&mut self, index: usize) {
+        self.open.remove(&index);
     }
 
     pub(crate) fn get_mut(&mut self, key: usize) -> Option<&mut T> {
@@ -288,6 +301,7 @@ pub(crate) struct Locked<'a> {
 }
 
 impl Locked<'_> {
+    #[inline]
     pub(crate) fn insert(&mut self, entry: Entry) -> Key {
         Key::new(self.index, self.part.slab.insert(entry))
     }

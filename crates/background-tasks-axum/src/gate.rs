@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use background_tasks::TaskSupervisor;
 use tokio::sync::Notify;
 
+use crate::shared::SharedSupervisor;
+
 /// Set once the response has been sent or dropped.
 const OPEN: u8 = 0b01;
 /// Set once a task waits for the gate: only then does opening it take the notify's lock.
@@ -16,14 +18,14 @@ const WAITING: u8 = 0b10;
 /// What one request under the layer shares with its after-response tasks: one allocation per
 /// request, whether or not a handler uses it.
 pub(crate) struct RequestState {
-    pub(crate) supervisor: TaskSupervisor,
+    pub(crate) supervisor: SharedSupervisor,
     gate: AtomicU8,
     opened: Notify,
 }
 
 impl RequestState {
     /// The state of a request whose response has not been sent yet.
-    pub(crate) fn new(supervisor: TaskSupervisor) -> Arc<Self> {
+    pub(crate) fn new(supervisor: SharedSupervisor) -> Arc<Self> {
         Arc::new(Self {
             supervisor,
             gate: AtomicU8::new(0),
@@ -34,7 +36,7 @@ impl RequestState {
     /// The state of no request at all: after-response tasks run at once.
     pub(crate) fn open(supervisor: TaskSupervisor) -> Arc<Self> {
         Arc::new(Self {
-            supervisor,
+            supervisor: SharedSupervisor::new(supervisor),
             gate: AtomicU8::new(OPEN),
             opened: Notify::new(),
         })
@@ -117,7 +119,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn dropping_the_guard_wakes_every_waiter() {
-        let state = RequestState::new(TaskSupervisor::new());
+        let state = RequestState::new(SharedSupervisor::new(TaskSupervisor::new()));
         let waiters: Vec<_> = (0..3)
             .map(|_| {
                 let state = state.clone();
@@ -138,7 +140,7 @@ mod tests {
     /// Races opening against waiting on many threads: a lost wake-up would hang a waiter.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn opening_never_loses_a_concurrent_waiter() {
-        let supervisor = TaskSupervisor::new();
+        let supervisor = SharedSupervisor::new(TaskSupervisor::new());
         for _ in 0..2_000 {
             let state = RequestState::new(supervisor.clone());
             let waiters: Vec<_> = (0..3)

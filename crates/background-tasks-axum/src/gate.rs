@@ -25,9 +25,9 @@ pub(crate) struct RequestState {
 
 impl RequestState {
     /// The state of a request whose response has not been sent yet.
-    pub(crate) fn new(supervisor: SharedSupervisor) -> Arc<Self> {
+    pub(crate) fn new(supervisor: impl Into<SharedSupervisor>) -> Arc<Self> {
         Arc::new(Self {
-            supervisor,
+            supervisor: supervisor.into(),
             gate: AtomicU8::new(0),
             opened: Notify::new(),
         })
@@ -119,7 +119,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn dropping_the_guard_wakes_every_waiter() {
-        let state = RequestState::new(SharedSupervisor::new(TaskSupervisor::new()));
+        let state = RequestState::new(TaskSupervisor::new());
         let waiters: Vec<_> = (0..3)
             .map(|_| {
                 let state = state.clone();
@@ -140,7 +140,7 @@ mod tests {
     /// Races opening against waiting on many threads: a lost wake-up would hang a waiter.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn opening_never_loses_a_concurrent_waiter() {
-        let supervisor = SharedSupervisor::new(TaskSupervisor::new());
+        let supervisor = TaskSupervisor::new();
         for _ in 0..2_000 {
             let state = RequestState::new(supervisor.clone());
             let waiters: Vec<_> = (0..3)

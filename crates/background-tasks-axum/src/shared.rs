@@ -25,6 +25,12 @@ impl SharedSupervisor {
     }
 }
 
+impl From<TaskSupervisor> for SharedSupervisor {
+    fn from(supervisor: TaskSupervisor) -> Self {
+        Self::new(supervisor)
+    }
+}
+
 impl Deref for SharedSupervisor {
     type Target = TaskSupervisor;
 

@@ -24,6 +24,7 @@ use crate::body::AfterResponseBody;
 use crate::future::ResponseFuture;
 use crate::io::ConnectionIo;
 use crate::layer::attach;
+use crate::shared::SharedSupervisor;
 use crate::stage::{CLOSE, GRACEFUL, Stage, StageWatch};
 
 /// The connection tasks, and the upgraded sockets.
@@ -64,7 +65,8 @@ impl Connections {
             io,
             AxumService {
                 service,
-                supervisor: self.supervisor.clone(),
+                // One count per connection: see `SharedSupervisor`.
+                supervisor: SharedSupervisor::new(self.supervisor.clone()),
             },
             self.stage.clone(),
             self.http.token(),
@@ -191,7 +193,7 @@ where
 #[derive(Clone)]
 struct AxumService<S> {
     service: S,
-    supervisor: TaskSupervisor,
+    supervisor: SharedSupervisor,
 }
 
 impl<S> Service<http::Request<Incoming>> for AxumService<S>

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use background_tasks::TaskSupervisor;
 use tokio::sync::Notify;
 
+use crate::shared::SharedSupervisor;
+
 /// Set once the response has been sent or dropped.
 const OPEN: u8 = 0b01;
 /// Set once a task waits for the gate: only then does opening it take the notify's lock.
@@ -16,16 +18,16 @@ const WAITING: u8 = 0b10;
 /// What one request under the layer shares with its after-response tasks: one allocation per
 /// request, whether or not a handler uses it.
 pub(crate) struct RequestState {
-    pub(crate) supervisor: TaskSupervisor,
+    pub(crate) supervisor: SharedSupervisor,
     gate: AtomicU8,
     opened: Notify,
 }
 
 impl RequestState {
     /// The state of a request whose response has not been sent yet.
-    pub(crate) fn new(supervisor: TaskSupervisor) -> Arc<Self> {
+    pub(crate) fn new(supervisor: impl Into<SharedSupervisor>) -> Arc<Self> {
         Arc::new(Self {
-            supervisor,
+            supervisor: supervisor.into(),
             gate: AtomicU8::new(0),
             opened: Notify::new(),
         })
@@ -34,7 +36,7 @@ impl RequestState {
     /// The state of no request at all: after-response tasks run at once.
     pub(crate) fn open(supervisor: TaskSupervisor) -> Arc<Self> {
         Arc::new(Self {
-            supervisor,
+            supervisor: SharedSupervisor::new(supervisor),
             gate: AtomicU8::new(OPEN),
             opened: Notify::new(),
         })

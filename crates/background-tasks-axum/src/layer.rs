@@ -12,6 +12,7 @@ use crate::body::AfterResponseBody;
 use crate::extract::BackgroundTasks;
 use crate::future::ResponseFuture;
 use crate::gate::{AfterResponseGuard, RequestState};
+use crate::shared::SharedSupervisor;
 
 /// Makes a [`TaskSupervisor`] reachable from every request under it, through the
 /// [`BackgroundTasks`] extractor, and runs [`after_response`](BackgroundTasks::after_response)
@@ -37,7 +38,7 @@ use crate::gate::{AfterResponseGuard, RequestState};
 /// ```
 #[derive(Clone)]
 pub struct BackgroundTasksLayer {
-    supervisor: TaskSupervisor,
+    supervisor: SharedSupervisor,
 }
 
 impl BackgroundTasksLayer {
@@ -52,7 +53,9 @@ impl BackgroundTasksLayer {
     /// ```
     #[must_use]
     pub fn new(supervisor: TaskSupervisor) -> Self {
-        Self { supervisor }
+        Self {
+            supervisor: SharedSupervisor::new(supervisor),
+        }
     }
 }
 
@@ -104,7 +107,7 @@ impl<S> Layer<S> for BackgroundTasksLayer {
 #[derive(Clone)]
 pub struct BackgroundTasksService<S> {
     inner: S,
-    supervisor: TaskSupervisor,
+    supervisor: SharedSupervisor,
 }
 
 impl<S> BackgroundTasksService<S> {
@@ -121,7 +124,10 @@ impl<S> BackgroundTasksService<S> {
     /// ```
     #[must_use]
     pub fn new(inner: S, supervisor: TaskSupervisor) -> Self {
-        Self { inner, supervisor }
+        Self {
+            inner,
+            supervisor: SharedSupervisor::new(supervisor),
+        }
     }
 
     /// The wrapped service.
@@ -202,7 +208,7 @@ where
 #[inline]
 pub(crate) fn attach<B>(
     request: &mut Request<B>,
-    supervisor: &TaskSupervisor,
+    supervisor: &SharedSupervisor,
 ) -> AfterResponseGuard {
     // Shared by the extractor, the after-response tasks and the guard that opens their gate.
     // With the extension it goes into, this costs two small allocations per request.

@@ -80,6 +80,7 @@ mod layer;
 mod make_service;
 mod readiness;
 mod serve;
+mod shared;
 mod signals;
 mod stage;
 mod sync;

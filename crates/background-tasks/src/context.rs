@@ -51,7 +51,24 @@ use crate::tracked::TrackedFuture;
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct TaskContext {
+pub struct TaskContext(Repr);
+
+/// A [`TaskContext`] in two words, as a task's guard is: a task's future holds its context,
+/// and the id, the name and the deadline side by side (eight words) took the future of
+/// `spawn_with(|ctx| async move { ctx.cancelled().await })` from a 256-byte tokio cell to a
+/// 384-byte one, and past the 128 bytes that tokio moves without calling `memcpy`.
+#[derive(Clone)]
+enum Repr {
+    /// The supervisor, and the task's id with the index of its name among the supervisor's
+    /// interned names in the bits from [`NAME_SHIFT`] up (0: no name).
+    Lean { inner: Arc<Inner>, word: u64 },
+    /// A task with a name that is not interned, a timeout, or an id too long to leave room
+    /// for a name's index: one allocation, shared by the context's clones.
+    Rich(Arc<Rich>),
+}
+
+/// What a [`Repr::Rich`] context holds.
+struct Rich {
     inner: Arc<Inner>,
     id: TaskId,
     name: Option<Cow<'static, str>>,
@@ -59,18 +76,73 @@ pub struct TaskContext {
     deadline: Option<ContextDeadline>,
 }
 
+/// Where a lean context's word keeps its name's index: above ids of up to 56 bits (2^56
+/// spawns, two years at a billion a second).
+const NAME_SHIFT: u32 = 56;
+
+// Two words: see `Repr`.
+const _: () = assert!(std::mem::size_of::<TaskContext>() == 2 * std::mem::size_of::<u64>());
+
 impl TaskContext {
+    #[inline(always)]
     pub(crate) fn new(
         inner: Arc<Inner>,
         id: TaskId,
         name: Option<Cow<'static, str>>,
         deadline: Option<ContextDeadline>,
     ) -> Self {
-        Self {
+        if deadline.is_none() && id.as_u64() >> NAME_SHIFT == 0 {
+            // A `&'static str` goes in the word, as the supervisor interns it for task guards
+            // too (found by address, without a lock): a named context allocates nothing.
+            let index = match &name {
+                None => Some(0),
+                Some(Cow::Borrowed(name)) => inner.names.index(name),
+                Some(Cow::Owned(_)) => None,
+            };
+            if let Some(index) = index {
+                // No deadline, and no name or a borrowed one: nothing to drop. Forgetting them
+                // spares every spawn their drop glue, as `Flow::boxed` does.
+                std::mem::forget((name, deadline));
+                return Self(Repr::Lean {
+                    inner,
+                    word: id.as_u64() | (u64::from(index) << NAME_SHIFT),
+                });
+            }
+        }
+        Self::rich(inner, id, name, deadline)
+    }
+
+    /// A context with its parts in a box of their own. Out of line: few tasks need one.
+    #[inline(never)]
+    fn rich(
+        inner: Arc<Inner>,
+        id: TaskId,
+        name: Option<Cow<'static, str>>,
+        deadline: Option<ContextDeadline>,
+    ) -> Self {
+        Self(Repr::Rich(Arc::new(Rich {
             inner,
             id,
             name,
             deadline,
+        })))
+    }
+
+    /// The supervisor.
+    #[inline]
+    fn inner(&self) -> &Arc<Inner> {
+        match &self.0 {
+            Repr::Lean { inner, .. } => inner,
+            Repr::Rich(rich) => &rich.inner,
+        }
+    }
+
+    /// The task's deadline, if it has a timeout.
+    #[inline]
+    fn context_deadline(&self) -> Option<&ContextDeadline> {
+        match &self.0 {
+            Repr::Lean { .. } => None,
+            Repr::Rich(rich) => rich.deadline.as_ref(),
         }
     }
 
@@ -98,21 +170,28 @@ impl TaskContext {
     #[inline]
     #[must_use]
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline.as_ref().map(|deadline| deadline.at)
+        self.context_deadline().map(|deadline| deadline.at)
     }
 
     /// The task's id.
     #[inline]
     #[must_use]
     pub fn id(&self) -> TaskId {
-        self.id
+        match &self.0 {
+            Repr::Lean { word, .. } => TaskId(word & ((1 << NAME_SHIFT) - 1)),
+            Repr::Rich(rich) => rich.id,
+        }
     }
 
     /// The task's name, when it was spawned with one.
     #[inline]
     #[must_use]
     pub fn name(&self) -> Option<&str> {
-        self.name.as_deref()
+        match &self.0 {
+            // Truncation keeps the 8 bits from `NAME_SHIFT` up: the index (0 for none).
+            Repr::Lean { inner, word } => inner.names.get((word >> NAME_SHIFT) as u8),
+            Repr::Rich(rich) => rich.name.as_deref(),
+        }
     }
 
     /// Resolves once the supervisor's shutdown has begun: time to wind down.
@@ -131,8 +210,11 @@ impl TaskContext {
     /// # Cancel safety
     ///
     /// This method is cancel safe.
-    pub async fn shutdown_started(&self) {
-        self.inner.drain.cancelled().await;
+    // The token's own future, not an `async fn` awaiting it: a task's future holds it, and
+    // the wrapper took 16 bytes more and a poll of its own (see `cancelled`).
+    #[must_use = "futures do nothing unless polled"]
+    pub fn shutdown_started(&self) -> impl Future<Output = ()> + '_ {
+        self.inner().drain.cancelled()
     }
 
     /// Returns `true` once the supervisor's shutdown has begun.
@@ -149,7 +231,7 @@ impl TaskContext {
     /// ```
     #[must_use]
     pub fn is_shutting_down(&self) -> bool {
-        self.inner.state.phase() != Phase::Running
+        self.inner().state.phase() != Phase::Running
     }
 
     /// Resolves once the cancel phase of the shutdown has begun, or the task's own timeout has
@@ -169,11 +251,16 @@ impl TaskContext {
     /// # Cancel safety
     ///
     /// This method is cancel safe.
-    pub async fn cancelled(&self) {
-        match &self.deadline {
+    // The token's own future, not an `async fn` awaiting it: a task's future holds it, and
+    // the wrapper took 16 bytes more and a poll of its own (77 instructions a task, of
+    // `shutdown_100k`'s tasks that wait on it), which took the future of
+    // `spawn_with(|ctx| async move { ctx.cancelled().await })` past 128 bytes.
+    #[must_use = "futures do nothing unless polled"]
+    pub fn cancelled(&self) -> impl Future<Output = ()> + '_ {
+        match self.context_deadline() {
             // A child of the supervisor's: fires at the shutdown's cancel phase too.
-            Some(deadline) => deadline.token.cancelled().await,
-            None => self.inner.cancel.cancelled().await,
+            Some(deadline) => deadline.token.cancelled(),
+            None => self.inner().cancel.cancelled(),
         }
     }
 
@@ -195,8 +282,8 @@ impl TaskContext {
     /// ```
     #[must_use]
     pub fn is_cancelled(&self) -> bool {
-        self.inner.state.phase() >= Phase::Cancelling
-            || self.deadline.as_ref().is_some_and(|deadline| {
+        self.inner().state.phase() >= Phase::Cancelling
+            || self.context_deadline().is_some_and(|deadline| {
                 deadline.token.is_cancelled() || Instant::now() >= deadline.at
             })
     }
@@ -220,9 +307,9 @@ impl TaskContext {
     /// ```
     #[must_use]
     pub fn cancellation_token(&self) -> CancellationToken {
-        match &self.deadline {
+        match self.context_deadline() {
             Some(deadline) => deadline.token.child_token(),
-            None => self.inner.cancel.child_token(),
+            None => self.inner().cancel.child_token(),
         }
     }
 
@@ -255,7 +342,7 @@ impl TaskContext {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        TaskBuilder::new(&self.inner, Origin::Task, None).spawn(future)
+        TaskBuilder::new(self.inner(), Origin::Task, None).spawn(future)
     }
 
     /// Spawns a follow-up task that receives its own context; accepted during the drain.
@@ -288,7 +375,7 @@ impl TaskContext {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        TaskBuilder::new(&self.inner, Origin::Task, None).spawn_with(task)
+        TaskBuilder::new(self.inner(), Origin::Task, None).spawn_with(task)
     }
 
     /// Runs a synchronous follow-up on tokio's blocking thread pool; accepted during the drain.
@@ -320,7 +407,7 @@ impl TaskContext {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        TaskBuilder::new(&self.inner, Origin::Task, None).spawn_blocking(function)
+        TaskBuilder::new(self.inner(), Origin::Task, None).spawn_blocking(function)
     }
 
     /// Spawns a follow-up task on the runtime `handle` refers to; accepted during the drain.
@@ -353,7 +440,7 @@ impl TaskContext {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        TaskBuilder::new(&self.inner, Origin::Task, None).spawn_on(future, handle)
+        TaskBuilder::new(self.inner(), Origin::Task, None).spawn_on(future, handle)
     }
 
     /// Runs a synchronous follow-up on the blocking thread pool of the runtime `handle` refers
@@ -388,7 +475,7 @@ impl TaskContext {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        TaskBuilder::new(&self.inner, Origin::Task, None).spawn_blocking_on(function, handle)
+        TaskBuilder::new(self.inner(), Origin::Task, None).spawn_blocking_on(function, handle)
     }
 
     /// Spawns a follow-up task that need not be `Send` on the current [`LocalSet`]; accepted
@@ -426,7 +513,7 @@ impl TaskContext {
         F: Future + 'static,
         F::Output: 'static,
     {
-        TaskBuilder::new(&self.inner, Origin::Task, None).spawn_local(future)
+        TaskBuilder::new(self.inner(), Origin::Task, None).spawn_local(future)
     }
 
     /// Spawns a follow-up task that need not be `Send` on `local_set`; accepted during the
@@ -461,7 +548,7 @@ impl TaskContext {
         F: Future + 'static,
         F::Output: 'static,
     {
-        TaskBuilder::new(&self.inner, Origin::Task, None).spawn_local_on(future, local_set)
+        TaskBuilder::new(self.inner(), Origin::Task, None).spawn_local_on(future, local_set)
     }
 
     /// Tracks a follow-up future that the caller polls itself; accepted during the drain. See
@@ -487,7 +574,7 @@ impl TaskContext {
     /// As [`spawn`](Self::spawn).
     #[inline]
     pub fn track_future<F: Future>(&self, future: F) -> Result<TrackedFuture<F>, SpawnError> {
-        TaskBuilder::new(&self.inner, Origin::Task, None).track_future(future)
+        TaskBuilder::new(self.inner(), Origin::Task, None).track_future(future)
     }
 
     /// A builder for a named follow-up task; accepted during the drain.
@@ -505,18 +592,80 @@ impl TaskContext {
     /// ```
     #[inline]
     pub fn task(&self, name: impl Into<Cow<'static, str>>) -> TaskBuilder<'_> {
-        TaskBuilder::new(&self.inner, Origin::Task, Some(name.into()))
+        TaskBuilder::new(self.inner(), Origin::Task, Some(name.into()))
     }
 }
 
 impl fmt::Debug for TaskContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskContext")
-            .field("id", &self.id)
-            .field("name", &self.name)
+            .field("id", &self.id())
+            .field("name", &self.name())
             .field("shutting_down", &self.is_shutting_down())
             .field("cancelled", &self.is_cancelled())
             .field("deadline", &self.deadline())
             .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::TaskSupervisor;
+
+    /// A context as a spawn with `name` and `deadline` makes it for the task `id`.
+    fn context(
+        supervisor: &TaskSupervisor,
+        id: u64,
+        name: Option<Cow<'static, str>>,
+        deadline: Option<ContextDeadline>,
+    ) -> TaskContext {
+        TaskContext::new(supervisor.inner.clone(), TaskId(id), name, deadline)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_context_in_two_words_keeps_every_id_name_and_deadline() {
+        let supervisor = TaskSupervisor::new();
+        let last_in_word = (1 << NAME_SHIFT) - 1;
+        // A `&'static str` is interned into the word, up to the last id that leaves room.
+        for id in [1, last_in_word] {
+            let ctx = context(&supervisor, id, Some(Cow::Borrowed("mail")), None);
+            assert_eq!((ctx.id().as_u64(), ctx.name()), (id, Some("mail")));
+            assert!(
+                matches!(ctx.0, Repr::Lean { .. }),
+                "no allocation for an interned name"
+            );
+        }
+        // Past it, and for an owned name, the id and the name are kept in a box.
+        for id in [last_in_word + 1, u64::MAX] {
+            let ctx = context(&supervisor, id, Some(Cow::Borrowed("mail")), None);
+            assert_eq!((ctx.id().as_u64(), ctx.name()), (id, Some("mail")));
+            let ctx = context(&supervisor, id, None, None);
+            assert_eq!((ctx.id().as_u64(), ctx.name()), (id, None));
+        }
+        let owned = Some(Cow::Owned(format!("user-{}", 7)));
+        let ctx = context(&supervisor, 3, owned, None);
+        assert_eq!((ctx.id().as_u64(), ctx.name()), (3, Some("user-7")));
+        let ctx = context(&supervisor, 4, None, None);
+        assert_eq!(
+            (ctx.id().as_u64(), ctx.name(), ctx.deadline()),
+            (4, None, None)
+        );
+        // A deadline, with a name: both in the context's box.
+        let at = Instant::now() + Duration::from_secs(30);
+        let token = CancellationToken::new();
+        let deadline = ContextDeadline {
+            at,
+            token: token.clone(),
+        };
+        let ctx = context(&supervisor, 5, Some(Cow::Borrowed("mail")), Some(deadline));
+        assert_eq!(ctx.name(), Some("mail"));
+        assert_eq!(ctx.clone().deadline(), Some(at));
+        assert!(!ctx.is_cancelled());
+        token.cancel();
+        assert!(ctx.is_cancelled());
+        ctx.cancelled().await;
     }
 }

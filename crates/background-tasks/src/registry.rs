@@ -126,22 +126,13 @@ impl<T> Slab<T> {
         }
     }
 
+    /// Inlined into a task's registration, as [`remove`](Self::remove) is into its end; what
+    /// one insert in 64 does to the pages is out of line.
+    #[inline]
     pub(crate) fn insert(&mut self, value: T) -> usize {
         let index = match self.open.first() {
             Some(&index) => index,
-            None => {
-                let page = self.spare.take().unwrap_or_else(Page::new);
-                let index = match self.pages.iter().position(Option::is_none) {
-                    Some(index) => index,
-                    None => {
-                        self.pages.push(None);
-                        self.pages.len() - 1
-                    }
-                };
-                self.pages[index] = Some(page);
-                self.open.insert(index);
-                index
-            }
+            None => self.open_page(),
         };
         let Some(page) = self.pages[index].as_deref_mut() else {
             unreachable!("open pages exist")
@@ -150,10 +141,32 @@ impl<T> Slab<T> {
         page.vacant &= !(1 << slot);
         page.slots[slot] = Some(value);
         if page.vacant == 0 {
-            self.open.remove(&index);
+            self.page_filled(index);
         }
         self.len += 1;
         index * PAGE + slot
+    }
+
+    /// Puts a page in the first free place of the page table, and returns that place.
+    #[cold]
+    fn open_page(&mut self) -> usize {
+        let page = self.spare.take().unwrap_or_else(Page::new);
+        let index = match self.pages.iter().position(Option::is_none) {
+            Some(index) => index,
+            None => {
+                self.pages.push(None);
+                self.pages.len() - 1
+            }
+        };
+        self.pages[index] = Some(page);
+        self.open.insert(index);
+        index
+    }
+
+    /// Page `index` has no room left.
+    #[cold]
+    fn page_filled(&mut self, index: usize) {
+        self.open.remove(&index);
     }
 
     pub(crate) fn get_mut(&mut self, key: usize) -> Option<&mut T> {
@@ -161,15 +174,33 @@ impl<T> Slab<T> {
         page.slots[key % PAGE].as_mut()
     }
 
+    /// Inlined into a task's end, its one caller on the hot path, so that the entry is not
+    /// copied out through another frame; what one removal in 64 does to its page is out of
+    /// line.
+    #[inline]
     pub(crate) fn remove(&mut self, key: usize) -> Option<T> {
         let (index, slot) = (key / PAGE, key % PAGE);
         let page = self.pages.get_mut(index)?.as_deref_mut()?;
         let value = page.slots[slot].take()?;
-        if page.vacant == 0 {
-            self.open.insert(index);
-        }
+        let was_full = page.vacant == 0;
         page.vacant |= 1 << slot;
         self.len -= 1;
+        if was_full || page.vacant == u64::MAX {
+            self.page_opened_or_emptied(index, was_full);
+        }
+        Some(value)
+    }
+
+    /// After a removal from page `index`: a page that was full has room again, and a page
+    /// that is empty now is freed.
+    #[cold]
+    fn page_opened_or_emptied(&mut self, index: usize, was_full: bool) {
+        if was_full {
+            self.open.insert(index);
+        }
+        let Some(page) = self.pages[index].as_deref() else {
+            unreachable!("a removal's page exists")
+        };
         if page.vacant == u64::MAX {
             self.open.remove(&index);
             let page = self.pages[index].take();
@@ -184,7 +215,6 @@ impl<T> Slab<T> {
                 self.pages.shrink_to_fit();
             }
         }
-        Some(value)
     }
 
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
@@ -271,6 +301,7 @@ pub(crate) struct Locked<'a> {
 }
 
 impl Locked<'_> {
+    #[inline]
     pub(crate) fn insert(&mut self, entry: Entry) -> Key {
         Key::new(self.index, self.part.slab.insert(entry))
     }
@@ -280,6 +311,7 @@ impl Locked<'_> {
         self.part.slab.get_mut(key.slot())
     }
 
+    #[inline]
     pub(crate) fn remove(&mut self, key: Key) -> Option<Entry> {
         debug_assert_eq!(key.shard(), self.index, "a key of another shard");
         self.part.slab.remove(key.slot())

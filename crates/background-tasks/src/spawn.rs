@@ -1092,6 +1092,10 @@ impl TaskGuard {
         if timed_out {
             Tally::bump(&inner.tally.timed_out);
         }
+        let panicked = cold.as_deref().is_some_and(|cold| cold.panic.is_some());
+        // A registered task's shard lock, kept from the attempt below for the count that
+        // follows it once shutdown has begun, rather than taken a second time.
+        let mut held = None;
         let mut take_name = || Self::take_name(inner, word, cold.as_deref_mut());
         match key {
             None => {
@@ -1119,6 +1123,12 @@ impl TaskGuard {
                     }
                     return (entry.id, entry.name, Some(entry.started));
                 }
+                // Shutdown has begun, and from the drain on phases move only with every shard
+                // locked: under this lock the phase is now stable, and the end can be counted
+                // below without letting go of it.
+                if !timed_out && !panicked {
+                    held = Some(slab);
+                }
             }
         }
         // Shutdown has begun. Most ends need nothing of the shutdown log but a count: an end
@@ -1130,12 +1140,7 @@ impl TaskGuard {
         // rest is counted under the shutdown lock, which the driver holds to walk and to write
         // the report, with 100 000 tasks ending at the cancellation signal or 200 000 woken
         // by the abort.
-        let panicked = cold.as_deref().is_some_and(|cold| cold.panic.is_some());
-        if let Some(key) = key
-            && !timed_out
-            && !panicked
-        {
-            let mut slab = inner.registry.lock_key(key);
+        if let (Some(key), Some(mut slab)) = (key, held) {
             let phase = inner.state.phase();
             // Listed by a walk, which stopped it: in the log already.
             let listed = slab.get_mut(key).is_some_and(|entry| entry.is_stopped());
@@ -1161,7 +1166,9 @@ impl TaskGuard {
                 return (entry.id, entry.name, Some(entry.started));
             }
             // Left in the registry until the shutdown lock is held, below, as every end under
-            // that lock does: the registry and the count then agree for any walk.
+            // that lock does: the registry and the count then agree for any walk. The shard
+            // lock goes first, since the shutdown lock is never taken under one.
+            drop(slab);
         }
         // Otherwise the end is counted under the shutdown lock, where phases change, so that
         // it is counted in exactly the phase it happened in.

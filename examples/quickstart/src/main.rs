@@ -124,6 +124,7 @@ async fn run(
     }
     let supervisor = builder.build();
     let metrics = routes::install_metrics_recorder()?;
+    routes::spawn_metrics_upkeep(metrics.clone());
     let readiness = Readiness::new();
     let startup_tasks = Arc::new(AtomicUsize::new(0));
 

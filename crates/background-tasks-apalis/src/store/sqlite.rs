@@ -12,7 +12,8 @@ use apalis_sqlite::queries;
 use apalis_sqlite::{Config, SqliteStorage};
 use sqlx::Row;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 
 use super::{Fetched, NewJob, Outcome, StoreResult, driver_error, error_json, last_error};
@@ -22,6 +23,50 @@ use crate::status::JobStatus;
 
 /// What the `Workers` rows record as the storage.
 const STORAGE_NAME: &str = "background-tasks-apalis/sqlite";
+
+/// Turns on SQLite's query planner stability guarantee (`SQLITE_DBCONFIG_ENABLE_QPSG`) for a
+/// new connection of the store's pool: the planner then plans a statement without looking at
+/// the values bound to its parameters.
+///
+/// Without it, a statement whose plan used a bound value is expired by the next binding of that
+/// parameter, whatever the value, and parsed and planned again at its next step. apalis's fetch
+/// (`queries/backend/fetch_next.sql`, run on every poll of every worker) ends in `LIMIT ?3`,
+/// which SQLite 3.51 folds into the program as a constant: every poll re-prepared the
+/// statement, 70 % of an idle quickstart's instructions (docs/benchmarks.md, "The durable
+/// fetcher's statement, prepared once"). With the guarantee, the limit is read when the
+/// statement runs. No query of apalis's or of this crate relies on a plan made for a bound
+/// value: their indexes are chosen by their columns and literals.
+#[allow(unsafe_code)]
+async fn plan_without_bound_values(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    use std::ffi::c_int;
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle();
+    // SAFETY: `lock_handle` gives this task the connection's handle alone until `handle` drops:
+    // sqlx's worker thread makes no call on it meanwhile. The arguments are the documented
+    // ones of SQLITE_DBCONFIG_ENABLE_QPSG (https://www.sqlite.org/c3ref/c_dbconfig_defensive.html):
+    // an int, 1 to turn it on, and a pointer to an int for the setting it leaves, which may be
+    // null.
+    let rc = unsafe {
+        libsqlite3_sys::sqlite3_db_config(
+            db.as_ptr(),
+            libsqlite3_sys::SQLITE_DBCONFIG_ENABLE_QPSG,
+            1 as c_int,
+            std::ptr::null_mut::<c_int>(),
+        )
+    };
+    if rc == libsqlite3_sys::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(sqlx::Error::Configuration(
+            format!(
+                "SQLite refused SQLITE_DBCONFIG_ENABLE_QPSG (error code {rc}): the SQLite linked \
+                 in is older than 3.20; link the bundled one (libsqlite3-sys's `bundled` \
+                 feature, which sqlx's `sqlite` feature turns on)"
+            )
+            .into(),
+        ))
+    }
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteStore {
@@ -47,6 +92,7 @@ impl SqliteStore {
             .busy_timeout(timeout);
         let pool = SqlitePoolOptions::new()
             .acquire_timeout(timeout)
+            .after_connect(|conn, _| Box::pin(plan_without_bound_values(conn)))
             .connect_with(options)
             .await
             .map_err(unreachable)?;
@@ -240,4 +286,69 @@ fn config(queue: &str, batch: usize) -> Config {
 
 fn count(value: i64) -> u32 {
     u32::try_from(value.max(0)).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How many times SQLite prepared again, at a step, the statements in `conn`'s cache whose
+    /// text contains `needle`; `None` if no statement's does.
+    #[allow(unsafe_code)]
+    async fn reprepared(conn: &mut SqliteConnection, needle: &str) -> Option<i32> {
+        use libsqlite3_sys::{
+            SQLITE_STMTSTATUS_REPREPARE, sqlite3_next_stmt, sqlite3_sql, sqlite3_stmt_status,
+        };
+        let mut handle = conn.lock_handle().await.expect("the connection's handle");
+        let db = handle.as_raw_handle().as_ptr();
+        let mut count = None;
+        // SAFETY: the locked handle is this task's alone; the statements walked are the
+        // connection's own, alive while it is locked (sqlx finalizes them only on its worker
+        // thread); `sqlite3_sql` gives a NUL-terminated string that the statement owns, read
+        // before the next call.
+        unsafe {
+            let mut stmt = sqlite3_next_stmt(db, std::ptr::null_mut());
+            while !stmt.is_null() {
+                let sql = std::ffi::CStr::from_ptr(sqlite3_sql(stmt)).to_string_lossy();
+                if sql.contains(needle) {
+                    *count.get_or_insert(0) +=
+                        sqlite3_stmt_status(stmt, SQLITE_STMTSTATUS_REPREPARE, 0);
+                }
+                stmt = sqlite3_next_stmt(db, stmt);
+            }
+        }
+        count
+    }
+
+    #[tokio::test]
+    async fn the_fetch_statement_is_prepared_once_however_often_the_worker_polls() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+        let store = SqliteStore::connect(&url, Duration::from_secs(10))
+            .await
+            .expect("the store");
+        let worker = WorkerContext::new("prepared-once");
+        store.register(&worker, "mail").await.expect("registered");
+        // Polls with the limits a worker asks for as its slots fill and free.
+        for limit in [4, 1, 4, 2, 4] {
+            store.fetch(&worker, "mail", limit).await.expect("a poll");
+        }
+        // Every connection the pool opened, each statement cache read in turn: each is held
+        // until the end, so that the next `acquire` takes another idle one.
+        let mut held = Vec::new();
+        let mut count = None;
+        for _ in 0..store.pool.num_idle() {
+            let mut conn = store.pool.acquire().await.expect("an idle connection");
+            if let Some(more) = reprepared(&mut conn, "run_at <= ?4").await {
+                *count.get_or_insert(0) += more;
+            }
+            held.push(conn);
+        }
+        let count =
+            count.expect("apalis's fetch statement (fetch_next.sql) in a connection's cache");
+        assert_eq!(
+            count, 0,
+            "the fetch statement was parsed and planned again {count} times in 5 polls"
+        );
+    }
 }

@@ -71,8 +71,37 @@ impl Inner {
         F::Output: Send + 'static,
     {
         let runtime = Runtime::get(on.or(self.config.runtime.as_ref()));
-        let (id, supervised) = self.supervise(spec, make)?;
-        let join = runtime.spawn(supervised);
+        let (admission, name, flow) = self.admit_spec(spec, true)?;
+        let id = self.next_id();
+        // User code: should it panic, the admission gives its place back as it unwinds.
+        let future = make(id, Flow::for_context(flow.as_deref()));
+        let guard = self.guard(admission, id, name, flow);
+        // Built as the spawn's argument, not returned through a tuple and a `Result` as
+        // `supervise` returns it: each of those moves copied the whole future.
+        let join = runtime.spawn(Supervised { future, guard });
+        Ok(TaskHandle::new(id, join))
+    }
+
+    /// Spawns `future` as a new task, on `on`, else on the runtime set on the builder, else on
+    /// the current one: [`spawn_async`](Self::spawn_async) for a future made before its task's
+    /// id, moved into the task once rather than through a closure.
+    #[track_caller]
+    #[inline(always)]
+    pub(crate) fn spawn_future<F>(
+        self: &Arc<Self>,
+        spec: Spec,
+        future: F,
+        on: Option<&Handle>,
+    ) -> Result<TaskHandle<F::Output>, SpawnError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let runtime = Runtime::get(on.or(self.config.runtime.as_ref()));
+        let (admission, name, flow) = self.admit_spec(spec, true)?;
+        let id = self.next_id();
+        let guard = self.guard(admission, id, name, flow);
+        let join = runtime.spawn(Supervised { future, guard });
         Ok(TaskHandle::new(id, join))
     }
 
@@ -235,13 +264,25 @@ impl Inner {
         let id = self.next_id();
         // User code: should it panic, the admission gives its place back as it unwinds.
         let future = make(id, Flow::for_context(flow.as_deref()));
+        let guard = self.guard(admission, id, name, flow);
+        (id, Supervised { future, guard })
+    }
+
+    /// The guard of the admitted task `id`, once its future is made: from here on the guard
+    /// owns the place, and gives it back exactly once however the task ends, even if tokio's
+    /// spawn panics and drops the future.
+    #[inline(always)]
+    fn guard(
+        &self,
+        admission: Admission<'_>,
+        id: TaskId,
+        name: Option<Cow<'static, str>>,
+        flow: Option<Box<Flow>>,
+    ) -> TaskGuard {
         let span = task_span(self.config.task_span_level, id, name.as_deref());
         #[cfg(feature = "metrics")]
         self.labels.spawned(name.as_ref());
-        // From here on the guard owns the place, and gives it back exactly once however the
-        // task ends, even if tokio's spawn panics and drops the future.
-        let guard = admission.into_guard(id, name, None, span, flow);
-        (id, Supervised { future, guard })
+        admission.into_guard(id, name, None, span, flow)
     }
 
     /// Spawns the closure `make` builds for the new task's id on the blocking pool of `on`, else

@@ -175,8 +175,7 @@ impl<'a> TaskBuilder<'a> {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.inner
-            .spawn_async(self.spec(false), |_, _| future, None)
+        self.inner.spawn_future(self.spec(false), future, None)
     }
 
     /// Spawns the future that `task` builds from its [`TaskContext`] as a named task; see
@@ -342,7 +341,7 @@ impl<'a> TaskBuilder<'a> {
         F::Output: Send + 'static,
     {
         self.inner
-            .spawn_async(self.spec(false), |_, _| future, Some(handle))
+            .spawn_future(self.spec(false), future, Some(handle))
     }
 
     /// Spawns the future that `task` builds from its [`TaskContext`] as a named task on the

@@ -692,6 +692,14 @@ def main() -> int:
     print()
     print(table)
     if not args.save_as:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            # The figures above are written; only the images need it. `benchmarks/run` runs
+            # this script with it, from its own virtualenv.
+            print("plots skipped: matplotlib is not installed for this Python "
+                  "(`python3 -m pip install matplotlib`, or run `benchmarks/run`)")
+            return 0
         for path in plots(data):
             print(f"plot: {path.relative_to(ROOT)}")
     return 0

@@ -145,7 +145,11 @@ impl<T> Slab<T> {
         };
         let slot = page.vacant.trailing_zeros() as usize;
         page.vacant &= !(1 << slot);
-        page.slots[slot] = Some(value);
+        let vacant = &mut page.slots[slot];
+        debug_assert!(vacant.is_none(), "a vacant slot holds no entry");
+        // A vacant slot holds nothing to drop: what `replace` returns is forgotten, so that no
+        // insert pays for the entry's drop glue.
+        std::mem::forget(std::mem::replace(vacant, Some(value)));
         if page.vacant == 0 {
             self.page_filled(index);
         }

@@ -149,7 +149,7 @@ impl<T> Slab<T> {
         debug_assert!(vacant.is_none(), "a vacant slot holds no entry");
         // A vacant slot holds nothing to drop: what `replace` returns is forgotten, so that no
         // insert pays for the entry's drop glue.
-        std::mem::forget(std::mem::replace(vacant, Some(value)));
+        std::mem::forget(vacant.replace(value));
         if page.vacant == 0 {
             self.page_filled(index);
         }

@@ -2,6 +2,7 @@
 //! dropped, which also ends the request's count in flight.
 
 use std::fmt;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{self, AtomicBool, Ordering};
 
@@ -86,37 +87,39 @@ impl Gate {
     }
 
     /// The guard that opens the gate when dropped, and counts the request in flight until
-    /// then.
+    /// then. It holds the worker's own copy of the gate, whose count is not atomic, so that
+    /// taking and dropping it costs no locked instruction: a guard stays on its worker, in the
+    /// response future and then the body, which actix never sends to another thread.
     #[inline]
-    pub(crate) fn guard(&self) -> GateGuard {
+    pub(crate) fn guard(self: &Rc<Self>) -> GateGuard {
         if let Some(in_flight) = &self.0.in_flight {
             in_flight.start();
         }
-        GateGuard(self.clone())
+        GateGuard(Rc::clone(self))
     }
 
-    /// Closes it again for the next request: the same gate, if nothing else holds it any more
-    /// (no request, guard or task), else a new one. A worker's requests mostly end before its
-    /// next one starts, so keeping the last gate spares most requests an allocation and its
-    /// free.
+    /// Closes it again for the next request, if nothing holds it but `holders` copies, the
+    /// caller's: no guard, extractor or task, and so no task waits on it. Returns whether it
+    /// did; the caller then makes a new gate. A worker's requests mostly end before its next
+    /// one starts, so keeping the last gate spares most requests an allocation and its free.
     #[inline]
-    pub(crate) fn close_again(&mut self) {
-        // Not `Arc::get_mut`, whose compare-and-swap on the weak count (a locked instruction:
-        // a tenth of the samples of the middleware's inlined `call` under perf) guards against
-        // a `Weak` being upgraded meanwhile: a gate has no `Weak`, so a strong count of one
-        // means that no one else holds it, nor can get it from anyone.
-        if Arc::strong_count(&self.0) == 1 {
-            // Acquire: pairs with the release decrement of every other holder's drop, so that
-            // all they did with the gate happens before it is closed again. Held by no one
-            // else, no task waits on its `Notify`: it is as new once closed.
-            atomic::fence(Ordering::Acquire);
-            // Relaxed: no one else reads them until the gate is handed over again (to a
-            // request, then a task), which orders these stores before what it does.
-            self.0.open.store(false, Ordering::Relaxed);
-            self.0.waiting.store(false, Ordering::Relaxed);
-        } else {
-            *self = Self::new(self.supervisor().clone(), self.0.in_flight.clone());
+    pub(crate) fn close_again(&self, holders: usize) -> bool {
+        // A strong count, not `Arc::get_mut`, whose compare-and-swap on the weak count (a
+        // locked instruction: a tenth of the samples of the middleware's inlined `call` under
+        // perf) guards against a `Weak` being upgraded meanwhile: a gate has no `Weak`, so the
+        // count of its holders is all there is, and no one else can get a copy from anyone.
+        if Arc::strong_count(&self.0) != holders {
+            return false;
         }
+        // Acquire: pairs with the release decrement of every other holder's drop, so that all
+        // they did with the gate happens before it is closed again. Held by no one else, no
+        // task waits on its `Notify`: it is as new once closed.
+        atomic::fence(Ordering::Acquire);
+        // Relaxed: no one else reads them until the gate is handed over again (to a request,
+        // then a task), which orders these stores before what it does.
+        self.0.open.store(false, Ordering::Relaxed);
+        self.0.waiting.store(false, Ordering::Relaxed);
+        true
     }
 }
 
@@ -130,7 +133,7 @@ impl fmt::Debug for Gate {
 
 /// Opens its [`Gate`] when dropped, then ends the request's count in flight: with the
 /// response body, once sent, or with the response future, when there is no response.
-pub(crate) struct GateGuard(Gate);
+pub(crate) struct GateGuard(Rc<Gate>);
 
 impl GateGuard {
     /// Whether the server is draining its requests: responses should close their connection.
@@ -174,10 +177,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_waiting_task_sees_the_gate_open_when_its_guard_drops() {
-        let gate = Gate::new(TaskSupervisor::new(), None);
+        let gate = Rc::new(Gate::new(TaskSupervisor::new(), None));
         let guard = gate.guard();
         let waiting = tokio::spawn({
-            let gate = gate.clone();
+            let gate = Gate::clone(&gate);
             async move { gate.opened().await }
         });
         tokio::task::yield_now().await;
@@ -192,7 +195,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_task_that_waits_once_the_guard_dropped_does_not_wait() {
-        let gate = Gate::new(TaskSupervisor::new(), None);
+        let gate = Rc::new(Gate::new(TaskSupervisor::new(), None));
         drop(gate.guard());
         tokio::time::timeout(Duration::from_millis(1), gate.opened())
             .await
@@ -200,37 +203,28 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_gate_is_reused_closed_once_no_one_holds_it_and_only_then() {
-        let gate = Gate::new(TaskSupervisor::new(), None);
-        let guard = gate.guard();
-        // Its guard (the request) still holds it: a new gate.
-        let mut other = gate.clone();
-        other.close_again();
-        assert!(!Arc::ptr_eq(&other.0, &gate.0));
-        // A task still waits on it after its response was sent: a new gate.
+    async fn a_gate_closes_again_only_once_no_one_but_its_holders_has_it() {
+        let gate = Rc::new(Gate::new(TaskSupervisor::new(), None));
+        // A task still waits on it after its response was sent: left open as it is.
         let waiting = tokio::spawn({
-            let gate = gate.clone();
+            let gate = Gate::clone(&gate);
             async move { gate.opened().await }
         });
         tokio::task::yield_now().await;
-        drop(guard);
-        let mut other = gate.clone();
-        other.close_again();
-        assert!(!Arc::ptr_eq(&other.0, &gate.0));
+        drop(gate.guard());
+        assert!(!gate.close_again(1), "a task holds a copy");
+        assert!(gate.is_open());
         waiting.await.unwrap();
-        // Held by no one else now: the same gate, closed again, which its next guard opens.
-        let pointer = Arc::as_ptr(&gate.0);
-        let mut reused = gate;
-        reused.close_again();
-        assert_eq!(Arc::as_ptr(&reused.0), pointer);
-        assert!(!reused.is_open());
+        // Held by no one else now: closed again, and its next guard opens it.
+        assert!(gate.close_again(1));
+        assert!(!gate.is_open());
         let waiting = tokio::spawn({
-            let gate = reused.clone();
+            let gate = Gate::clone(&gate);
             async move { gate.opened().await }
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "closed again");
-        drop(reused.guard());
+        drop(gate.guard());
         tokio::time::timeout(Duration::from_secs(1), waiting)
             .await
             .expect("its next guard opens it")

@@ -16,6 +16,9 @@ pin_project! {
     /// count in flight once actix has taken its last chunk, or when it is dropped, as
     /// tower-http's in-flight requests counter does.
     ///
+    /// Like actix's own `BoxBody`, it is not `Send`: it stays on the worker that made it, and
+    /// its guard's reference count is that worker's own.
+    ///
     /// # Examples
     ///
     /// ```

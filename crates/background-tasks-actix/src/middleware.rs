@@ -262,7 +262,8 @@ pin_project! {
     /// The response future of [`BackgroundTasksService`]: moves the request's after-response
     /// guard, which also ends its count in flight, into the response body. Dropped before the
     /// response exists (the client went away, or the worker stopped), it opens the gate itself
-    /// and the request is no longer in flight.
+    /// and the request is no longer in flight. Not `Send`, as the body it makes: both stay on
+    /// their worker.
     #[must_use = "futures do nothing unless polled"]
     pub struct ResponseFuture<F> {
         #[pin]
